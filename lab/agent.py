@@ -1,0 +1,224 @@
+"""NomadAgent: one throw-away Nomad server+client on the lab host, per test.
+
+Each agent gets a unique id (tagged with the run id), its own data_dir, ports picked free on
+the lab host and bound to 127.0.0.1, and runs as a transient systemd unit so that it survives
+SSH hiccups and a crashed run can be swept by name. The HTTP API is reached through an SSH
+tunnel. Readiness is one deadline over: unit alive, leader elected, node ready, driver healthy.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+
+from lab.api import LabApi
+from lab.errors import LabError, LabTimeout
+from lab.host import LabHost
+from lab.wait import Pending, until
+
+DRIVER = "java-crun"
+PLUGIN_BINARY = "nomad-driver-java-crun"
+REMOTE_ROOT = "/opt/lab"
+NOMAD_BIN = f"{REMOTE_ROOT}/bin/nomad"
+PLUGIN_DIR = f"{REMOTE_ROOT}/plugins"
+AGENTS_ROOT = "/var/lib/nomad-lab"
+UNIT_PREFIX = "nomad-lab-"
+CRUN_STATE_ROOT = "/run/java-crun"
+# Fingerprinters that probe cloud metadata addresses: never in a sealed lab.
+DENIED_FINGERPRINTERS = "env_aws,env_gce,env_azure,env_digitalocean,consul,vault"
+DENIED_DRIVERS = "docker,podman,qemu,java,exec,raw_exec"
+
+
+@dataclass
+class AgentOptions:
+    """Per-test knobs (pytest: @pytest.mark.agent(...))."""
+
+    fingerprint_period: str = "1s"
+    artifact: dict[str, str] = field(default_factory=dict)  # client artifact {} block
+    plugin_config: dict[str, object] = field(default_factory=dict)
+    log_level: str = "DEBUG"
+
+
+def render_config(agent_id: str, data_dir: str, ports: dict[str, int],
+                  options: AgentOptions) -> str:
+    """The agent's HCL: server+client on loopback only, our plugin, nothing that phones out."""
+    plugin_cfg = {"fingerprint_period": options.fingerprint_period,
+                  "state_root": CRUN_STATE_ROOT, **options.plugin_config}
+    artifact = "".join(f"\n    {k} = {json.dumps(v)}" for k, v in options.artifact.items())
+    return f"""# rendered by lab/agent.py for {agent_id}
+name                 = "{agent_id}"
+datacenter           = "dc1"
+data_dir             = "{data_dir}/data"
+plugin_dir           = "{PLUGIN_DIR}"
+bind_addr            = "127.0.0.1"
+log_level            = "{options.log_level}"
+disable_update_check = true
+leave_on_terminate   = false
+
+ports {{
+  http = {ports["http"]}
+  rpc  = {ports["rpc"]}
+  serf = {ports["serf"]}
+}}
+
+advertise {{
+  http = "127.0.0.1"
+  rpc  = "127.0.0.1"
+  serf = "127.0.0.1"
+}}
+
+server {{
+  enabled          = true
+  bootstrap_expect = 1
+}}
+
+client {{
+  enabled           = true
+  servers           = ["127.0.0.1:{ports["rpc"]}"]
+  network_interface = "lo"
+  options = {{
+    "fingerprint.denylist" = "{DENIED_FINGERPRINTERS}"
+    "driver.denylist"      = "{DENIED_DRIVERS}"
+  }}
+  artifact {{{artifact}
+  }}
+}}
+
+plugin "{PLUGIN_BINARY}" {{
+  config {{
+{_hcl_body(plugin_cfg, indent=4)}
+  }}
+}}
+"""
+
+
+def _hcl_body(values: dict[str, object], indent: int) -> str:
+    pad = " " * indent
+    return "\n".join(f"{pad}{k} = {json.dumps(v)}" for k, v in values.items())
+
+
+class NomadAgent:
+    """Start, wait ready, tunnel, stop and reap one Nomad agent on the lab host."""
+
+    def __init__(self, host: LabHost, run_id: str, seq: int, *, ready_timeout: float,
+                 stop_timeout: float, api_timeout: float = 15,
+                 options: AgentOptions | None = None, log=print):
+        self.host, self.options, self.log = host, options or AgentOptions(), log
+        self.id = f"{UNIT_PREFIX}{run_id}-{seq}"
+        self.unit = f"{self.id}.service"
+        self.dir = f"{AGENTS_ROOT}/{self.id}"
+        self.log_path = f"{self.dir}/agent.log"
+        self.ready_timeout, self.stop_timeout, self.api_timeout = (
+            ready_timeout, stop_timeout, api_timeout)
+        self.ports: dict[str, int] = {}
+        self.api: LabApi | None = None
+        self.node_id: str | None = None
+        self._tunnel = ExitStack()
+        self.started_at = self.ready_at = 0.0
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def start(self) -> NomadAgent:
+        self.started_at = time.monotonic()
+        self.ports = dict(zip(("http", "rpc", "serf"), self.host.free_ports(3), strict=True))
+        config = render_config(self.id, self.dir, self.ports, self.options)
+        self.host.sudo(f"mkdir -p {self.dir}/data && chmod 0711 {self.dir}")
+        self.host.write_file(f"{self.dir}/agent.hcl", config)
+        self.host.sudo(
+            f"systemd-run --unit={self.unit} --collect --quiet "
+            f"-p StandardOutput=append:{self.log_path} -p StandardError=append:{self.log_path} "
+            f"-p KillMode=mixed -p TimeoutStopSec=20 "
+            f"{NOMAD_BIN} agent -config={self.dir}/agent.hcl",
+            hint="is systemd running on the lab host? the lab needs it for transient units")
+        local_port = self._tunnel.enter_context(self.host.forward_local(self.ports["http"]))
+        self.api = LabApi("127.0.0.1", local_port, timeout=self.api_timeout)
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop(check=False)
+            raise
+        self.ready_at = time.monotonic()
+        return self
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Leader elected, our node ready, driver java-crun detected and healthy."""
+        timeout = timeout or self.ready_timeout
+
+        def ready():
+            self.assert_alive()
+            if not self.api.leader():
+                return Pending("no leader elected yet")
+            node = self.api.node_by_name(self.id)
+            if node is None:
+                return Pending("leader elected; client node not registered yet")
+            if node["Status"] != "ready":
+                return Pending(f"node status={node['Status']}")
+            full = self.api.node(node["ID"])
+            info = (full.get("Drivers") or {}).get(DRIVER)
+            if not info:
+                return Pending(f"node ready; driver {DRIVER} not fingerprinted yet "
+                               f"(drivers: {sorted(full.get('Drivers') or {})})")
+            if not (info.get("Detected") and info.get("Healthy")):
+                return Pending(f"driver {DRIVER} Detected={info.get('Detected')} "
+                               f"Healthy={info.get('Healthy')}: {info.get('HealthDescription')}")
+            self.node_id = node["ID"]
+            return True
+
+        try:
+            until(ready, timeout, f"Nomad agent {self.id} ready with driver {DRIVER} healthy",
+                  retry_on=(OSError, ConnectionError, _requests_errors()), interval=0.3)
+        except LabTimeout as exc:
+            raise LabTimeout(exc.what, exc.timeout, exc.last,
+                             f"agent log tail ({self.log_path}):\n{self.log_tail()}") from None
+
+    def assert_alive(self) -> None:
+        """Fail fast (with the log tail) when the agent's unit has died."""
+        state = self.host.run(f"systemctl is-active {self.unit}", check=False).stdout.strip()
+        if state not in ("active", "activating", "reloading"):
+            raise LabError(f"Nomad agent {self.id} is not running (unit {self.unit}: {state}).\n"
+                           f"agent log tail ({self.log_path}):\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        return self.host.sudo(f"tail -n {lines} {self.log_path}", check=False).stdout
+
+    def restart(self) -> None:
+        """Restart the agent process in place (client state is kept in data_dir)."""
+        self.host.sudo(f"systemctl restart {self.unit}")
+        self.wait_ready()
+
+    def stop(self, check: bool = True) -> list[str]:
+        """Stop the unit, close the tunnel, remove the data dir; return what would not go."""
+        self._tunnel.close()
+        self.host.sudo(f"systemctl stop {self.unit} 2>/dev/null; "
+                       f"systemctl reset-failed {self.unit} 2>/dev/null; true", check=False,
+                       timeout=self.stop_timeout + 30)
+        # Nomad mounts secrets/ (tmpfs) and may leave alloc mounts: unmount before rm.
+        self.host.sudo(f"if [ -d {self.dir} ]; then "
+                       f"grep -o ' {self.dir}/[^ ]*' /proc/self/mountinfo | sort -r | "
+                       f"xargs -r -n1 umount -l; rm -rf {shlex.quote(self.dir)}; fi",
+                       check=False)
+        remains = self.remains()
+        if check and remains:
+            raise LabError(f"agent {self.id} left things behind after stop: {remains}; "
+                           "clean up with `invoke lab.clean`")
+        return remains
+
+    def remains(self) -> list[str]:
+        out = self.host.sudo(
+            f"systemctl is-active {self.unit} >/dev/null 2>&1 && echo unit:{self.unit}; "
+            f"test -e {self.dir} && echo dir:{self.dir}; "
+            f"pgrep -f -- '-config={self.dir}/' >/dev/null && echo process:nomad-{self.id}; true",
+            check=False).stdout
+        return out.split()
+
+    @property
+    def startup_seconds(self) -> float:
+        return self.ready_at - self.started_at
+
+
+def _requests_errors():
+    import requests
+
+    return requests.RequestException
