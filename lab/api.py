@@ -113,3 +113,7 @@ class LabApi:
     def alloc_stats(self, alloc_id: str) -> dict:
         return self._call(f"stats of {alloc_id[:8]}",
                           self.client.client.allocation.read_allocation_stats, alloc_id)
+
+    def client_gc(self) -> None:
+        """GC terminal allocations on the client now: destroys their tasks and alloc dirs."""
+        self._call("client/gc", self.client.client.gc_all_allocations.garbage_collect)

@@ -1,0 +1,33 @@
+"""The environment a run used, recorded in every report: box, kernel, cgroups, crun, Java, Nomad."""
+
+from __future__ import annotations
+
+import json
+
+from lab.agent import NOMAD_BIN, PLUGIN_BINARY, PLUGIN_DIR
+from lab.host import LabHost
+
+FACTS_SCRIPT = rf"""
+echo "kernel=$(uname -r)"
+echo "cgroup_mode=$(stat -fc %T /sys/fs/cgroup | sed 's/cgroup2fs/v2/;s/tmpfs/v1-or-hybrid/')"
+echo "cgroup_controllers=$(cat /sys/fs/cgroup/cgroup.controllers 2>/dev/null)"
+echo "crun=$(crun --version 2>/dev/null | head -1)"
+echo "java=$(java -version 2>&1 | head -1)"
+echo "nomad=$({NOMAD_BIN} version 2>/dev/null | head -1)"
+echo "plugin=$({PLUGIN_DIR}/{PLUGIN_BINARY} version 2>/dev/null | head -1)"
+echo "os=$(. /etc/os-release; echo $PRETTY_NAME)"
+echo "box=$(cat /etc/nomad-lab-box 2>/dev/null || echo none)"
+"""
+
+
+def collect(host: LabHost) -> dict[str, str]:
+    facts = {"target": host.spec.url}
+    for line in host.run(FACTS_SCRIPT, check=False).stdout.splitlines():
+        key, _, value = line.partition("=")
+        if key:
+            facts[key] = value.strip()
+    return facts
+
+
+def render(facts: dict[str, str]) -> str:
+    return json.dumps(facts, indent=2, sort_keys=True)

@@ -1,0 +1,76 @@
+"""Find and remove what lab runs leave on the lab host.
+
+`scan` lists every trace a test could leave (agent units, data dirs, crun containers, bundles,
+shims, java processes, task cgroups, mounts); the pytest plugin asserts it is empty after
+every test. `sweep` removes all of it: `invoke lab.clean` and the start of every run call it,
+so a crashed or Ctrl-C'd run heals itself (Jepsen's "teardown before setup").
+"""
+
+from __future__ import annotations
+
+import json
+
+from lab.agent import AGENTS_ROOT, CRUN_STATE_ROOT, PLUGIN_BINARY, UNIT_PREFIX
+from lab.host import LabHost
+
+# One round trip: each probe prints "<kind> <item>" lines.
+SCAN_SCRIPT = rf"""
+systemctl list-units '{UNIT_PREFIX}*' --all --plain --no-legend 2>/dev/null \
+  | awk '{{print "unit", $1}}'
+ls -1 {AGENTS_ROOT} 2>/dev/null | sed 's/^/data_dir /'
+if command -v crun >/dev/null; then
+  crun --root {CRUN_STATE_ROOT} list -q 2>/dev/null | sed 's/^/container /'
+fi
+find {CRUN_STATE_ROOT} -name config.json 2>/dev/null | sed 's/^/bundle /'
+pgrep -a -f '{PLUGIN_BINARY} .*shim|{PLUGIN_BINARY} shim' | sed 's/^/shim /'
+pgrep -a -x java | sed 's/^/java_process /'
+find /sys/fs/cgroup -mindepth 1 -type d \( -name '*.scope' -path '*nomad*' \
+  -o -name '*java-crun*' \) 2>/dev/null | sed 's/^/cgroup /'
+awk '$5 ~ "^{AGENTS_ROOT}/|^{CRUN_STATE_ROOT}/" {{print "mount", $5}}' /proc/self/mountinfo
+true
+"""
+
+SWEEP_SCRIPT = rf"""
+for u in $(systemctl list-units '{UNIT_PREFIX}*' --all --plain --no-legend | awk '{{print $1}}'); do
+  systemctl stop "$u"; systemctl reset-failed "$u"
+done 2>/dev/null
+if command -v crun >/dev/null; then
+  for c in $(crun --root {CRUN_STATE_ROOT} list -q 2>/dev/null); do
+    crun --root {CRUN_STATE_ROOT} kill "$c" KILL 2>/dev/null
+    crun --root {CRUN_STATE_ROOT} delete --force "$c"
+  done
+fi
+pkill -KILL -f '{PLUGIN_BINARY}' 2>/dev/null
+pkill -KILL -x java 2>/dev/null
+awk '$5 ~ "^{AGENTS_ROOT}/|^{CRUN_STATE_ROOT}/" {{print $5}}' /proc/self/mountinfo | sort -r \
+  | xargs -r -n1 umount -l
+rm -rf {AGENTS_ROOT}/* {CRUN_STATE_ROOT}
+# Task cgroups: deepest first, rmdir only (a populated cgroup refuses, which scan reports).
+find /sys/fs/cgroup -mindepth 1 -depth -type d \( -path '*nomad.slice/*' -o -name '*java-crun*' \) \
+  -exec rmdir {{}} \; 2>/dev/null
+true
+"""
+
+
+def scan(host: LabHost) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for line in host.sudo(SCAN_SCRIPT, check=False).stdout.splitlines():
+        kind, _, item = line.strip().partition(" ")
+        if kind and item:
+            found.setdefault(kind, []).append(item)
+    return found
+
+
+def describe(found: dict[str, list[str]]) -> str:
+    return json.dumps(found, indent=2, sort_keys=True)
+
+
+def sweep(host: LabHost) -> dict[str, list[str]]:
+    """Remove every lab trace, heal every fault; return what was there before."""
+    from lab import faults  # faults depends on host only; imported late to keep layers clear
+
+    before = scan(host)
+    host.sudo(SWEEP_SCRIPT, check=False, timeout=120)
+    if hasattr(faults, "sweep"):
+        faults.sweep(host)
+    return before

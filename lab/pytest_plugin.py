@@ -1,0 +1,235 @@
+"""pytest plugin: options, fixtures, markers and report hooks for the lab's e2e suite.
+
+Fixtures (what a test uses):
+  lab_config  LabConfig for this run            lab_host   LabHost (session)
+  lab_facts   environment facts (session)       jars       built test JARs by name
+  artifacts   HTTP artifact server exposed into the lab host (session)
+  agent       a fresh NomadAgent for this test  api        LabApi bound to it
+  jobs        build and submit java-crun jobs: jobs.run("hello", args=[...]) -> JobRun
+Every test that uses `agent` is checked for leftovers on the lab host afterwards, and a
+failing one gets a diagnostics bundle under reports/diag/ with a summary in its report.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from pathlib import Path
+
+import pytest
+
+from lab import diag, facts, janitor
+from lab.agent import AgentOptions, NomadAgent
+from lab.config import LabConfig
+from lab.errors import LabError
+from lab.jobrun import JobRun
+from lab.wait import Pending, until
+
+_agent_seq = itertools.count(1)
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("lab", "java-crun e2e lab")
+    group.addoption("--lab-target", default=None,
+                    help="vagrant (default) or ssh://user@host[:port]; env LAB_TARGET")
+    group.addoption("--lab-ssh-key", default=None, help="private key for an ssh:// target")
+    group.addoption("--lab-timeout-scale", default=None,
+                    help="multiply every timeout (default auto: larger under TCG)")
+    group.addoption("--lab-keep", action="store_true", default=None,
+                    help="keep a failed test's agent and data dir on the lab host to debug")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "agent(**options): options for this test's Nomad agent "
+                            "(artifact={...} client artifact block, fingerprint_period=...)")
+
+
+@pytest.fixture(scope="session")
+def lab_config(pytestconfig) -> LabConfig:
+    opt = pytestconfig.getoption
+    return LabConfig.load({"target": opt("--lab-target"), "ssh_key": opt("--lab-ssh-key"),
+                           "timeout_scale": opt("--lab-timeout-scale"),
+                           "keep": opt("--lab-keep")})
+
+
+@pytest.fixture(scope="session")
+def lab_host(lab_config):
+    from lab import target
+
+    host = target.connect(lab_config)
+    swept = janitor.sweep(host)  # heal what a crashed run left before we start
+    if swept:
+        print(f"\nlab: swept leftovers of an earlier run: {janitor.describe(swept)}")
+    yield host
+    host.close()
+
+
+@pytest.fixture(scope="session")
+def lab_facts(lab_host, record_testsuite_property) -> dict[str, str]:
+    found = facts.collect(lab_host)
+    for key, value in found.items():
+        record_testsuite_property(key, value)
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _report_facts(request, lab_config):
+    """Put the environment in the terminal summary when the lab is used at all."""
+    yield
+    found = request.session.stash.get(_FACTS_KEY, None)
+    if found:
+        print("\nlab environment: " + facts.render(found))
+
+
+_FACTS_KEY = pytest.StashKey[dict]()
+
+
+@pytest.fixture(scope="session")
+def jars(lab_config) -> dict[str, Path]:
+    jar_dir = lab_config.build_dir / "jars"
+    found = {p.stem: p for p in jar_dir.glob("*.jar")}
+    if not found:
+        raise LabError(f"no test JARs in {jar_dir}: run `./invoke lab.up` (or `./invoke "
+                       "plugin.build`) to build tests/apps")
+    return found
+
+
+@pytest.fixture(scope="session")
+def artifacts(lab_host, jars):
+    """The artifact server, every test JAR registered, reachable from the lab host."""
+    from lab.artifacts import ArtifactServer
+
+    with ArtifactServer() as server:
+        for name, path in jars.items():
+            server.add(f"{name}.jar", path)
+        with server.expose(lab_host) as exposed:
+            server.exposed = exposed
+            yield server
+
+
+@pytest.fixture
+def agent(request, lab_config, lab_host, lab_facts):
+    request.session.stash[_FACTS_KEY] = lab_facts
+    marker = request.node.get_closest_marker("agent")
+    options = AgentOptions(**(marker.kwargs if marker else {}))
+    agent = NomadAgent(lab_host, lab_config.run_id, next(_agent_seq),
+                       ready_timeout=lab_config.timeout("agent_ready"),
+                       stop_timeout=lab_config.timeout("agent_stop"), options=options)
+    agent.start()
+    request.node.user_properties.append(("agent_startup_s", round(agent.startup_seconds, 2)))
+    yield agent
+    failed = getattr(request.node, "_lab_call_failed", False)
+    if failed and lab_config.keep:
+        print(f"\nlab: --lab-keep: agent {agent.id} left running for debugging "
+              f"(`./invoke lab.ssh`, then `./invoke lab.clean` when done)")
+        return
+    problems = _drain(agent, lab_config)
+    agent.stop(check=False)
+    leftovers = janitor.scan(lab_host)
+    if leftovers:
+        janitor.sweep(lab_host)
+    problems += [f"left on the lab host after the test: {janitor.describe(leftovers)}"] \
+        if leftovers else []
+    if problems and not failed:
+        pytest.fail("\n".join(problems), pytrace=False)
+
+
+def _drain(agent: NomadAgent, config: LabConfig) -> list[str]:
+    """Purge every job, let the client GC its allocations, wait for containers to go."""
+    api = agent.api
+    try:
+        for job in api.jobs():
+            api.deregister(job["ID"], purge=True)
+
+        def all_terminal():
+            live = [a["ID"][:8] for a in api.allocations()
+                    if a["ClientStatus"] in ("pending", "running")]
+            return True if not live else Pending(f"allocations still live: {live}")
+
+        until(all_terminal, config.timeout("agent_stop"), f"{agent.id}: allocations stopped")
+        api.client_gc()
+
+        def no_containers():
+            left = janitor.scan(agent.host).get("container", [])
+            return True if not left else Pending(f"containers: {left}")
+
+        until(no_containers, config.timeout("agent_stop"),
+              f"{agent.id}: containers destroyed after client GC")
+    except LabError as exc:
+        return [f"draining agent {agent.id} failed: {exc}"]
+    return []
+
+
+@pytest.fixture
+def api(agent):
+    return agent.api
+
+
+class Jobs:
+    """Build and submit java-crun jobs whose JARs come from the lab's artifact server."""
+
+    def __init__(self, request, agent: NomadAgent, artifacts, config: LabConfig):
+        self.request, self.agent, self.artifacts, self.config = request, agent, artifacts, config
+
+    def jar_url(self, name: str) -> str:
+        name = name if name.endswith(".jar") else f"{name}.jar"
+        return self.artifacts.exposed.url(name)
+
+    def id(self, suffix: str = "") -> str:
+        from lab.jobs import job_id
+
+        return job_id(self.config.run_id, f"{self.request.node.name}-{suffix}".strip("-"))
+
+    def task(self, jar: str = "hello", name: str = "app", **kwargs) -> dict:
+        from lab.jobs import java_task
+
+        return java_task(name, self.jar_url(jar), **kwargs)
+
+    def job(self, *tasks: dict, job_id: str | None = None, **kwargs) -> dict:
+        from lab.jobs import java_job
+
+        return java_job(job_id or self.id(), list(tasks), **kwargs)
+
+    def submit(self, job: dict) -> JobRun:
+        hint = f"diagnostics: {diag.bundle_dir(self.config.reports_dir, self.request.node.nodeid)}"
+        return JobRun(self.agent.api, job, self.config.timeout, diag_hint=hint).submit()
+
+    def run(self, jar: str = "hello", *, job_kwargs: dict | None = None, **task_kwargs) -> JobRun:
+        """One task group, one task named 'app' running `jar`; returns the submitted JobRun."""
+        return self.submit(self.job(self.task(jar, **task_kwargs), **(job_kwargs or {})))
+
+
+@pytest.fixture
+def jobs(request, agent, artifacts, lab_config) -> Jobs:
+    return Jobs(request, agent, artifacts, lab_config)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.when != "call" or not rep.failed:
+        return
+    item._lab_call_failed = True
+    agent = item.funcargs.get("agent") if hasattr(item, "funcargs") else None
+    host = item.funcargs.get("lab_host") if hasattr(item, "funcargs") else None
+    if host is None:
+        return
+    config: LabConfig = item.funcargs["lab_config"]
+    out = diag.bundle_dir(config.reports_dir, item.nodeid)
+    started = time.monotonic()
+    try:
+        diag.collect(host, agent, out)
+        rep.sections.append(("lab diagnostics", diag.summary(out) +
+                             f"\n(collected in {time.monotonic() - started:.1f}s)"))
+    except Exception as exc:  # noqa: BLE001 - diagnostics must never mask the real failure
+        rep.sections.append(("lab diagnostics", f"could not collect diagnostics: {exc}"))
+
+
+def pytest_report_header(config):
+    try:
+        cfg = LabConfig.load({"target": config.getoption("--lab-target")})
+    except LabError as exc:
+        return f"lab: configuration error: {exc}"
+    return (f"lab: target={cfg.target} timeout_scale={cfg.scale:g} run_id={cfg.run_id} "
+            f"(accel {cfg.effective_accel()})")

@@ -1,0 +1,32 @@
+"""Resolve the configured target (the Vagrant VM or ssh://user@host[:port]) to a LabHost."""
+
+from __future__ import annotations
+
+from lab.config import LabConfig
+from lab.errors import LabError
+from lab.host import LabHost, SSHSpec
+
+
+def ssh_spec(config: LabConfig) -> SSHSpec:
+    if config.is_vagrant:
+        from lab.vm import VagrantVM  # only the VM target needs Vagrant
+
+        return VagrantVM(config).ssh_spec()
+    return SSHSpec.from_url(config.target, config.ssh_key or None)
+
+
+def connect(config: LabConfig, check_ready: bool = True) -> LabHost:
+    """A LabHost for the target; with check_ready, fail unless the lab was brought up."""
+    host = LabHost(ssh_spec(config), name="vm" if config.is_vagrant else config.target,
+                   connect_timeout=config.timeout("ssh"),
+                   command_timeout=config.timeout("command"))
+    if check_ready:
+        from lab.agent import NOMAD_BIN, PLUGIN_BINARY, PLUGIN_DIR
+
+        res = host.run(f"test -x {NOMAD_BIN} && test -x {PLUGIN_DIR}/{PLUGIN_BINARY}",
+                       check=False)
+        if not res.ok:
+            raise LabError(f"the lab host {host.spec.url} has no Nomad/plugin binaries "
+                           f"({res.stderr.strip() or 'missing'}): run `./invoke lab.up` "
+                           "(or `./invoke lab.push` after a rebuild)")
+    return host
