@@ -1,0 +1,214 @@
+"""Invoke tasks: thin wrappers; the logic lives in lab/.  `./invoke --list` shows them all."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from invoke import Collection, Exit, task
+
+from lab.config import LabConfig
+from lab.errors import LabError
+
+
+def _config(c, **overrides) -> LabConfig:
+    return LabConfig.load(overrides)
+
+
+def _fail(exc: Exception) -> Exit:
+    return Exit(f"\nFAILED: {exc}", code=1)
+
+
+# -- lab ------------------------------------------------------------------------------------
+@task(help={"target": "vagrant (default) or ssh://user@host[:port]"})
+def up(c, target=None):
+    """Bring the lab up: host packages, builds, box, VM, provision, push, verify (idempotent)."""
+    from lab.up import up as lab_up
+
+    try:
+        lab_up(_config(c, target=target))
+    except LabError as exc:
+        raise _fail(exc) from None
+
+
+@task(help={"release": "Debian release (bookworm, trixie, bullseye)", "force": "rebuild"})
+def box(c, release=None, force=False):
+    """Build (or reuse from cache) the Vagrant box from Debian packages."""
+    from lab.box import ensure_box
+
+    try:
+        print(ensure_box(_config(c), release, force=force))
+    except LabError as exc:
+        raise _fail(exc) from None
+
+
+@task
+def push(c, target=None):
+    """Redeploy build/ (Nomad, plugin, JARs) to the lab host; only what changed."""
+    from lab import target as lab_target
+    from lab.push import push as lab_push
+
+    config = _config(c, target=target)
+    try:
+        lab_push(lab_target.connect(config, check_ready=False), config)
+    except LabError as exc:
+        raise _fail(exc) from None
+
+
+@task
+def status(c, target=None):
+    """Show the VM, SSH, binaries and versions on the lab host, and leftovers."""
+    from lab import facts, janitor
+    from lab import target as lab_target
+
+    config = _config(c, target=target)
+    if config.is_vagrant:
+        from lab.vm import VagrantVM
+
+        print(f"vm: {VagrantVM(config).status()}")
+    try:
+        host = lab_target.connect(config, check_ready=False)
+        print(facts.render(facts.collect(host)))
+        left = janitor.scan(host)
+        print(f"leftovers: {janitor.describe(left) if left else 'none'}")
+    except LabError as exc:
+        raise _fail(exc) from None
+
+
+@task
+def ssh(c, target=None):
+    """Open an interactive shell on the lab host."""
+    from lab import target as lab_target
+
+    spec = lab_target.ssh_spec(_config(c, target=target))
+    cmd = ["ssh", "-p", str(spec.port), "-o", "StrictHostKeyChecking=no",
+           "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"]
+    if spec.key_file:
+        cmd += ["-i", str(spec.key_file)]
+    os.execvp("ssh", [*cmd, f"{spec.user}@{spec.host}"])
+
+
+@task
+def down(c):
+    """Stop the VM (keeps its disk)."""
+    from lab.vm import VagrantVM
+
+    VagrantVM(_config(c)).halt()
+
+
+@task
+def destroy(c):
+    """Destroy the VM and its disk (the cached box stays)."""
+    from lab.vm import VagrantVM
+
+    VagrantVM(_config(c)).destroy()
+
+
+@task
+def clean(c, target=None):
+    """Sweep what a crashed or interrupted run left: agents, containers, cgroups, data dirs."""
+    from lab import janitor
+    from lab import target as lab_target
+
+    try:
+        host = lab_target.connect(_config(c, target=target), check_ready=False)
+        swept = janitor.sweep(host)
+        left = janitor.scan(host)
+    except LabError as exc:
+        raise _fail(exc) from None
+    print(f"swept: {janitor.describe(swept) if swept else 'nothing'}")
+    if left:
+        raise Exit(f"still there after the sweep: {janitor.describe(left)}", code=1)
+    print("lab host is clean")
+
+
+# -- plugin ---------------------------------------------------------------------------------
+@task(name="build")
+def plugin_build(c):
+    """Build build/nomad, build/nomad-driver-java-crun and the test JARs."""
+    from lab.up import build_all
+
+    try:
+        build_all(_config(c))
+    except LabError as exc:
+        raise _fail(exc) from None
+
+
+@task(name="unit")
+def plugin_unit(c):
+    """go vet and the driver's unit tests on this host (no crun needed)."""
+    c.run("cd plugin && go vet ./... && go test -count=1 ./...", pty=False)
+
+
+@task(name="test")
+def plugin_test(c, target=None):
+    """Run the driver-harness tests (real crun and Java) inside the lab host."""
+    from lab import harness
+
+    try:
+        harness.run(_config(c, target=target))
+    except LabError as exc:
+        raise _fail(exc) from None
+
+
+# -- test -----------------------------------------------------------------------------------
+def _pytest(args: list[str]) -> None:
+    rc = subprocess.call([sys.executable, "-m", "pytest", *args])
+    if rc:
+        raise Exit(code=rc)
+
+
+@task(default=True, help={"k": "pytest -k expression", "target": "lab target",
+                          "extra": "more pytest arguments"})
+def e2e(c, k=None, target=None, extra=""):
+    """Run the live e2e suite against the lab (a fresh Nomad agent per test)."""
+    args = ["tests/e2e", "--junitxml=reports/junit-e2e.xml", *extra.split()]
+    args += ["-k", k] if k else []
+    args += ["--lab-target", target] if target else []
+    _pytest(args)
+
+
+@task
+def unit(c):
+    """Run the lab library's unit tests (no VM)."""
+    _pytest(["tests/unit", "--junitxml=reports/junit-unit.xml"])
+
+
+# -- check ----------------------------------------------------------------------------------
+@task
+def lint(c):
+    """ruff over the Python code, go vet over the plugin."""
+    c.run(f"{sys.executable} -m ruff check lab tests tasks.py")
+    c.run("cd plugin && go vet ./...")
+
+
+@task(name="all", default=True)
+def check_all(c):
+    """The whole test suite: lint, unit tests (Python, Go), lab.up, driver-harness tests, e2e."""
+    lint(c)
+    unit(c)
+    plugin_unit(c)
+    up(c)
+    plugin_test(c)
+    e2e(c)
+
+
+# -- bench ----------------------------------------------------------------------------------
+@task(name="run", default=True)
+def bench_run(c, cold=False):
+    """Measure lab.up (warm; --cold destroys the VM first), agent start/stop, job vs bare crun."""
+    from lab import bench
+
+    try:
+        bench.run(_config(c), cold=cold)
+    except LabError as exc:
+        raise _fail(exc) from None
+
+
+lab = Collection("lab", up, box, push, status, ssh, down, destroy, clean)
+plugin = Collection("plugin", plugin_build, plugin_unit, plugin_test)
+test = Collection("test", e2e, unit)
+check = Collection("check", lint, check_all)
+bench_ns = Collection("bench", bench_run)
+ns = Collection(lab, plugin, test, check, bench_ns)
