@@ -23,7 +23,7 @@ from lab.up import up
 BARE_CRUN = r"""
 set -e
 b=$(mktemp -d /tmp/lab-bench-XXXX); mkdir $b/rootfs; cd $b
-crun spec --rootless >/dev/null 2>&1 || crun spec
+crun spec
 jh=$(dirname $(dirname $(readlink -f $(command -v java))))
 jq --arg jh "$jh" --arg jars "{jars}" '
   .root = {{path: "rootfs", readonly: true}} |
@@ -41,7 +41,7 @@ jq --arg jh "$jh" --arg jars "{jars}" '
 ' config.json > c.json && mv c.json config.json
 s=$(date +%s.%N); crun --root /run/lab-bench run lab-bench-$$ >/dev/null; e=$(date +%s.%N)
 cd /; rm -rf $b
-echo "$e - $s" | bc
+awk -v s=$s -v e=$e 'BEGIN {{ printf "%.3f\n", e - s }}'
 """
 
 
