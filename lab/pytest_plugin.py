@@ -26,6 +26,7 @@ from lab.jobrun import JobRun
 from lab.wait import Pending, until
 
 _agent_seq = itertools.count(1)
+_FACTS_KEY = pytest.StashKey[dict]()
 
 
 def pytest_addoption(parser):
@@ -65,23 +66,13 @@ def lab_host(lab_config):
 
 
 @pytest.fixture(scope="session")
-def lab_facts(lab_host, record_testsuite_property) -> dict[str, str]:
+def lab_facts(request, lab_host, record_testsuite_property) -> dict[str, str]:
     found = facts.collect(lab_host)
+    request.config.stash[_FACTS_KEY] = found
     for key, value in found.items():
         record_testsuite_property(key, value)
     return found
 
-
-@pytest.fixture(scope="session", autouse=True)
-def _report_facts(request, lab_config):
-    """Put the environment in the terminal summary when the lab is used at all."""
-    yield
-    found = request.session.stash.get(_FACTS_KEY, None)
-    if found:
-        print("\nlab environment: " + facts.render(found))
-
-
-_FACTS_KEY = pytest.StashKey[dict]()
 
 
 @pytest.fixture(scope="session")
@@ -109,7 +100,6 @@ def artifacts(lab_host, jars):
 
 @pytest.fixture
 def agent(request, lab_config, lab_host, lab_facts):
-    request.session.stash[_FACTS_KEY] = lab_facts
     marker = request.node.get_closest_marker("agent")
     options = AgentOptions(**(marker.kwargs if marker else {}))
     agent = NomadAgent(lab_host, lab_config.run_id, next(_agent_seq),
@@ -224,6 +214,13 @@ def pytest_runtest_makereport(item, call):
                              f"\n(collected in {time.monotonic() - started:.1f}s)"))
     except Exception as exc:  # noqa: BLE001 - diagnostics must never mask the real failure
         rep.sections.append(("lab diagnostics", f"could not collect diagnostics: {exc}"))
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    found = config.stash.get(_FACTS_KEY, None)
+    if found:
+        terminalreporter.write_sep("-", "lab environment")
+        terminalreporter.write_line(facts.render(found))
 
 
 def pytest_report_header(config):
