@@ -1,4 +1,4 @@
-"""The whole path in one test: build -> artifact over the SSH tunnel -> Nomad -> plugin -> crun -> java."""
+"""The whole path in one test: artifact over SSH -> Nomad -> plugin -> crun -> java -> logs."""
 
 
 def test_hello_jar_runs_and_its_output_comes_back_through_the_logs_api(jobs):
