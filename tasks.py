@@ -111,10 +111,12 @@ def clean(c, target=None):
     from lab import janitor
     from lab import target as lab_target
 
+    config = _config(c, target=target)
     try:
-        host = lab_target.connect(_config(c, target=target), check_ready=False)
-        swept = janitor.sweep(host)
-        left = janitor.scan(host)
+        with lab_target.exclusive(config):
+            host = lab_target.connect(config, check_ready=False)
+            swept = janitor.sweep(host)
+            left = janitor.scan(host)
     except LabError as exc:
         raise _fail(exc) from None
     print(f"swept: {janitor.describe(swept) if swept else 'nothing'}")

@@ -55,6 +55,15 @@ def run(config: LabConfig, cold: bool = False, rounds: int = 3, out=print) -> di
     results["lab_up"] = {"total_s": round(steps.total, 1),
                          **{k: round(v, 1) for k, v in steps.timings.items()},
                          "kind": "cold (VM destroyed first)" if cold else "warm"}
+    with target.exclusive(config, out):
+        _measure_lab_host(config, rounds, results, out)
+    config.reports_dir.mkdir(exist_ok=True)
+    (config.reports_dir / "bench.json").write_text(json.dumps(results, indent=2))
+    out(json.dumps(results, indent=2))
+    return results
+
+
+def _measure_lab_host(config: LabConfig, rounds: int, results: dict, out) -> None:
     host = target.connect(config)
     bare = [float(host.sudo(BARE_CRUN.format(jars=JAR_DIR), timeout=120).stdout.strip())
             for _ in range(rounds)]
@@ -82,10 +91,6 @@ def run(config: LabConfig, cold: bool = False, rounds: int = 3, out=print) -> di
     results["agent_start_to_ready_s"] = _stats(starts)
     results["agent_teardown_s"] = _stats(stops)
     results["job_register_to_exit_hello_s"] = _stats(jobs)
-    config.reports_dir.mkdir(exist_ok=True)
-    (config.reports_dir / "bench.json").write_text(json.dumps(results, indent=2))
-    out(json.dumps(results, indent=2))
-    return results
 
 
 def _stats(samples: list[float]) -> dict:

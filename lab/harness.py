@@ -34,6 +34,11 @@ def compile_tests(config: LabConfig) -> list:
 
 
 def run(config: LabConfig, out=print, run_filter: str = "") -> None:
+    with target.exclusive(config, out):
+        _run(config, out, run_filter)
+
+
+def _run(config: LabConfig, out, run_filter: str) -> None:
     start = time.monotonic()
     binaries = compile_tests(config)
     host = target.connect(config)

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from lab.config import LabConfig
 from lab.errors import LabError
 from lab.host import LabHost, SSHSpec
@@ -30,3 +37,31 @@ def connect(config: LabConfig, check_ready: bool = True) -> LabHost:
                            f"({res.stderr.strip() or 'missing'}): run `./invoke lab.up` "
                            "(or `./invoke lab.push` after a rebuild)")
     return host
+
+
+@contextmanager
+def exclusive(config: LabConfig, out=print) -> Iterator[None]:
+    """Hold the lab host for this process: one Nomad agent per host (nomad.slice is shared).
+
+    A lock file per target in the checkout's state dir; a second run waits (and says so)
+    instead of sweeping away the first run's agent.
+    """
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", config.target)
+    path = config.state_dir / f"lock-{name}"
+    with path.open("a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            out(f"lab: waiting for the run holding {config.target} ({fh.read().strip()}; "
+                f"lock {path})")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} since {time.strftime('%H:%M:%S')}\n")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
