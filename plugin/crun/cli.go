@@ -1,0 +1,171 @@
+// Package crun wraps the crun binary and builds OCI specs for it.
+//
+// Every call passes --root explicitly (crun's default depends on
+// XDG_RUNTIME_DIR) and --log with --log-format=json, so that crun's own
+// failures are told apart from the container's exit code.
+package crun
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+)
+
+// ErrNotExist is returned by State for a container crun does not know.
+var ErrNotExist = errors.New("container does not exist")
+
+// Error is a failed crun invocation; Msg comes from crun's JSON log when it
+// wrote one, else from its stderr.
+type Error struct {
+	Args     []string
+	ExitCode int
+	Msg      string
+}
+
+func (e *Error) Error() string { return "crun: " + e.Msg }
+
+// CLI runs one crun binary against one state root.
+type CLI struct {
+	Path string // crun executable
+	Root string // state directory, passed as --root
+}
+
+// State is the subset of `crun state` that the driver uses.
+type State struct {
+	ID      string `json:"id"`
+	Pid     int    `json:"pid"`
+	Status  string `json:"status"` // creating, created, running, stopped, paused
+	Bundle  string `json:"bundle"`
+	Created string `json:"created"`
+}
+
+// globalArgs are the flags that precede every crun sub-command.
+func (c *CLI) globalArgs(logPath string) []string {
+	return []string{"--root", c.Root, "--log", logPath, "--log-format=json"}
+}
+
+// RunCommand returns the foreground `crun run` for the container; the caller
+// wires its stdio and waits for it (see package shim).
+func (c *CLI) RunCommand(id, bundle, logPath string) *exec.Cmd {
+	args := append(c.globalArgs(logPath), "run", "--bundle", bundle, id)
+	return exec.Command(c.Path, args...)
+}
+
+// ExecCommand returns `crun exec` of argv in the running container.
+func (c *CLI) ExecCommand(ctx context.Context, id, logPath string, argv []string) *exec.Cmd {
+	args := append(c.globalArgs(logPath), "exec", id)
+	args = append(args, argv...)
+	return exec.CommandContext(ctx, c.Path, args...)
+}
+
+// Kill delivers signal (a canonical name such as "SIGTERM", or a number)
+// to the container's init process.
+func (c *CLI) Kill(ctx context.Context, id, signal string) error {
+	_, err := c.call(ctx, "kill", id, signal)
+	return err
+}
+
+// Delete removes the container; with force a running container is killed
+// first. Deleting an unknown container succeeds.
+func (c *CLI) Delete(ctx context.Context, id string, force bool) error {
+	args := []string{"delete"}
+	if force {
+		args = append(args, "--force")
+	}
+	_, err := c.call(ctx, append(args, id)...)
+	return err
+}
+
+// State returns the container's state, or ErrNotExist.
+func (c *CLI) State(ctx context.Context, id string) (*State, error) {
+	if _, err := os.Stat(filepath.Join(c.Root, id)); errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%s: %w", id, ErrNotExist)
+	}
+	out, err := c.call(ctx, "state", id)
+	if err != nil {
+		var ce *Error
+		if errors.As(err, &ce) && looksMissing(ce.Msg) {
+			return nil, fmt.Errorf("%s: %w", id, ErrNotExist)
+		}
+		return nil, err
+	}
+	var s State
+	if err := json.Unmarshal(out, &s); err != nil {
+		return nil, fmt.Errorf("crun state %s: cannot parse output %q: %w", id, out, err)
+	}
+	return &s, nil
+}
+
+// List returns the IDs of all containers under the state root.
+func (c *CLI) List(ctx context.Context) ([]string, error) {
+	out, err := c.call(ctx, "list", "-q")
+	if err != nil {
+		return nil, err
+	}
+	return strings.Fields(string(out)), nil
+}
+
+// Version returns the first line of `crun --version`, e.g. "crun version 1.8.1".
+func Version(ctx context.Context, path string) (string, error) {
+	out, err := exec.CommandContext(ctx, path, "--version").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("%s --version: %w: %s", path, err, firstLine(string(out)))
+	}
+	line := firstLine(string(out))
+	return strings.TrimSpace(strings.TrimPrefix(line, "crun version")), nil
+}
+
+func (c *CLI) call(ctx context.Context, args ...string) ([]byte, error) {
+	if err := os.MkdirAll(c.Root, 0o700); err != nil {
+		return nil, fmt.Errorf("crun state root %s: %w", c.Root, err)
+	}
+	logFile, err := os.CreateTemp(c.Root, ".cli-*.log")
+	if err != nil {
+		return nil, fmt.Errorf("crun log file in %s: %w", c.Root, err)
+	}
+	logPath := logFile.Name()
+	_ = logFile.Close()
+	defer os.Remove(logPath)
+
+	full := append(c.globalArgs(logPath), args...)
+	cmd := exec.CommandContext(ctx, c.Path, full...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	runErr := cmd.Run()
+	if runErr == nil {
+		return stdout.Bytes(), nil
+	}
+	e := &Error{Args: args, ExitCode: -1}
+	var exitErr *exec.ExitError
+	if errors.As(runErr, &exitErr) {
+		e.ExitCode = exitErr.ExitCode()
+	}
+	switch msgs := ReadErrorMessages(logPath); {
+	case len(msgs) > 0:
+		e.Msg = strings.Join(msgs, "; ")
+	case strings.TrimSpace(stderr.String()) != "":
+		e.Msg = strings.TrimSpace(stderr.String())
+	default:
+		e.Msg = fmt.Sprintf("%s %s: %v", filepath.Base(c.Path), strings.Join(args, " "), runErr)
+	}
+	return nil, e
+}
+
+func looksMissing(msg string) bool {
+	m := strings.ToLower(msg)
+	return strings.Contains(m, "does not exist") || strings.Contains(m, "no such file")
+}
+
+func firstLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return strings.TrimSpace(s[:i])
+	}
+	return s
+}

@@ -1,0 +1,191 @@
+package crun
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// Bind is a host directory mounted into the container.
+type Bind struct {
+	Source      string // host path
+	Destination string // path in the container
+	ReadOnly    bool
+}
+
+// SpecInput is everything the OCI spec depends on; BuildSpec is pure.
+type SpecInput struct {
+	Args           []string
+	Env            []string
+	Cwd            string
+	Hostname       string
+	UID, GID       uint32
+	AdditionalGids []uint32
+	Binds          []Bind // host system dirs (read-only) and task dirs (read-write)
+	CgroupsPath    string // relative to the cgroup2 mount, e.g. /nomad.slice/share.slice/x.scope/java-crun
+
+	MemoryLimit       int64 // bytes; 0 = unlimited
+	MemoryReservation int64 // bytes; 0 = none (memory.low on cgroup v2)
+	CPUShares         uint64
+	PidsLimit         int64
+	NoFile            uint64
+}
+
+// DefaultCapabilities is runc's default set minus NET_RAW (the task shares
+// the host network, raw sockets there would allow spoofing) and MKNOD (device
+// nodes are useless behind the device cgroup).
+var DefaultCapabilities = []string{
+	"CAP_AUDIT_WRITE", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER",
+	"CAP_FSETID", "CAP_KILL", "CAP_NET_BIND_SERVICE", "CAP_SETFCAP",
+	"CAP_SETGID", "CAP_SETPCAP", "CAP_SETUID", "CAP_SYS_CHROOT",
+}
+
+// maskedPaths and readonlyPaths are runc's defaults.
+var maskedPaths = []string{
+	"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
+	"/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
+	"/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
+}
+
+var readonlyPaths = []string{
+	"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+}
+
+// BuildSpec returns the container's OCI config: a read-only root filesystem
+// (bundle/rootfs, empty) assembled from bind mounts, its own pid, mount,
+// ipc, uts and cgroup namespaces, and the host network.
+func BuildSpec(in SpecInput) *specs.Spec {
+	caps := append([]string(nil), DefaultCapabilities...)
+	processCaps := &specs.LinuxCapabilities{Bounding: caps}
+	if in.UID == 0 {
+		// A non-root process loses permitted caps at execve anyway; only
+		// root gets them effective.
+		processCaps.Effective = caps
+		processCaps.Permitted = caps
+	}
+	spec := &specs.Spec{
+		Version:  specs.Version,
+		Hostname: in.Hostname,
+		Root:     &specs.Root{Path: "rootfs", Readonly: true},
+		Process: &specs.Process{
+			Args:            in.Args,
+			Env:             in.Env,
+			Cwd:             in.Cwd,
+			User:            specs.User{UID: in.UID, GID: in.GID, AdditionalGids: in.AdditionalGids},
+			Capabilities:    processCaps,
+			NoNewPrivileges: true,
+			Rlimits: []specs.POSIXRlimit{
+				{Type: "RLIMIT_NOFILE", Hard: in.NoFile, Soft: in.NoFile},
+				{Type: "RLIMIT_CORE", Hard: 0, Soft: 0},
+			},
+		},
+		Mounts: append(systemMounts(), bindMounts(in.Binds)...),
+		Linux: &specs.Linux{
+			CgroupsPath: in.CgroupsPath,
+			Namespaces: []specs.LinuxNamespace{
+				{Type: specs.PIDNamespace},
+				{Type: specs.MountNamespace},
+				{Type: specs.IPCNamespace},
+				{Type: specs.UTSNamespace},
+				{Type: specs.CgroupNamespace},
+			},
+			Resources:     resources(in),
+			Devices:       devices(),
+			MaskedPaths:   maskedPaths,
+			ReadonlyPaths: readonlyPaths,
+		},
+	}
+	return spec
+}
+
+func systemMounts() []specs.Mount {
+	return []specs.Mount{
+		{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}},
+		{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
+		{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"}},
+		{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}},
+		{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
+		{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
+		{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: []string{"nosuid", "noexec", "nodev", "relatime", "ro"}},
+		{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=1777"}},
+	}
+}
+
+func bindMounts(binds []Bind) []specs.Mount {
+	mounts := make([]specs.Mount, 0, len(binds))
+	for _, b := range binds {
+		opts := []string{"bind", "nosuid", "nodev"}
+		if b.ReadOnly {
+			opts = append(opts, "ro")
+		} else {
+			opts = append(opts, "rw")
+		}
+		mounts = append(mounts, specs.Mount{Destination: b.Destination, Type: "bind", Source: b.Source, Options: opts})
+	}
+	return mounts
+}
+
+func resources(in SpecInput) *specs.LinuxResources {
+	r := &specs.LinuxResources{
+		Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}},
+	}
+	for _, d := range devices() {
+		major, minor := d.Major, d.Minor
+		r.Devices = append(r.Devices, specs.LinuxDeviceCgroup{Allow: true, Type: d.Type, Major: &major, Minor: &minor, Access: "rwm"})
+	}
+	ptsMajor := int64(136)
+	r.Devices = append(r.Devices, specs.LinuxDeviceCgroup{Allow: true, Type: "c", Major: &ptsMajor, Access: "rwm"})
+
+	if in.MemoryLimit > 0 || in.MemoryReservation > 0 {
+		r.Memory = &specs.LinuxMemory{}
+		if in.MemoryLimit > 0 {
+			limit := in.MemoryLimit
+			swap := in.MemoryLimit // swap = limit: no swap beyond memory, OOM is predictable
+			r.Memory.Limit, r.Memory.Swap = &limit, &swap
+		}
+		if in.MemoryReservation > 0 {
+			reservation := in.MemoryReservation
+			r.Memory.Reservation = &reservation
+		}
+	}
+	if in.CPUShares > 0 {
+		shares := in.CPUShares // crun converts shares to cpu.weight on cgroup v2
+		r.CPU = &specs.LinuxCPU{Shares: &shares}
+	}
+	if in.PidsLimit > 0 {
+		limit := in.PidsLimit
+		r.Pids = &specs.LinuxPids{Limit: &limit}
+	}
+	return r
+}
+
+func devices() []specs.LinuxDevice {
+	mode := os.FileMode(0o666)
+	uid, gid := uint32(0), uint32(0)
+	dev := func(path string, major, minor int64) specs.LinuxDevice {
+		return specs.LinuxDevice{Path: path, Type: "c", Major: major, Minor: minor, FileMode: &mode, UID: &uid, GID: &gid}
+	}
+	return []specs.LinuxDevice{
+		dev("/dev/null", 1, 3), dev("/dev/zero", 1, 5), dev("/dev/full", 1, 7),
+		dev("/dev/random", 1, 8), dev("/dev/urandom", 1, 9), dev("/dev/tty", 5, 0),
+	}
+}
+
+// WriteBundle creates bundle/rootfs (empty: everything is mounted) and
+// writes bundle/config.json.
+func WriteBundle(bundle string, spec *specs.Spec) error {
+	if err := os.MkdirAll(filepath.Join(bundle, "rootfs"), 0o755); err != nil {
+		return fmt.Errorf("create bundle %s: %w", bundle, err)
+	}
+	data, err := json.MarshalIndent(spec, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode OCI spec: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(bundle, "config.json"), data, 0o600); err != nil {
+		return fmt.Errorf("write %s/config.json: %w", bundle, err)
+	}
+	return nil
+}

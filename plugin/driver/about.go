@@ -1,0 +1,72 @@
+package driver
+
+import (
+	"github.com/hashicorp/nomad/plugins/base"
+	"github.com/hashicorp/nomad/plugins/drivers"
+	"github.com/hashicorp/nomad/plugins/drivers/fsisolation"
+	"github.com/hashicorp/nomad/plugins/shared/hclspec"
+
+	"github.com/nomad-lab/nomad-driver-java-crun/version"
+)
+
+const (
+	// PluginName is the driver name jobs use (`driver = "java-crun"`).
+	PluginName = "java-crun"
+	// handleVersion is the version of the persisted TaskState format.
+	handleVersion = 1
+	attrPrefix    = "driver." + PluginName + "."
+)
+
+func pluginInfo() *base.PluginInfoResponse {
+	return &base.PluginInfoResponse{
+		Type:              base.PluginTypeDriver,
+		PluginApiVersions: []string{drivers.ApiVersion010},
+		PluginVersion:     version.Version,
+		Name:              PluginName,
+	}
+}
+
+// configSpec is the agent's `plugin "nomad-driver-java-crun" { config {...} }`.
+var configSpec = hclspec.NewObject(map[string]*hclspec.Spec{
+	"crun_path": hclspec.NewDefault(
+		hclspec.NewAttr("crun_path", "string", false),
+		hclspec.NewLiteral(`"crun"`),
+	),
+	"state_root": hclspec.NewDefault(
+		hclspec.NewAttr("state_root", "string", false),
+		hclspec.NewLiteral(`"/run/java-crun"`),
+	),
+	"java_home": hclspec.NewAttr("java_home", "string", false),
+	"fingerprint_period": hclspec.NewDefault(
+		hclspec.NewAttr("fingerprint_period", "string", false),
+		hclspec.NewLiteral(`"30s"`),
+	),
+	"pids_limit": hclspec.NewDefault(
+		hclspec.NewAttr("pids_limit", "number", false),
+		hclspec.NewLiteral("4096"),
+	),
+	"default_user": hclspec.NewDefault(
+		hclspec.NewAttr("default_user", "string", false),
+		hclspec.NewLiteral(`"nobody"`),
+	),
+})
+
+// taskConfigSpec is the job's `config {...}` block.
+var taskConfigSpec = hclspec.NewObject(map[string]*hclspec.Spec{
+	"jar_path":    hclspec.NewAttr("jar_path", "string", false),
+	"class":       hclspec.NewAttr("class", "string", false),
+	"class_path":  hclspec.NewAttr("class_path", "list(string)", false),
+	"jvm_options": hclspec.NewAttr("jvm_options", "list(string)", false),
+	"args":        hclspec.NewAttr("args", "list(string)", false),
+})
+
+var capabilities = &drivers.Capabilities{
+	SendSignals: true,
+	Exec:        true, // ExecTask and ExecTaskStreaming (no TTY) via `crun exec`
+	// The container gets its own root: the client builds plain task dirs and
+	// the driver mounts local/, secrets/ and the alloc dir into it.
+	FSIsolation:  fsisolation.Image,
+	MountConfigs: drivers.MountConfigSupportNone,
+	// The container shares the host's network namespace.
+	NetIsolationModes: []drivers.NetIsolationMode{drivers.NetIsolationModeHost},
+}

@@ -1,0 +1,90 @@
+package driver
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Config is the plugin configuration from the agent's plugin block.
+type Config struct {
+	CrunPath          string `codec:"crun_path"`
+	StateRoot         string `codec:"state_root"`
+	JavaHome          string `codec:"java_home"`
+	FingerprintPeriod string `codec:"fingerprint_period"`
+	PidsLimit         int64  `codec:"pids_limit"`
+	DefaultUser       string `codec:"default_user"`
+
+	fingerprintPeriod time.Duration
+}
+
+// defaultConfig is what SetConfig starts from (the hclspec defaults).
+func defaultConfig() *Config {
+	return &Config{
+		CrunPath:          "crun",
+		StateRoot:         "/run/java-crun",
+		FingerprintPeriod: "30s",
+		PidsLimit:         4096,
+		DefaultUser:       "nobody",
+		fingerprintPeriod: 30 * time.Second,
+	}
+}
+
+// validate checks the plugin config and fills derived fields.
+func (c *Config) validate() error {
+	if c.CrunPath == "" {
+		return errors.New(`plugin config crun_path is empty: set it to "crun" (looked up on PATH) or an absolute path`)
+	}
+	if !filepath.IsAbs(c.StateRoot) {
+		return fmt.Errorf("plugin config state_root %q must be an absolute path, e.g. /run/java-crun", c.StateRoot)
+	}
+	if c.JavaHome != "" && !filepath.IsAbs(c.JavaHome) {
+		return fmt.Errorf("plugin config java_home %q must be an absolute path, e.g. /usr/lib/jvm/java-17-openjdk-amd64", c.JavaHome)
+	}
+	d, err := time.ParseDuration(c.FingerprintPeriod)
+	if err != nil || d <= 0 {
+		return fmt.Errorf("plugin config fingerprint_period %q is not a positive duration such as \"30s\"", c.FingerprintPeriod)
+	}
+	c.fingerprintPeriod = d
+	if c.PidsLimit < 0 {
+		return fmt.Errorf("plugin config pids_limit %d must be >= 0 (0 disables the limit)", c.PidsLimit)
+	}
+	if c.DefaultUser == "" {
+		return errors.New(`plugin config default_user is empty: set a user name such as "nobody"`)
+	}
+	return nil
+}
+
+// TaskConfig is the job's task `config` block.
+type TaskConfig struct {
+	JarPath    string   `codec:"jar_path"`
+	Class      string   `codec:"class"`
+	ClassPath  []string `codec:"class_path"`
+	JVMOptions []string `codec:"jvm_options"`
+	Args       []string `codec:"args"`
+}
+
+// validate rejects configs that cannot describe exactly one Java program.
+func (t *TaskConfig) validate() error {
+	switch {
+	case t.JarPath == "" && t.Class == "":
+		return errors.New(`task config needs either jar_path (e.g. "local/app.jar") or class with class_path`)
+	case t.JarPath != "" && t.Class != "":
+		return errors.New("task config sets both jar_path and class: use jar_path for an executable JAR, or class with class_path")
+	case t.Class != "" && len(t.ClassPath) == 0:
+		return fmt.Errorf("task config class %q needs class_path (a list of JARs or directories, e.g. [\"local/app.jar\"])", t.Class)
+	case t.JarPath != "" && len(t.ClassPath) > 0:
+		return errors.New("task config class_path is only used with class: with jar_path, put dependencies in the JAR manifest's Class-Path")
+	}
+	if t.Class != "" && strings.ContainsAny(t.Class, " /\t") {
+		return fmt.Errorf("task config class %q is not a Java class name (expected e.g. com.example.Main)", t.Class)
+	}
+	for i, opt := range t.JVMOptions {
+		if !strings.HasPrefix(opt, "-") {
+			return fmt.Errorf("task config jvm_options[%d] %q is not a JVM option: each must start with '-' (program arguments go in args)", i, opt)
+		}
+	}
+	return nil
+}

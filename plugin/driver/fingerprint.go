@@ -1,0 +1,191 @@
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/nomad/plugins/drivers"
+	"github.com/hashicorp/nomad/plugins/shared/structs"
+	"golang.org/x/sys/unix"
+
+	"github.com/nomad-lab/nomad-driver-java-crun/crun"
+)
+
+// Node attributes the fingerprint sets.
+const (
+	AttrCrunVersion = attrPrefix + "crun.version"
+	AttrCrunPath    = attrPrefix + "crun.path"
+	AttrJavaVersion = attrPrefix + "java.version"
+	AttrJavaHome    = attrPrefix + "java.home"
+	AttrCgroupMode  = attrPrefix + "cgroup.mode"
+)
+
+const fallbackCrunPath = "/usr/bin/crun"
+
+// probes are the fingerprint's view of the host, injected so that tests need
+// neither crun nor java.
+type probes struct {
+	isRoot       func() bool
+	lookPath     func(file string) (string, error)
+	evalSymlinks func(path string) (string, error)
+	getenv       func(key string) string
+	crunVersion  func(ctx context.Context, crunPath string) (string, error)
+	javaVersion  func(ctx context.Context, javaBin string) (string, error) // first line of `java -version`
+	cgroupMode   func() string                                             // v2, hybrid, v1 or none
+}
+
+func hostProbes() probes {
+	return probes{
+		isRoot:       func() bool { return os.Geteuid() == 0 },
+		lookPath:     exec.LookPath,
+		evalSymlinks: filepath.EvalSymlinks,
+		getenv:       os.Getenv,
+		crunVersion:  crun.Version,
+		javaVersion:  javaVersion,
+		cgroupMode:   cgroupMode,
+	}
+}
+
+// runtimeInfo is what the fingerprint found, kept for StartTask.
+type runtimeInfo struct {
+	CrunPath string
+	JavaHome string
+	JavaErr  error // non-nil when java is missing or not runnable
+}
+
+// fingerprint inspects the host; previous carries the last java home found,
+// so that a java binary that vanished is reported as broken, not as absent.
+func fingerprint(ctx context.Context, cfg *Config, p probes, previous runtimeInfo) (*drivers.Fingerprint, runtimeInfo) {
+	info := runtimeInfo{}
+	attrs := map[string]*structs.Attribute{}
+	fp := func(h drivers.HealthState, desc string) *drivers.Fingerprint {
+		return &drivers.Fingerprint{Health: h, HealthDescription: desc, Attributes: attrs}
+	}
+	if !p.isRoot() {
+		return fp(drivers.HealthStateUndetected, drivers.DriverRequiresRootMessage), info
+	}
+
+	crunPath, err := findCrun(cfg.CrunPath, p.lookPath)
+	if err != nil {
+		return fp(drivers.HealthStateUndetected, err.Error()), info
+	}
+	info.CrunPath = crunPath
+	attrs[AttrCrunPath] = structs.NewStringAttribute(crunPath)
+
+	mode := p.cgroupMode()
+	attrs[AttrCgroupMode] = structs.NewStringAttribute(mode)
+
+	crunVer, err := p.crunVersion(ctx, crunPath)
+	if err != nil {
+		return fp(drivers.HealthStateUnhealthy, fmt.Sprintf("crun at %s is not runnable: %s", crunPath, firstLine(err.Error()))), info
+	}
+	attrs[AttrCrunVersion] = structs.NewStringAttribute(crunVer)
+
+	home, err := findJavaHome(cfg.JavaHome, previous.JavaHome, p)
+	if err != nil {
+		info.JavaErr = err
+		return fp(drivers.HealthStateUnhealthy, err.Error()), info
+	}
+	info.JavaHome = home
+	attrs[AttrJavaHome] = structs.NewStringAttribute(home)
+	javaVer, err := p.javaVersion(ctx, filepath.Join(home, "bin", "java"))
+	if err != nil {
+		info.JavaErr = fmt.Errorf("java runtime not usable: %q", firstLine(err.Error()))
+		return fp(drivers.HealthStateUnhealthy, info.JavaErr.Error()), info
+	}
+	attrs[AttrJavaVersion] = structs.NewStringAttribute(parseJavaVersion(javaVer))
+
+	if mode != "v2" {
+		return fp(drivers.HealthStateUnhealthy, fmt.Sprintf(
+			"cgroup mode is %s: java-crun needs a pure cgroup v2 hierarchy (crun refuses hybrid mode); boot with systemd.unified_cgroup_hierarchy=1", mode)), info
+	}
+	return fp(drivers.HealthStateHealthy, drivers.DriverHealthy), info
+}
+
+func findCrun(configured string, lookPath func(string) (string, error)) (string, error) {
+	if strings.Contains(configured, "/") {
+		if _, err := lookPath(configured); err != nil {
+			return "", fmt.Errorf("crun executable not found at %s", configured)
+		}
+		return configured, nil
+	}
+	if p, err := lookPath(configured); err == nil {
+		return p, nil
+	}
+	if _, err := lookPath(fallbackCrunPath); err == nil {
+		return fallbackCrunPath, nil
+	}
+	return "", fmt.Errorf("crun executable not found at %s (searched PATH and %s): install crun or set crun_path", configured, fallbackCrunPath)
+}
+
+func findJavaHome(configured, previous string, p probes) (string, error) {
+	switch {
+	case configured != "":
+		return configured, nil
+	case p.getenv("JAVA_HOME") != "":
+		return p.getenv("JAVA_HOME"), nil
+	}
+	if javaPath, err := p.lookPath("java"); err == nil {
+		if real, err := p.evalSymlinks(javaPath); err == nil && strings.HasSuffix(real, "/bin/java") {
+			return strings.TrimSuffix(real, "/bin/java"), nil
+		}
+	}
+	if previous != "" {
+		return previous, nil
+	}
+	return "", errors.New("java not found on PATH and JAVA_HOME is unset: install a JRE (e.g. openjdk-17-jre-headless) or set java_home in the plugin config")
+}
+
+// javaVersion runs `java -version`; its error carries the first line of
+// the loader's or the JVM's complaint.
+func javaVersion(ctx context.Context, javaBin string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, javaBin, "-version").CombinedOutput()
+	if err != nil {
+		if line := firstLine(string(out)); line != "" {
+			return "", errors.New(line)
+		}
+		return "", err
+	}
+	return firstLine(string(out)), nil
+}
+
+// parseJavaVersion turns `openjdk version "17.0.13" 2024-10-15` into 17.0.13.
+func parseJavaVersion(line string) string {
+	if _, rest, ok := strings.Cut(line, `"`); ok {
+		if v, _, ok := strings.Cut(rest, `"`); ok {
+			return v
+		}
+	}
+	return line
+}
+
+// cgroupMode classifies /sys/fs/cgroup as v2 (unified), hybrid, v1 or none.
+func cgroupMode() string {
+	var st unix.Statfs_t
+	if err := unix.Statfs("/sys/fs/cgroup", &st); err != nil {
+		return "none"
+	}
+	if st.Type == unix.CGROUP2_SUPER_MAGIC {
+		return "v2"
+	}
+	if err := unix.Statfs("/sys/fs/cgroup/unified", &st); err == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
+		return "hybrid"
+	}
+	return "v1"
+}
+
+func firstLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return strings.TrimSpace(s[:i])
+	}
+	return s
+}

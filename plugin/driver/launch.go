@@ -1,0 +1,232 @@
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/nomad/nomad/structs"
+	"github.com/hashicorp/nomad/plugins/drivers"
+	"golang.org/x/sys/unix"
+
+	"github.com/nomad-lab/nomad-driver-java-crun/crun"
+	"github.com/nomad-lab/nomad-driver-java-crun/driver/task"
+	"github.com/nomad-lab/nomad-driver-java-crun/shim"
+)
+
+const (
+	// startTimeout bounds `crun run` reaching "running" (1.2 s measured in a
+	// TCG-emulated VM).
+	startTimeout = 2 * time.Minute
+	fifoTimeout  = 30 * time.Second
+)
+
+// unrecoverable marks invalid input: Nomad must not restart the task for it.
+func unrecoverable(err error) error { return structs.NewRecoverableError(err, false) }
+
+// recoverable marks a transient failure: Nomad applies the restart policy.
+func recoverable(err error) error { return structs.NewRecoverableError(err, true) }
+
+// validateTask decodes and checks everything a start depends on, so that
+// bad input fails before any container exists.
+func (d *Driver) validateTask(cfg *drivers.TaskConfig) (*TaskConfig, runtimeInfo, error) {
+	var tc TaskConfig
+	if err := cfg.DecodeDriverConfig(&tc); err != nil {
+		return nil, runtimeInfo{}, unrecoverable(fmt.Errorf("task config: %w", err))
+	}
+	if err := tc.validate(); err != nil {
+		return nil, runtimeInfo{}, unrecoverable(err)
+	}
+	rt := d.runtime()
+	switch {
+	case rt.CrunPath == "":
+		return nil, rt, recoverable(errors.New("crun is not available on this node yet (fingerprint pending or crun missing)"))
+	case rt.JavaErr != nil:
+		return nil, rt, unrecoverable(rt.JavaErr)
+	case rt.JavaHome == "":
+		return nil, rt, recoverable(errors.New("java home not detected yet: the driver fingerprint has not run"))
+	}
+	if _, err := os.Stat(filepath.Join(rt.JavaHome, "bin", "java")); err != nil {
+		return nil, rt, unrecoverable(fmt.Errorf("java runtime not usable: %v", err))
+	}
+	if tc.JarPath != "" {
+		_, host, err := resolveTaskPath("jar_path", tc.JarPath, cfg.TaskDir())
+		if err != nil {
+			return nil, rt, unrecoverable(err)
+		}
+		if err := ValidateJar(host, tc.JarPath, true); err != nil {
+			return nil, rt, unrecoverable(err)
+		}
+	}
+	return &tc, rt, nil
+}
+
+// launch builds the bundle, starts the shim and waits until crun reports
+// the container running (or already exited).
+func (d *Driver) launch(cfg *drivers.TaskConfig, tc *TaskConfig, rt runtimeInfo) (*task.Handle, error) {
+	userName := cfg.User
+	if userName == "" {
+		userName = d.config().DefaultUser
+	}
+	u, err := hostUser(userName)
+	if err != nil {
+		return nil, unrecoverable(err)
+	}
+	id := containerID(cfg)
+	cgroupDir := taskCgroup(cfg, id)
+	state := task.State{
+		ContainerID:     id,
+		BundleDir:       filepath.Join(d.config().StateRoot, "bundles", id),
+		CrunPath:        rt.CrunPath,
+		CrunRoot:        filepath.Join(d.config().StateRoot, "crun"),
+		CgroupDir:       cgroupDir,
+		ContainerCgroup: filepath.Join(cgroupDir, containerCgroupName),
+		StdoutPath:      cfg.StdoutPath,
+		StderrPath:      cfg.StderrPath,
+	}
+	in, err := buildSpecInput(cfg, tc, specParams{
+		JavaHome:    rt.JavaHome,
+		User:        u,
+		PidsLimit:   d.config().PidsLimit,
+		CgroupsPath: crunCgroupsPath(state.ContainerCgroup),
+		Exists:      func(p string) bool { _, err := os.Stat(p); return err == nil },
+	})
+	if err != nil {
+		return nil, unrecoverable(err)
+	}
+	cli := &crun.CLI{Path: state.CrunPath, Root: state.CrunRoot}
+	cleanup := func() { _ = d.removeContainer(state, cli) }
+
+	if err := crun.WriteBundle(state.BundleDir, crun.BuildSpec(in)); err != nil {
+		cleanup()
+		return nil, recoverable(err)
+	}
+	if err := os.MkdirAll(cgroupDir, 0o755); err != nil {
+		cleanup()
+		return nil, recoverable(fmt.Errorf("create task cgroup %s: %w", cgroupDir, err))
+	}
+	if err := shim.WriteConfig(&shim.Config{
+		CrunPath: state.CrunPath, CrunRoot: state.CrunRoot, ContainerID: id,
+		Bundle: state.BundleDir, CgroupDir: cgroupDir,
+	}); err != nil {
+		cleanup()
+		return nil, recoverable(err)
+	}
+	stdout, err := openFIFO(cfg.StdoutPath, fifoTimeout)
+	if err != nil {
+		cleanup()
+		return nil, recoverable(err)
+	}
+	defer stdout.Close()
+	stderr, err := openFIFO(cfg.StderrPath, fifoTimeout)
+	if err != nil {
+		cleanup()
+		return nil, recoverable(err)
+	}
+	defer stderr.Close()
+
+	state.StartedAt = time.Now().UTC()
+	cmd, err := shim.Launch(state.BundleDir, stdout, stderr)
+	if err != nil {
+		cleanup()
+		return nil, recoverable(err)
+	}
+	state.ShimPID = cmd.Process.Pid
+	state.ShimStartTicks, _ = shim.StartTicks(cmd.Process.Pid)
+	h := task.NewHandle(state, cfg, cli, cmd, d.logger)
+
+	pid, err := waitRunning(d.ctx, h, cli, id)
+	if err != nil {
+		_ = h.Kill(context.Background())
+		<-h.Done()
+		cleanup()
+		return nil, err
+	}
+	h.State.ContainerPID = pid
+	return h, nil
+}
+
+// waitRunning polls crun until the container runs, or the shim reports that
+// it ended: a crun failure then becomes a recoverable "crun: ..." error.
+func waitRunning(ctx context.Context, h *task.Handle, cli *crun.CLI, id string) (int, error) {
+	deadline := time.Now().Add(startTimeout)
+	last := "no state yet"
+	for {
+		select {
+		case <-h.Done():
+			res := h.ExitResult()
+			if res.Err != nil {
+				return 0, recoverable(fmt.Errorf("start container %s: %w", id, res.Err))
+			}
+			return 0, nil // ran and exited already: WaitTask reports its code
+		default:
+		}
+		st, err := cli.State(ctx, id)
+		switch {
+		case err == nil && (st.Status == "running" || st.Status == "stopped"):
+			return st.Pid, nil
+		case err == nil:
+			last = "status " + st.Status
+		default:
+			last = err.Error()
+		}
+		if time.Now().After(deadline) {
+			return 0, recoverable(fmt.Errorf("container %s not running after %s (last: %s)", id, startTimeout, last))
+		}
+		select {
+		case <-h.Done():
+		case <-time.After(50 * time.Millisecond):
+		case <-ctx.Done():
+			return 0, errors.New("driver shutting down")
+		}
+	}
+}
+
+// openFIFO opens Nomad's log FIFO for writing without blocking forever when
+// no reader is there yet; the descriptor handed on is blocking again.
+func openFIFO(path string, timeout time.Duration) (*os.File, error) {
+	if path == "" {
+		return os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		fd, err := unix.Open(path, unix.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		if err == nil {
+			if err := unix.SetNonblock(fd, false); err != nil {
+				unix.Close(fd)
+				return nil, fmt.Errorf("log fifo %s: %w", path, err)
+			}
+			return os.NewFile(uintptr(fd), path), nil
+		}
+		if !errors.Is(err, syscall.ENXIO) || time.Now().After(deadline) {
+			return nil, fmt.Errorf("open log fifo %s: %w (is the log collector running?)", path, err)
+		}
+		time.Sleep(20 * time.Millisecond) // ENXIO: no reader yet
+	}
+}
+
+// removeContainer deletes the container, its bundle and its cgroups; every
+// step tolerates what an earlier attempt already removed.
+func (d *Driver) removeContainer(state task.State, cli *crun.CLI) error {
+	var errs []error
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := cli.Delete(ctx, state.ContainerID, true); err != nil {
+		if _, serr := cli.State(ctx, state.ContainerID); !errors.Is(serr, crun.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	if err := removeCgroup(state.CgroupDir, 10*time.Second); err != nil {
+		errs = append(errs, err)
+	}
+	if state.BundleDir != "" {
+		if err := os.RemoveAll(state.BundleDir); err != nil {
+			errs = append(errs, fmt.Errorf("remove bundle: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}

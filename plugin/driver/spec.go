@@ -1,0 +1,161 @@
+package driver
+
+import (
+	"fmt"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"github.com/hashicorp/nomad/client/allocdir"
+	"github.com/hashicorp/nomad/nomad/structs"
+	"github.com/hashicorp/nomad/plugins/drivers"
+
+	"github.com/nomad-lab/nomad-driver-java-crun/crun"
+)
+
+const (
+	mib        = 1024 * 1024
+	noFile     = 65536
+	defaultCwd = "/local"
+)
+
+// specParams is what the OCI spec depends on beyond the task config.
+type specParams struct {
+	JavaHome    string
+	User        containerUser
+	PidsLimit   int64
+	CgroupsPath string
+	Exists      func(path string) bool // host path exists (following symlinks)
+}
+
+// javaCommand is the container's argv: java [jvm_options] -jar JAR [args]
+// or java [jvm_options] -cp CP CLASS [args].
+func javaCommand(javaHome string, tc *TaskConfig, td *allocdir.TaskDir) ([]string, error) {
+	argv := []string{filepath.Join(javaHome, "bin", "java")}
+	argv = append(argv, tc.JVMOptions...)
+	if tc.JarPath != "" {
+		jar, _, err := resolveTaskPath("jar_path", tc.JarPath, td)
+		if err != nil {
+			return nil, err
+		}
+		argv = append(argv, "-jar", jar)
+	} else {
+		cp := make([]string, 0, len(tc.ClassPath))
+		for i, entry := range tc.ClassPath {
+			c, _, err := resolveTaskPath(fmt.Sprintf("class_path[%d]", i), entry, td)
+			if err != nil {
+				return nil, err
+			}
+			cp = append(cp, c)
+		}
+		argv = append(argv, "-cp", strings.Join(cp, ":"), tc.Class)
+	}
+	return append(argv, tc.Args...), nil
+}
+
+// buildSpecInput assembles the container from the task: read-only system
+// dirs and Java home, read-write task dirs, env, user, resources.
+func buildSpecInput(cfg *drivers.TaskConfig, tc *TaskConfig, p specParams) (crun.SpecInput, error) {
+	td := cfg.TaskDir()
+	argv, err := javaCommand(p.JavaHome, tc, td)
+	if err != nil {
+		return crun.SpecInput{}, err
+	}
+	in := crun.SpecInput{
+		Args:           argv,
+		Env:            taskEnv(cfg, p.JavaHome),
+		Cwd:            defaultCwd,
+		Hostname:       hostname(cfg),
+		UID:            p.User.UID,
+		GID:            p.User.GID,
+		AdditionalGids: p.User.Groups,
+		CgroupsPath:    p.CgroupsPath,
+		PidsLimit:      p.PidsLimit,
+		NoFile:         noFile,
+	}
+	for _, dir := range systemDirs {
+		if p.Exists(dir) {
+			in.Binds = append(in.Binds, crun.Bind{Source: dir, Destination: dir, ReadOnly: true})
+		}
+	}
+	if !coveredBySystemDirs(p.JavaHome) {
+		in.Binds = append(in.Binds, crun.Bind{Source: p.JavaHome, Destination: p.JavaHome, ReadOnly: true})
+	}
+	for _, dst := range []string{"/local", "/alloc", "/secrets"} {
+		in.Binds = append(in.Binds, crun.Bind{Source: taskDirMounts(td)[dst], Destination: dst})
+	}
+	if cfg.Resources != nil {
+		in.MemoryLimit, in.MemoryReservation = memoryLimits(cfg.Resources.NomadResources)
+		if cfg.Resources.LinuxResources != nil && cfg.Resources.LinuxResources.CPUShares > 0 {
+			in.CPUShares = uint64(cfg.Resources.LinuxResources.CPUShares)
+		} else if cfg.Resources.NomadResources != nil {
+			in.CPUShares = uint64(cfg.Resources.NomadResources.Cpu.CpuShares)
+		}
+	}
+	return in, nil
+}
+
+func coveredBySystemDirs(path string) bool {
+	for _, dir := range systemDirs {
+		if under(path, dir) {
+			return true
+		}
+	}
+	return false
+}
+
+// memoryLimits follows Nomad's exec driver: memory is the hard limit, unless
+// memory_max is set, then memory_max is the limit and memory the
+// reservation (memory.low); memory_max = -1 means no hard limit.
+func memoryLimits(r *structs.AllocatedTaskResources) (limit, reservation int64) {
+	if r == nil {
+		return 0, 0
+	}
+	mem, max := r.Memory.MemoryMB, r.Memory.MemoryMaxMB
+	switch {
+	case max == -1:
+		return 0, mem * mib
+	case max > 0:
+		return max * mib, mem * mib
+	default:
+		return mem * mib, 0
+	}
+}
+
+// taskEnv is Nomad's task environment plus JAVA_HOME and a PATH that finds java.
+func taskEnv(cfg *drivers.TaskConfig, javaHome string) []string {
+	env := cfg.EnvList()
+	if _, ok := cfg.Env["JAVA_HOME"]; !ok {
+		env = append(env, "JAVA_HOME="+javaHome)
+	}
+	if _, ok := cfg.Env["PATH"]; !ok {
+		env = append(env, "PATH="+filepath.Join(javaHome, "bin")+":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+	}
+	return env
+}
+
+var hostnameUnsafe = regexp.MustCompile(`[^a-z0-9-]+`)
+
+// hostname is "<task>-<first 8 of alloc id>", a valid DNS label.
+func hostname(cfg *drivers.TaskConfig) string {
+	name := strings.Trim(hostnameUnsafe.ReplaceAllString(strings.ToLower(cfg.Name), "-"), "-")
+	if name == "" {
+		name = "task"
+	}
+	alloc := cfg.AllocID
+	if len(alloc) > 8 {
+		alloc = alloc[:8]
+	}
+	if len(name) > 54 {
+		name = name[:54]
+	}
+	return strings.Trim(name+"-"+alloc, "-")
+}
+
+var containerIDUnsafe = regexp.MustCompile(`[^A-Za-z0-9_.-]+`)
+
+// containerID derives crun's container id from Nomad's task ID
+// ("<alloc id>/<task>/<invocation>"), so it carries the alloc id.
+func containerID(cfg *drivers.TaskConfig) string {
+	return containerIDUnsafe.ReplaceAllString(strings.ReplaceAll(cfg.ID, "/", "."), "_")
+}
