@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from lab.errors import LabError
+from lab.errors import LabError, LabTimeout
 from lab.wait import Pending, until
 
 log = logging.getLogger(__name__)
@@ -214,12 +214,26 @@ class ArtifactServer:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+            self._settle()
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
         if self._tmpdir is not None:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
             self._tmpdir = None
+
+    def _settle(self, timeout: float = 2.0) -> None:
+        """Let woken responses record how they ended; one stuck writing to a client that no
+        longer reads is marked aborted rather than holding up teardown."""
+        def settled():
+            running = [str(r) for r in self.requests() if not r.done]
+            return Pending(running) if running else True
+        try:
+            until(settled, timeout, "in-flight artifact responses to end", interval=0.01)
+        except LabTimeout:
+            for record in self.requests():
+                if not record.done:
+                    record.outcome = "aborted"
 
     def __enter__(self) -> ArtifactServer:
         return self.start()
