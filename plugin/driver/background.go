@@ -6,8 +6,8 @@ import (
 	"runtime"
 	"time"
 
-	cstructs "github.com/hashicorp/nomad/client/structs"
 	"github.com/hashicorp/nomad/client/lib/cpustats"
+	cstructs "github.com/hashicorp/nomad/client/structs"
 	"github.com/hashicorp/nomad/plugins/drivers"
 
 	"github.com/nomad-lab/nomad-driver-java-crun/driver/task"

@@ -1,0 +1,192 @@
+package driver
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/nomad/plugins/drivers"
+)
+
+const jdkHome = "/usr/lib/jvm/java-17-openjdk-amd64"
+
+// fakeHost is a healthy host; tests break one probe at a time.
+func fakeHost() probes {
+	files := map[string]string{
+		"crun":          "/usr/bin/crun",
+		"/usr/bin/crun": "/usr/bin/crun",
+		"java":          "/usr/bin/java",
+	}
+	return probes{
+		isRoot: func() bool { return true },
+		lookPath: func(f string) (string, error) {
+			if p, ok := files[f]; ok {
+				return p, nil
+			}
+			return "", os.ErrNotExist
+		},
+		evalSymlinks: func(p string) (string, error) { return jdkHome + "/bin/java", nil },
+		getenv:       func(string) string { return "" },
+		crunVersion:  func(context.Context, string) (string, error) { return "1.8.1", nil },
+		javaVersion: func(context.Context, string) (string, error) {
+			return `openjdk version "17.0.13" 2024-10-15`, nil
+		},
+		cgroupMode: func() string { return "v2" },
+	}
+}
+
+func runFingerprint(p probes, cfg *Config) (*drivers.Fingerprint, runtimeInfo) {
+	if cfg == nil {
+		cfg = defaultConfig()
+	}
+	return fingerprint(context.Background(), cfg, p, runtimeInfo{})
+}
+
+func TestFingerprintHealthy(t *testing.T) {
+	fp, rt := runFingerprint(fakeHost(), nil)
+	if fp.Health != drivers.HealthStateHealthy {
+		t.Fatalf("health %s: %s", fp.Health, fp.HealthDescription)
+	}
+	want := map[string]string{
+		AttrCrunVersion: "1.8.1", AttrJavaVersion: "17.0.13", AttrJavaHome: jdkHome,
+		AttrCgroupMode: "v2", AttrCrunPath: "/usr/bin/crun",
+	}
+	for k, v := range want {
+		got, ok := fp.Attributes[k].GetString()
+		if !ok || got != v {
+			t.Errorf("attribute %s = %q, want %q", k, got, v)
+		}
+	}
+	if rt.JavaHome != jdkHome || rt.CrunPath != "/usr/bin/crun" || rt.JavaErr != nil {
+		t.Fatalf("runtime info %+v", rt)
+	}
+}
+
+func TestFingerprintCrunMissing(t *testing.T) {
+	p := fakeHost()
+	p.lookPath = func(string) (string, error) { return "", os.ErrNotExist }
+	fp, _ := runFingerprint(p, nil)
+	if fp.Health != drivers.HealthStateUndetected || !strings.Contains(fp.HealthDescription, "crun executable not found at crun") {
+		t.Fatalf("got %s: %s", fp.Health, fp.HealthDescription)
+	}
+	cfg := defaultConfig()
+	cfg.CrunPath = "/opt/crun/bin/crun"
+	fp, _ = runFingerprint(p, cfg)
+	if fp.Health != drivers.HealthStateUndetected || fp.HealthDescription != "crun executable not found at /opt/crun/bin/crun" {
+		t.Fatalf("got %s: %s", fp.Health, fp.HealthDescription)
+	}
+}
+
+func TestFingerprintCrunFallbackPath(t *testing.T) {
+	p := fakeHost()
+	base := p.lookPath
+	p.lookPath = func(f string) (string, error) {
+		if f == "crun" {
+			return "", os.ErrNotExist // not on PATH
+		}
+		return base(f)
+	}
+	fp, rt := runFingerprint(p, nil)
+	if fp.Health != drivers.HealthStateHealthy || rt.CrunPath != "/usr/bin/crun" {
+		t.Fatalf("got %s %q", fp.Health, rt.CrunPath)
+	}
+}
+
+func TestFingerprintJavaBroken(t *testing.T) {
+	cases := map[string]string{
+		"libjli missing": jdkHome + "/bin/java: error while loading shared libraries: libjli.so: cannot open shared object file: No such file or directory",
+		"binary gone":    "fork/exec " + jdkHome + "/bin/java: no such file or directory",
+		"not executable": "fork/exec " + jdkHome + "/bin/java: permission denied",
+	}
+	for name, msg := range cases {
+		t.Run(name, func(t *testing.T) {
+			p := fakeHost()
+			p.javaVersion = func(context.Context, string) (string, error) {
+				return "", errors.New(msg + "\nsecond line")
+			}
+			fp, rt := runFingerprint(p, nil)
+			if fp.Health != drivers.HealthStateUnhealthy {
+				t.Fatalf("health %s", fp.Health)
+			}
+			want := `java runtime not usable: "` + msg + `"`
+			if fp.HealthDescription != want {
+				t.Fatalf("description %q, want %q", fp.HealthDescription, want)
+			}
+			if rt.JavaErr == nil {
+				t.Fatal("StartTask must see the java error")
+			}
+		})
+	}
+}
+
+func TestFingerprintJavaNotFoundKeepsPreviousHome(t *testing.T) {
+	p := fakeHost()
+	base := p.lookPath
+	p.lookPath = func(f string) (string, error) {
+		if f == "java" {
+			return "", os.ErrNotExist
+		}
+		return base(f)
+	}
+	fp, _ := runFingerprint(p, nil)
+	if fp.Health != drivers.HealthStateUnhealthy || !strings.Contains(fp.HealthDescription, "java not found") {
+		t.Fatalf("got %s: %s", fp.Health, fp.HealthDescription)
+	}
+	// Once seen, a vanished java is reported through its last home.
+	p.javaVersion = func(context.Context, string) (string, error) {
+		return "", errors.New("fork/exec " + jdkHome + "/bin/java: no such file or directory")
+	}
+	fp, _ = fingerprint(context.Background(), defaultConfig(), p, runtimeInfo{JavaHome: jdkHome})
+	if !strings.Contains(fp.HealthDescription, "no such file or directory") {
+		t.Fatalf("got %s", fp.HealthDescription)
+	}
+}
+
+func TestFingerprintJavaHomeSources(t *testing.T) {
+	p := fakeHost()
+	p.getenv = func(k string) string {
+		if k == "JAVA_HOME" {
+			return "/opt/jdk"
+		}
+		return ""
+	}
+	_, rt := runFingerprint(p, nil)
+	if rt.JavaHome != "/opt/jdk" {
+		t.Fatalf("JAVA_HOME ignored: %q", rt.JavaHome)
+	}
+	cfg := defaultConfig()
+	cfg.JavaHome = "/srv/jre"
+	_, rt = runFingerprint(p, cfg)
+	if rt.JavaHome != "/srv/jre" {
+		t.Fatalf("java_home ignored: %q", rt.JavaHome)
+	}
+}
+
+func TestFingerprintHybridCgroups(t *testing.T) {
+	p := fakeHost()
+	p.cgroupMode = func() string { return "hybrid" }
+	fp, _ := runFingerprint(p, nil)
+	if fp.Health != drivers.HealthStateUnhealthy || !strings.Contains(fp.HealthDescription, "cgroup mode is hybrid") {
+		t.Fatalf("got %s: %s", fp.Health, fp.HealthDescription)
+	}
+}
+
+func TestFingerprintNeedsRoot(t *testing.T) {
+	p := fakeHost()
+	p.isRoot = func() bool { return false }
+	fp, _ := runFingerprint(p, nil)
+	if fp.Health != drivers.HealthStateUndetected {
+		t.Fatalf("got %s", fp.Health)
+	}
+}
+
+func TestParseJavaVersion(t *testing.T) {
+	if v := parseJavaVersion(`openjdk version "21.0.2" 2024-01-16`); v != "21.0.2" {
+		t.Fatal(v)
+	}
+	if v := parseJavaVersion(`weird`); v != "weird" {
+		t.Fatal(v)
+	}
+}
