@@ -9,6 +9,7 @@ with the current hash is already added, `ensure_box()` only reads one small file
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -39,6 +40,7 @@ BASE_PACKAGES = (
     "systemd-sysv", "openssh-server", "sudo", "linux-image-amd64", "initramfs-tools", "crun",
     "qemu-guest-agent", "iproute2", "kmod", "procps", "psmisc", "util-linux", "iptables",
     "curl", "jq", "unzip", "ca-certificates", "e2fsprogs",
+    "dbus",  # minbase has none: hostnamectl/loginctl and non-root systemctl need it
 )
 # debootstrap lines worth showing live; the full output goes to the build log.
 PROGRESS = re.compile(r"^(I: (Retrieving Release|Checking component|Retrieving Packages$|"
@@ -255,17 +257,33 @@ def ensure_box(config: object = None, release: str | None = None, *, force: bool
               workdir / "box" / "vmlinuz", workdir / "box" / "initrd.img")
 
     if not force and is_box_added(name, digest):
-        if not box.kernel.exists():  # cache dir wiped but the box is still in Vagrant
-            installed = installed_box_dir(name)
-            box = Box(name, release, digest, box.box_file, installed / "vmlinuz",
-                      installed / "initrd.img")
-        return box
+        return _with_kernel(box)
 
-    workdir.mkdir(parents=True, exist_ok=True)
-    if force or not box.box_file.exists():
-        _build(box, workdir, key, packages, out)
-    _vagrant_box_add(name, box.box_file, out)
+    # One build at a time per cache (two `lab.up`s, two checkouts): wait for the other, then
+    # find its result.
+    (cache / "boxes").mkdir(parents=True, exist_ok=True)
+    with (cache / "boxes" / ".lock").open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            out(f"box: another process is building a box in {cache / 'boxes'}; waiting for it")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        if not force and is_box_added(name, digest):
+            return _with_kernel(box)
+        workdir.mkdir(parents=True, exist_ok=True)
+        if force or not box.box_file.exists():
+            _build(box, workdir, key, packages, out)
+        _vagrant_box_add(name, box.box_file, out)
     return box
+
+
+def _with_kernel(box: Box) -> Box:
+    """The kernel/initrd from the cache dir, or from Vagrant's copy if the cache was wiped."""
+    if box.kernel.exists():
+        return box
+    installed = installed_box_dir(box.name)
+    return Box(box.name, box.release, box.hash, box.box_file, installed / "vmlinuz",
+               installed / "initrd.img")
 
 
 def _build(box: Box, workdir: Path, key: Path, packages: list[str], out: Out) -> None:

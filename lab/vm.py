@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shlex
 import socket
 import subprocess
@@ -31,6 +32,9 @@ STORAGE_POOL = hostsetup.STORAGE_POOL
 # Only these survive into vagrant's environment, plus the LAB_* settings we set.
 PASSED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TERM", "VAGRANT_HOME",
               "XDG_CACHE_HOME", "TMPDIR")
+
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+PROGRESS = re.compile(r"Progress: (\d+)%")
 
 Out = Callable[[str], None]
 Runner = Callable[..., subprocess.CompletedProcess]
@@ -210,9 +214,17 @@ class VagrantVM:
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 bufsize=1)
         assert proc.stdout is not None
-        for line in proc.stdout:  # vagrant's own boot_timeout bounds `up`
-            tail.append(line.rstrip())
-            self.out(f"vagrant: {line.rstrip()}")
+        shown_progress = -1
+        for raw in proc.stdout:  # vagrant's own boot_timeout bounds `up`
+            line = ANSI.sub("", raw).rstrip()
+            progress = PROGRESS.search(line)
+            if progress:  # the box upload redraws a percentage hundreds of times
+                percent = int(progress.group(1))
+                if percent // 25 == shown_progress // 25 and percent != 100:
+                    continue
+                shown_progress = percent
+            tail.append(line)
+            self.out(f"vagrant: {line}")
         rc = proc.wait()
         if rc != 0:
             text = "\n".join("    " + x for x in tail)

@@ -102,6 +102,16 @@ EOF
     # Record what this box is, for humans inside the guest.
     printf '{"box_hash": "%s", "release": "%s"}\n' "$BOX_HASH" "$BOX_RELEASE" > "$rootfs/etc/nomad-lab-box.json"
 
+    # Drop kernel modules for hardware a QEMU guest never has (~half of /usr/lib/modules):
+    # a smaller box adds and uploads faster. The initrd keeps its own copies.
+    for kdir in "$rootfs"/usr/lib/modules/*/kernel; do
+        rm -rf "$kdir/drivers/gpu" "$kdir/drivers/media" "$kdir/drivers/net/wireless" \
+            "$kdir/drivers/net/ethernet" "$kdir/drivers/infiniband" "$kdir/drivers/staging" \
+            "$kdir/drivers/bluetooth" "$kdir/drivers/isdn" "$kdir/sound" \
+            "$kdir/net/bluetooth" "$kdir/net/wireless" "$kdir/net/mac80211"
+        in_root depmod -a "$(basename "$(dirname "$kdir")")"
+    done
+
     in_root apt-get clean
     rm -rf "$rootfs/var/lib/apt/lists/"* "$rootfs/var/cache/apt/"*.bin "$rootfs/tmp/"* \
         "$rootfs/usr/share/doc/"* "$rootfs/usr/share/man/"* "$rootfs/var/log/"*.log

@@ -1,0 +1,86 @@
+#!/bin/sh
+# Prepare and check a lab host (the Vagrant VM or any ssh:// Linux host). Run as root;
+# idempotent. Creates /opt/lab/{bin,jars,run}, makes sure cgroup v2 is the only hierarchy with
+# the memory, cpu and pids controllers enabled for children, and that crun and Java run.
+# On success prints ONE line of JSON (kernel, cgroup mode, controllers, crun, java, os, netem);
+# otherwise prints one line per problem on stderr and exits 1.
+set -u
+
+problems=""
+problem() { problems="${problems}$1
+"; }
+
+json_escape() { printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g' | tr -d '\n\r'; }
+
+if [ "$(id -u)" != 0 ]; then
+    echo "guest-setup.sh must run as root (sudo sh guest-setup.sh)" >&2
+    exit 1
+fi
+
+mkdir -p /opt/lab/bin /opt/lab/jars /opt/lab/run
+
+# --- cgroup v2, alone -------------------------------------------------------------------
+cgroup_mode="none"
+fstype=$(stat -fc %T /sys/fs/cgroup 2>/dev/null || true)
+if [ "$fstype" = cgroup2fs ]; then
+    cgroup_mode="v2"
+elif grep -q ' cgroup2 ' /proc/mounts; then
+    cgroup_mode="hybrid"
+elif grep -q ' cgroup ' /proc/mounts; then
+    cgroup_mode="v1"
+fi
+if [ "$cgroup_mode" != v2 ]; then
+    problem "cgroup mode is '$cgroup_mode', not pure v2: boot with systemd.unified_cgroup_hierarchy=1 (kernel cmdline) and reboot"
+elif grep -q ' cgroup ' /proc/mounts; then
+    problem "cgroup v1 hierarchies are mounted next to v2 ($(awk '$3=="cgroup"{print $2}' /proc/mounts | tr '\n' ' ')): crun refuses hybrid mode; boot with systemd.unified_cgroup_hierarchy=1 cgroup_no_v1=all"
+fi
+controllers=""
+if [ "$cgroup_mode" = v2 ]; then
+    controllers=$(cat /sys/fs/cgroup/cgroup.controllers)
+    for c in memory cpu pids; do
+        case " $controllers " in
+        *" $c "*)
+            case " $(cat /sys/fs/cgroup/cgroup.subtree_control) " in
+            *" $c "*) ;;
+            *) echo "+$c" > /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null ||
+                   problem "cgroup v2 controller '$c' cannot be enabled in /sys/fs/cgroup/cgroup.subtree_control: check that no v1 hierarchy holds it" ;;
+            esac ;;
+        *) problem "cgroup v2 controller '$c' missing from /sys/fs/cgroup/cgroup.controllers: boot with systemd.unified_cgroup_hierarchy=1 (and without cgroup_disable=$c)" ;;
+        esac
+    done
+fi
+
+# --- crun and java ----------------------------------------------------------------------
+crun_version=""
+if ! command -v crun >/dev/null 2>&1; then
+    problem "crun not found on PATH: install it with apt-get install -y crun"
+elif out=$(crun --version 2>&1); then
+    crun_version=$(printf '%s\n' "$out" | sed -n '1s/^crun version //p')
+else
+    problem "crun does not run ('crun --version': $(printf '%s' "$out" | head -n 1)): install it with apt-get install -y crun"
+fi
+java_version=""
+if ! command -v java >/dev/null 2>&1; then
+    problem "java not found on PATH: install a headless JRE, e.g. apt-get install -y openjdk-17-jre-headless"
+elif out=$(java -version 2>&1); then
+    java_version=$(printf '%s\n' "$out" | sed -n '1s/.*version "\([^"]*\)".*/\1/p')
+else
+    problem "java does not run ('java -version': $(printf '%s' "$out" | head -n 1)): install a headless JRE, e.g. apt-get install -y openjdk-17-jre-headless"
+fi
+
+# --- tc netem for network faults (optional: its tests skip without it) -------------------
+netem="unavailable"
+if grep -q '^sch_netem ' /proc/modules 2>/dev/null || modprobe sch_netem 2>/dev/null; then
+    netem="loaded"
+fi
+
+if [ -n "$problems" ]; then
+    printf '%s' "$problems" >&2
+    exit 1
+fi
+
+os_release=$(. /etc/os-release 2>/dev/null && printf '%s' "${PRETTY_NAME:-unknown}")
+printf '{"kernel": "%s", "cgroup": "%s", "controllers": "%s", "crun": "%s", "java": "%s", "os": "%s", "netem": "%s"}\n' \
+    "$(json_escape "$(uname -r)")" "$cgroup_mode" "$(json_escape "$controllers")" \
+    "$(json_escape "$crun_version")" "$(json_escape "$java_version")" \
+    "$(json_escape "$os_release")" "$netem"
