@@ -146,14 +146,17 @@ class LabHost:
     def forward_local(self, remote_port: int, remote_host: str = "127.0.0.1") -> Iterator[int]:
         """Tunnel 127.0.0.1:<yielded port> on this machine to remote_host:remote_port there."""
         local_port = free_local_port()
-        with self._conn.forward_local(local_port, remote_port, remote_host, "127.0.0.1"):
+        with self._conn.forward_local(local_port=local_port, remote_port=remote_port,
+                                      remote_host=remote_host, local_host="127.0.0.1"):
             yield local_port
 
     @contextmanager
     def forward_remote(self, local_port: int) -> Iterator[int]:
         """Expose 127.0.0.1:local_port of this machine as 127.0.0.1:<yielded port> there."""
         (remote_port,) = self.free_ports(1)
-        with self._conn.forward_remote(remote_port, "127.0.0.1", local_port, "127.0.0.1"):
+        # Keywords: fabric's order is (remote_port, local_port, remote_host, local_host).
+        with self._conn.forward_remote(remote_port=remote_port, local_port=local_port,
+                                       remote_host="127.0.0.1", local_host="127.0.0.1"):
             yield remote_port
 
     def close(self) -> None:
