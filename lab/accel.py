@@ -72,7 +72,7 @@ def judge_console(console: str, exited: bool, rc: int | None) -> tuple[bool, str
         if marker in console:
             return True, f"KVM booted the box's kernel to '{marker}'"
     lines = [ln.strip() for ln in console.splitlines() if ln.strip()]
-    last = lines[-1][:120] if lines else "nothing on the serial console"
+    last = lines[-1][:160] if lines else "nothing on the serial console"
     if exited:
         return False, f"KVM present but QEMU exited {rc} while booting the box: '{last}'"
     if "Probing EDD" in console and not any("Linux version" in ln for ln in lines):
@@ -90,7 +90,7 @@ def probe_kvm(kernel: Path, initrd: Path, seconds: float = PROBE_SECONDS,
         cmd = [qemu, "-enable-kvm", "-cpu", "host", "-m", "512", "-smp", "1",
                "-nodefaults", "-display", "none", "-no-reboot",
                "-serial", f"file:{console}", "-kernel", str(kernel), "-initrd", str(initrd),
-               "-append", "console=ttyS0 panic=-1 root=/dev/nonexistent rootdelay=0"]
+               "-append", "console=ttyS0 earlyprintk=serial,ttyS0 panic=-1 root=/dev/nonexistent"]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + seconds
         text, exited = "", False

@@ -42,6 +42,10 @@ BASE_PACKAGES = (
     "curl", "jq", "unzip", "ca-certificates", "e2fsprogs",
     "dbus",  # minbase has none: hostnamectl/loginctl and non-root systemctl need it
 )
+# Suites of Debian's main archive; an entry with only other suites (bookworm-security,
+# a vendor's "nodistro") is not the Debian mirror.
+DEBIAN_SUITES = {"buster", "bullseye", "bookworm", "trixie", "forky", "duke", "sid",
+                 "oldoldstable", "oldstable", "stable", "testing", "unstable"}
 # debootstrap lines worth showing live; the full output goes to the build log.
 PROGRESS = re.compile(r"^(I: (Retrieving Release|Checking component|Retrieving Packages$|"
                       r"Installing core|Unpacking the base|Configuring the base|"
@@ -120,8 +124,7 @@ def _serves_main_archive(entry: dict[str, str]) -> bool:
         return False
     if "main" not in entry.get("components", "").split():
         return False
-    suites = entry.get("suites", "").split()
-    plain = [s for s in suites if re.fullmatch(r"[a-z]+", s)]
+    plain = [s for s in entry.get("suites", "").split() if s in DEBIAN_SUITES]
     return bool(plain) and all("security" not in u for u in entry.get("uris", "").split())
 
 
