@@ -646,14 +646,14 @@ def sweep(host: Host, roots: Sequence[str] = SWEEP_ROOTS) -> list[str]:
     something could not be healed."""
     res = host.sudo(_sweep_script(roots), check=False, timeout=120)
     healed = [line for line in res.stdout.splitlines() if line.startswith("healed:")]
-    for record in JOURNAL.active():
-        if record.host == getattr(host, "name", None) and record.name != "plugin_killed":
-            record.healed_at = time.time()
-            record.details["healed_by"] = "sweep"
     if not res.ok or "FAILED" in res.stderr:
         raise HealFailed(f"lab.faults.sweep on {getattr(host, 'name', host)} could not heal "
                          f"everything:\n{res.stderr.strip()}\nfix: inspect with "
                          "`./invoke lab.ssh`")
+    for record in JOURNAL.active():
+        if record.host == getattr(host, "name", None) and record.name != "plugin_killed":
+            record.healed_at = time.time()
+            record.details["healed_by"] = "sweep"
     return healed
 
 
