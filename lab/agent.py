@@ -14,7 +14,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
-from lab.api import LabApi
+from lab.api import TRANSIENT, LabApi
 from lab.errors import LabError, LabTimeout
 from lab.host import LabHost
 from lab.wait import Pending, until
@@ -168,7 +168,9 @@ class NomadAgent:
 
         try:
             until(ready, timeout, f"Nomad agent {self.id} ready with driver {DRIVER} healthy",
-                  retry_on=(OSError, ConnectionError, _requests_errors()), interval=0.3)
+                  # TRANSIENT includes ApiError: python-nomad turns a refused connection and
+                  # Nomad's 500 "No cluster leader" into API errors; both mean not ready yet.
+                  retry_on=TRANSIENT, interval=0.3)
         except LabTimeout as exc:
             raise LabTimeout(exc.what, exc.timeout, exc.last,
                              f"agent log tail ({self.log_path}):\n{self.log_tail()}") from None
@@ -209,7 +211,9 @@ class NomadAgent:
         out = self.host.sudo(
             f"systemctl is-active {self.unit} >/dev/null 2>&1 && echo unit:{self.unit}; "
             f"test -e {self.dir} && echo dir:{self.dir}; "
-            f"pgrep -f -- '-config={self.dir}/' >/dev/null && echo process:nomad-{self.id}; true",
+            # [g]: the pattern must not match this very command line (our own shell).
+            f"pgrep -f -- '-confi[g]={self.dir}/' >/dev/null && echo process:nomad-{self.id}; "
+            "true",
             check=False).stdout
         return out.split()
 
@@ -217,8 +221,3 @@ class NomadAgent:
     def startup_seconds(self) -> float:
         return self.ready_at - self.started_at
 
-
-def _requests_errors():
-    import requests
-
-    return requests.RequestException

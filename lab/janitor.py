@@ -14,6 +14,9 @@ from lab.agent import AGENTS_ROOT, CRUN_STATE_ROOT, PLUGIN_BINARY, UNIT_PREFIX
 from lab.host import LabHost
 
 # One round trip: each probe prints "<kind> <item>" lines.
+# pgrep/pkill -f patterns start with a [x] class so they cannot match the command line of the
+# shell running this script (which contains the pattern's text): that would report (or kill)
+# ourselves.
 SCAN_SCRIPT = rf"""
 systemctl list-units '{UNIT_PREFIX}*' --all --plain --no-legend 2>/dev/null \
   | awk '{{print "unit", $1}}'
@@ -22,7 +25,7 @@ if command -v crun >/dev/null; then
   crun --root {CRUN_STATE_ROOT} list -q 2>/dev/null | sed 's/^/container /'
 fi
 find {CRUN_STATE_ROOT} -name config.json 2>/dev/null | sed 's/^/bundle /'
-pgrep -a -f '{PLUGIN_BINARY} .*shim|{PLUGIN_BINARY} shim' | sed 's/^/shim /'
+pgrep -a -f '[{PLUGIN_BINARY[0]}]{PLUGIN_BINARY[1:]} .*shim' | sed 's/^/shim /'
 pgrep -a -x java | sed 's/^/java_process /'
 find /sys/fs/cgroup -mindepth 1 -type d \( -name '*.scope' -path '*nomad*' \
   -o -name '*java-crun*' \) 2>/dev/null | sed 's/^/cgroup /'
@@ -40,7 +43,7 @@ if command -v crun >/dev/null; then
     crun --root {CRUN_STATE_ROOT} delete --force "$c"
   done
 fi
-pkill -KILL -f '{PLUGIN_BINARY}' 2>/dev/null
+pkill -KILL -f '[{PLUGIN_BINARY[0]}]{PLUGIN_BINARY[1:]}' 2>/dev/null
 pkill -KILL -x java 2>/dev/null
 awk '$5 ~ "^{AGENTS_ROOT}/|^{CRUN_STATE_ROOT}/" {{print $5}}' /proc/self/mountinfo | sort -r \
   | xargs -r -n1 umount -l
