@@ -254,6 +254,10 @@ class FakeApi:
 # -- a tiny Nomad HTTP server on 127.0.0.1 --------------------------------------------------
 
 
+class Text(str):
+    """A FakeNomadServer body sent as text/plain (logs, Nomad's plain-text errors)."""
+
+
 @dataclass
 class Request:
     method: str
@@ -265,8 +269,8 @@ class Request:
 class FakeNomadServer:
     """Answers python-nomad's HTTP calls from a route table; records every request.
 
-    routes[(METHOD, path)] = Script of (status, body) answers; a str body is sent as
-    text/plain, anything else as JSON. Unknown routes answer 404.
+    routes[(METHOD, path)] = Script of (status, body) answers; a Text body is sent as
+    text/plain, anything else (a str too) as JSON. Unknown routes answer 404.
     """
 
     def __init__(self):
@@ -283,11 +287,11 @@ class FakeNomadServer:
                 server.requests.append(Request(self.command, url.path, parse_qs(url.query),
                                                body))
                 script = server.routes.get((self.command, url.path))
-                status, payload = script.next() if script else (404, "no such route\n")
-                data = (payload if isinstance(payload, str) else json.dumps(payload)).encode()
+                status, payload = script.next() if script else (404, Text("no such route\n"))
+                text = isinstance(payload, Text)
+                data = (payload if text else json.dumps(payload)).encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "text/plain" if isinstance(payload, str)
-                                 else "application/json")
+                self.send_header("Content-Type", "text/plain" if text else "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
