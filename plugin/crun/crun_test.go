@@ -46,7 +46,7 @@ func TestWriteBundle(t *testing.T) {
 	if err := json.Unmarshal(data, &back); err != nil {
 		t.Fatal(err)
 	}
-	if back.Version != specs.Version || back.Process.Args[0] != "/bin/true" || *back.Linux.Resources.Pids.Limit != 10 {
+	if back.Version != OCIVersion || back.Process.Args[0] != "/bin/true" || *back.Linux.Resources.Pids.Limit != 10 {
 		t.Fatalf("round trip lost data: %+v", back.Process)
 	}
 }

@@ -9,6 +9,11 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
+// OCIVersion is the spec version written to config.json. crun 1.8.1 rejects
+// runtime-spec v1.3.0's own version ("unknown version specified"); the
+// fields used here all exist in 1.0.
+const OCIVersion = "1.0.2"
+
 // Bind is a host directory mounted into the container.
 type Bind struct {
 	Source      string // host path
@@ -67,7 +72,7 @@ func BuildSpec(in SpecInput) *specs.Spec {
 		processCaps.Permitted = caps
 	}
 	spec := &specs.Spec{
-		Version:  specs.Version,
+		Version:  OCIVersion,
 		Hostname: in.Hostname,
 		Root:     &specs.Root{Path: "rootfs", Readonly: true},
 		Process: &specs.Process{

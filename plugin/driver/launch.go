@@ -94,6 +94,7 @@ func (d *Driver) launch(cfg *drivers.TaskConfig, tc *TaskConfig, rt runtimeInfo)
 		PidsLimit:   d.config().PidsLimit,
 		CgroupsPath: crunCgroupsPath(state.ContainerCgroup),
 		Exists:      func(p string) bool { _, err := os.Stat(p); return err == nil },
+		NoFile:      noFileLimit(),
 	})
 	if err != nil {
 		return nil, unrecoverable(err)

@@ -6,6 +6,8 @@ import (
 	"regexp"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/hashicorp/nomad/client/allocdir"
 	"github.com/hashicorp/nomad/nomad/structs"
 	"github.com/hashicorp/nomad/plugins/drivers"
@@ -15,7 +17,7 @@ import (
 
 const (
 	mib        = 1024 * 1024
-	noFile     = 65536
+	maxNoFile  = 65536
 	defaultCwd = "/local"
 )
 
@@ -26,6 +28,7 @@ type specParams struct {
 	PidsLimit   int64
 	CgroupsPath string
 	Exists      func(path string) bool // host path exists (following symlinks)
+	NoFile      uint64                 // RLIMIT_NOFILE for the JVM
 }
 
 // javaCommand is the container's argv: java [jvm_options] -jar JAR [args]
@@ -71,7 +74,7 @@ func buildSpecInput(cfg *drivers.TaskConfig, tc *TaskConfig, p specParams) (crun
 		AdditionalGids: p.User.Groups,
 		CgroupsPath:    p.CgroupsPath,
 		PidsLimit:      p.PidsLimit,
-		NoFile:         noFile,
+		NoFile:         p.NoFile,
 	}
 	for _, dir := range systemDirs {
 		if p.Exists(dir) {
@@ -158,4 +161,14 @@ var containerIDUnsafe = regexp.MustCompile(`[^A-Za-z0-9_.-]+`)
 // ("<alloc id>/<task>/<invocation>"), so it carries the alloc id.
 func containerID(cfg *drivers.TaskConfig) string {
 	return containerIDUnsafe.ReplaceAllString(strings.ReplaceAll(cfg.ID, "/", "."), "_")
+}
+
+// noFileLimit is 65536 open files, or the plugin's own hard limit when lower:
+// raising it above that would fail in crun without CAP_SYS_RESOURCE.
+func noFileLimit() uint64 {
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err == nil && rl.Max < maxNoFile {
+		return rl.Max
+	}
+	return maxNoFile
 }

@@ -35,6 +35,7 @@ func testParams() specParams {
 		JavaHome:    jdkHome,
 		User:        containerUser{UID: 65534, GID: 65534},
 		PidsLimit:   4096,
+		NoFile:      1024,
 		CgroupsPath: "/java-crun/x/container",
 		Exists:      func(p string) bool { return p != "/lib64" && p != "/sbin" },
 	}
