@@ -1,0 +1,105 @@
+"""Deliberately broken JARs for the failure tests, and a padded JAR for the large-artifact test.
+
+All content is deterministic (fixed seeds and timestamps), so a rebuild produces the same bytes
+and the same checksums.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import zipfile
+from pathlib import Path
+
+ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+BAD_JARS = ("random", "truncated", "nomain", "empty")
+
+
+def random_bytes(size: int = 64 * 1024, seed: int = 4242) -> bytes:
+    """Not a zip at all."""
+    return random.Random(seed).randbytes(size)
+
+
+def no_main_class() -> bytes:
+    """A valid zip with a manifest and a class-like entry, but no Main-Class."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as jar:
+        _add(jar, "META-INF/MANIFEST.MF", b"Manifest-Version: 1.0\r\nCreated-By: lab\r\n\r\n")
+        _add(jar, "lab/apps/nomain/NoMain.class", b"\xca\xfe\xba\xbe" + bytes(60))
+    return buffer.getvalue()
+
+
+def runnable_stand_in() -> bytes:
+    """A zip shaped like a runnable JAR (manifest with Main-Class, some entries), used to
+    make the truncated JAR when no real one is at hand."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as jar:
+        _add(jar, "META-INF/MANIFEST.MF",
+             b"Manifest-Version: 1.0\r\nMain-Class: lab.apps.hello.Hello\r\n\r\n")
+        _add(jar, "lab/apps/hello/Hello.class", random_bytes(8 * 1024, seed=7))
+    return buffer.getvalue()
+
+
+def truncated(jar: bytes) -> bytes:
+    """A real JAR cut in half: local headers intact, central directory gone."""
+    return jar[: len(jar) // 2]
+
+
+def bad_jar_bytes(real_jar: bytes | None = None) -> dict[str, bytes]:
+    return {
+        "random": random_bytes(),
+        "truncated": truncated(real_jar or runnable_stand_in()),
+        "nomain": no_main_class(),
+        "empty": b"",
+    }
+
+
+def write_bad_jars(bad_dir: Path, real_jar: Path | None = None) -> dict[str, Path]:
+    """Write <name>.jar for each of BAD_JARS into bad_dir; files already right are untouched."""
+    bad_dir.mkdir(parents=True, exist_ok=True)
+    source = real_jar.read_bytes() if real_jar is not None and real_jar.exists() else None
+    paths = {}
+    for name, data in bad_jar_bytes(source).items():
+        path = bad_dir / f"{name}.jar"
+        if not (path.exists() and path.read_bytes() == data):
+            _write_atomically(path, data)
+        paths[name] = path
+    return paths
+
+
+def padded_jar(base_jar: Path, dest: Path, size_mb: int, seed: int = 1) -> Path:
+    """base_jar plus an incompressible stored entry, so dest is at least size_mb MiB and still
+    runs like base_jar (the large-artifact tests). Reused when it already has that size."""
+    target = size_mb << 20
+    if dest.exists() and dest.stat().st_size >= target and dest.stat().st_mtime >= \
+            base_jar.stat().st_mtime:
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.with_name(dest.name + ".partial")
+    rng = random.Random(seed)
+    with zipfile.ZipFile(base_jar) as source, zipfile.ZipFile(partial, "w") as jar:
+        for info in source.infolist():
+            jar.writestr(info, source.read(info))
+        padding = zipfile.ZipInfo("padding/blob.bin", date_time=ZIP_EPOCH)
+        padding.compress_type = zipfile.ZIP_STORED
+        with jar.open(padding, "w", force_zip64=True) as blob:
+            remaining = target
+            while remaining > 0:
+                chunk = min(remaining, 4 << 20)
+                blob.write(rng.randbytes(chunk))
+                remaining -= chunk
+    os.replace(partial, dest)
+    return dest
+
+
+def _add(jar: zipfile.ZipFile, name: str, data: bytes) -> None:
+    info = zipfile.ZipInfo(name, date_time=ZIP_EPOCH)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    jar.writestr(info, data)
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(data)
+    os.replace(partial, path)
