@@ -29,7 +29,10 @@ TRANSIENT = (ApiError, requests.RequestException, OSError)
 class LabApi:
     def __init__(self, host: str, port: int, timeout: float = 15):
         self.address = f"http://{host}:{port}"
-        self.client = nomad.Nomad(host=host, port=port, timeout=timeout)
+        # Explicit address, region and namespace: python-nomad would otherwise take NOMAD_ADDR,
+        # NOMAD_REGION and NOMAD_NAMESPACE from the environment (a developer's own cluster).
+        self.client = nomad.Nomad(address=self.address, region="global", namespace="default",
+                                  timeout=timeout)
 
     def _call(self, name: str, fn, *args, **kwargs):
         try:
