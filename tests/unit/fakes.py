@@ -303,7 +303,10 @@ class FakeNomadServer:
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._httpd.daemon_threads = True
+        # A short poll interval: shutdown() waits up to one interval (0.5 s by default).
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.01,),
+                                        daemon=True)
 
     def route(self, method: str, path: str, *answers: tuple[int, object]) -> FakeNomadServer:
         self.routes[(method, path)] = Script(*answers)
