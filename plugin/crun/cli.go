@@ -57,9 +57,9 @@ func (c *CLI) RunCommand(id, bundle, logPath string) *exec.Cmd {
 	return exec.Command(c.Path, args...)
 }
 
-// ExecCommand returns `crun exec` of argv in the running container.
-func (c *CLI) ExecCommand(ctx context.Context, id, logPath string, argv []string) *exec.Cmd {
-	args := append(c.globalArgs(logPath), "exec", id)
+// ExecCommand returns `crun exec` of argv in the running container, in cwd.
+func (c *CLI) ExecCommand(ctx context.Context, id, logPath, cwd string, argv []string) *exec.Cmd {
+	args := append(c.globalArgs(logPath), "exec", "--cwd", cwd, id)
 	args = append(args, argv...)
 	return exec.CommandContext(ctx, c.Path, args...)
 }

@@ -64,7 +64,7 @@ func runExec(ctx context.Context, h *task.Handle, argv []string, stdin io.Reader
 	_ = logFile.Close()
 	defer os.Remove(logPath)
 
-	cmd := h.CLI.ExecCommand(ctx, h.State.ContainerID, logPath, argv)
+	cmd := h.CLI.ExecCommand(ctx, h.State.ContainerID, logPath, defaultCwd, argv)
 	if stdin != nil {
 		cmd.Stdin = stdin
 	}

@@ -382,7 +382,7 @@ func TestHarnessOOMKilled(t *testing.T) {
 	h.assertGone(t, cfg)
 }
 
-func TestHarnessStatsAndExec(t *testing.T) {
+func TestHarnessStats(t *testing.T) {
 	requireRuntime(t)
 	requireLimits(t)
 	h := newHarness(t)
@@ -406,10 +406,6 @@ func TestHarnessStatsAndExec(t *testing.T) {
 	}
 	if last.ResourceUsage.MemoryStats.Usage == 0 || last.ResourceUsage.MemoryStats.RSS == 0 {
 		t.Fatalf("memory stats empty: %+v", last.ResourceUsage.MemoryStats)
-	}
-	res, err := h.ExecTask(cfg.ID, []string{"/bin/cat", "/proc/1/cmdline"}, 30*time.Second)
-	if err != nil || res.ExitResult.ExitCode != 0 || !strings.Contains(string(res.Stdout), "sleeper.jar") {
-		t.Fatalf("exec: %+v %v", res, err)
 	}
 	_ = h.DestroyTask(cfg.ID, true)
 	h.assertGone(t, cfg)
@@ -481,4 +477,60 @@ func pluginConfigForTest(root string) map[string]any {
 		cfg["crun_path"] = p
 	}
 	return cfg
+}
+
+func TestHarnessExecAndIsolation(t *testing.T) {
+	requireRuntime(t)
+	h := newHarness(t)
+	cfg, cleanup := h.taskConfig(t, "sleeper.jar", 256, nil)
+	defer cleanup()
+	h.start(t, cfg)
+	waitRunningJVM(t, h, cfg)
+	run := func(argv ...string) (string, int) {
+		t.Helper()
+		res, err := h.ExecTask(cfg.ID, argv, 30*time.Second)
+		if err != nil {
+			t.Fatalf("exec %v: %v", argv, err)
+		}
+		return string(res.Stdout) + string(res.Stderr), res.ExitResult.ExitCode
+	}
+	if out, code := run("/bin/cat", "/proc/1/cmdline"); code != 0 || !strings.Contains(out, "sleeper.jar") {
+		t.Fatalf("pid 1 is not the JVM: %q (exit %d)", out, code)
+	}
+	if out, code := run("/bin/pwd"); code != 0 || strings.TrimSpace(out) != "/local" {
+		t.Errorf("cwd %q", out)
+	}
+	if _, code := run("/bin/touch", "/usr/x"); code == 0 {
+		t.Error("/usr is writable in the container")
+	}
+	if _, code := run("/bin/touch", "/local/x", "/alloc/x", "/secrets/x", "/tmp/x"); code != 0 {
+		t.Error("task dirs or /tmp not writable")
+	}
+	if _, code := run("/bin/sh", "-c", "echo 1 > /proc/sys/kernel/sysrq"); code == 0 {
+		t.Error("/proc/sys is writable")
+	}
+	if out, code := run("/bin/false"); code != 1 {
+		t.Errorf("exit code of /bin/false: %d %q", code, out)
+	}
+}
+
+func TestHarnessRecoverAfterExitWhilePluginDown(t *testing.T) {
+	requireRuntime(t)
+	h := newHarness(t)
+	cfg, cleanup := h.taskConfig(t, "exitcode.jar", 256, nil, "3")
+	defer cleanup()
+	th := h.start(t, cfg)
+	h.wait(t, cfg.ID, 2*time.Minute) // the container ends "while the new plugin is not there yet"
+
+	h2 := newHarnessWithRoot(t, h.root)
+	if err := h2.RecoverTask(th); err != nil {
+		t.Fatalf("RecoverTask: %v", err)
+	}
+	if res := h2.wait(t, cfg.ID, 30*time.Second); res.ExitCode != 3 {
+		t.Fatalf("recovered exit %+v, want the recorded code 3", res)
+	}
+	if err := h2.DestroyTask(cfg.ID, false); err != nil {
+		t.Fatal(err)
+	}
+	h2.assertGone(t, cfg)
 }
