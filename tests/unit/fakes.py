@@ -226,7 +226,8 @@ class FakeApi:
         if self._alloc is None:
             return []
         stub = {k: self._alloc[k] for k in ("ID", "ClientStatus", "CreateIndex")}
-        return [{**stub, "ID": "older-alloc", "CreateIndex": 1}, stub]
+        # Newest first, unlike Nomad's usual order: callers must sort by CreateIndex.
+        return [stub, {**stub, "ID": "older-alloc", "CreateIndex": 1}]
 
     def allocation(self, alloc_id: str) -> dict:
         self._record("allocation", alloc_id)
