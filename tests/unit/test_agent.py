@@ -160,10 +160,22 @@ def unit_active(host, *states: str, rc: int = 0) -> None:
     host.on("echo unit:", "")
 
 
+def http_listening(host) -> None:
+    """Answer a readiness probe of the agent's HTTP port on the lab host (`ss -Htln`)."""
+
+    def listening(cmd: str) -> str:
+        port = re.search(r":(\d+)", cmd)
+        return f"LISTEN 0 4096 127.0.0.1:{port[1]} 0.0.0.0:*\n" if port else ""
+
+    host.on("ss -Htln", listening)
+
+
 def make_agent(host, api=None, ready_timeout=60.0) -> NomadAgent:
     unit_active(host, "active\n")
+    http_listening(host)
     host.on("tail -n 40", LOG_TAIL)
     agent = NomadAgent(host, "abc123", 1, ready_timeout=ready_timeout, stop_timeout=30)
+    agent.ports = dict(PORTS)
     agent.api = api
     return agent
 
@@ -302,6 +314,7 @@ def fake_labapi(monkeypatch):
 
 def test_start_renders_launches_tunnels_and_waits(host, fast_waits, fake_labapi):
     host.on("ss -Htanu", "127.0.0.1:22\n")
+    http_listening(host)
     unit_active(host, "active\n")
     agent = NomadAgent(host, "abc123", 1, ready_timeout=60, stop_timeout=30, api_timeout=9)
     assert agent.start() is agent
@@ -328,6 +341,7 @@ def test_start_renders_launches_tunnels_and_waits(host, fast_waits, fake_labapi)
 
 def test_a_start_that_never_gets_ready_tears_the_agent_down(host, fast_waits, fake_labapi):
     fake_labapi.cluster[0] = [unhealthy()]
+    http_listening(host)
     unit_active(host, "active\n")
     agent = NomadAgent(host, "abc123", 1, ready_timeout=10, stop_timeout=30)
     with pytest.raises(LabTimeout, match="Healthy=False"):
