@@ -14,6 +14,8 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
+from invoke.exceptions import ThreadException
+
 from lab.api import TRANSIENT, LabApi
 from lab.errors import LabError, LabTimeout
 from lab.host import LabHost
@@ -146,8 +148,18 @@ class NomadAgent:
         """Leader elected, our node ready, driver java-crun detected and healthy."""
         timeout = timeout or self.ready_timeout
 
+        listening = {"http": False}
+
         def ready():
             self.assert_alive()
+            # Through the tunnel a refused connection hangs until the client times out, so
+            # first ask the lab host itself whether the HTTP port is listening yet.
+            if not listening["http"]:
+                port = self.ports["http"]
+                res = self.host.run(f"ss -Htln 'sport = :{port}'", check=False)
+                if str(port) not in res.stdout:
+                    return Pending(f"unit active; HTTP port {port} not listening yet")
+                listening["http"] = True
             if not self.api.leader():
                 return Pending("no leader elected yet")
             node = self.api.node_by_name(self.id)
@@ -192,7 +204,7 @@ class NomadAgent:
 
     def stop(self, check: bool = True) -> list[str]:
         """Stop the unit, close the tunnel, remove the data dir; return what would not go."""
-        self._tunnel.close()
+        self.close_tunnel()
         self.host.sudo(f"systemctl stop {self.unit} 2>/dev/null; "
                        f"systemctl reset-failed {self.unit} 2>/dev/null; true", check=False,
                        timeout=self.stop_timeout + 30)
@@ -207,6 +219,14 @@ class NomadAgent:
                            "clean up with `invoke lab.clean`")
         return remains
 
+    def close_tunnel(self) -> None:
+        # Fabric re-raises, at close, every connection its tunnel refused while the agent
+        # was still starting: expected during readiness polling, so not an error here.
+        try:
+            self._tunnel.close()
+        except ThreadException:
+            pass
+
     def remains(self) -> list[str]:
         out = self.host.sudo(
             f"systemctl is-active {self.unit} >/dev/null 2>&1 && echo unit:{self.unit}; "
@@ -220,4 +240,3 @@ class NomadAgent:
     @property
     def startup_seconds(self) -> float:
         return self.ready_at - self.started_at
-
