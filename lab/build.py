@@ -27,6 +27,7 @@ from lab.errors import LabError
 PLUGIN_VERSION_PKG = "github.com/nomad-lab/nomad-driver-java-crun/version"
 NOMAD_PKG = "github.com/hashicorp/nomad"
 PLUGIN_BINARY = "nomad-driver-java-crun"
+PLUGIN_STAMP = "nomad-driver-java-crun.stamp.json"  # the -X values of the last plugin build
 # Static binaries: the box may run an older Debian (glibc) than the control host.
 GO_ENV = {"CGO_ENABLED": "0"}
 GO_FLAGS = ["-trimpath"]
@@ -203,6 +204,7 @@ def build_plugin(config, log: Log = print, *, run: Runner = subprocess.run) -> P
     stamp = plugin_stamp(config, run=run)
     ldflags = " ".join(f"-X {PLUGIN_VERSION_PKG}.{key}={value}" for key, value in stamp.items())
     _go_build(config, "the java-crun driver", ["-ldflags", ldflags], out, ".", log, run)
+    (out.parent / PLUGIN_STAMP).write_text(json.dumps(stamp, indent=2) + "\n")
     return out
 
 
@@ -267,18 +269,21 @@ def go_binary() -> str:
 # -- versions ---------------------------------------------------------------------------
 
 def write_versions(config, *, run: Runner = subprocess.run) -> dict:
-    """Record what was built and with what into build/versions.json, and return it."""
+    """Record what was built and with what into build/versions.json, and return it.
+
+    The plugin's version and commit come from its `version` command, else from the stamp
+    build_plugin recorded (with -trimpath, `go version -m` does not show -ldflags).
+    """
     build_dir = Path(config.build_dir)
     nomad = _first_line(run, [str(build_dir / "nomad"), "version"])
-    plugin_path = build_dir / PLUGIN_BINARY
-    stamp = binary_ldflags(plugin_path, run=run)
-    plugin = _first_line(run, [str(plugin_path), "version"])
+    plugin = _first_line(run, [str(build_dir / PLUGIN_BINARY), "version"])
+    stamp = _read_json(build_dir / PLUGIN_STAMP)
     go = _first_line(run, [go_binary(), "version"])
     java = _first_line(run, ["javac", "-version"])
     versions = {
         "nomad": _match(r"v\d+\.\d+\.\d+\S*", nomad) or nomad or "unknown",
-        "plugin": plugin or stamp.get("Version", "unknown"),
-        "commit": stamp.get("Commit", "unknown"),
+        "plugin": _match(r"v\d+\.\d+\.\d+\S*", plugin) or stamp.get("Version", "unknown"),
+        "commit": _group(r"commit ([^\s)]+)", plugin) or stamp.get("Commit", "unknown"),
         "go": _match(r"go\d+\.\d+(\.\d+)?", go) or "unknown",
         "java": _match(r"\d+(\.\d+)+\S*", java) or "unknown",
         "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -288,20 +293,11 @@ def write_versions(config, *, run: Runner = subprocess.run) -> dict:
     return versions
 
 
-def binary_ldflags(binary: Path, *, run: Runner = subprocess.run) -> dict[str, str]:
-    """The -X values of PLUGIN_VERSION_PKG baked into a Go binary (from `go version -m`)."""
-    if not binary.exists():
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
         return {}
-    result = run([go_binary(), "version", "-m", str(binary)], capture_output=True, text=True)
-    return parse_ldflags(result.stdout if result.returncode == 0 else "")
-
-
-def parse_ldflags(build_info: str) -> dict[str, str]:
-    values = {}
-    prefix = re.escape(PLUGIN_VERSION_PKG)
-    for match in re.finditer(rf"-X\s+{prefix}\.(\w+)=([^\s\"']+)", build_info):
-        values[match.group(1)] = match.group(2)
-    return values
 
 
 def _first_line(run: Runner, cmd: list[str]) -> str:
@@ -319,3 +315,8 @@ def _first_line(run: Runner, cmd: list[str]) -> str:
 def _match(pattern: str, text: str) -> str:
     found = re.search(pattern, text or "")
     return found.group(0) if found else ""
+
+
+def _group(pattern: str, text: str) -> str:
+    found = re.search(pattern, text or "")
+    return found.group(1) if found else ""
