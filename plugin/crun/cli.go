@@ -122,12 +122,10 @@ func Version(ctx context.Context, path string) (string, error) {
 }
 
 func (c *CLI) call(ctx context.Context, args ...string) ([]byte, error) {
-	if err := os.MkdirAll(c.Root, 0o700); err != nil {
-		return nil, fmt.Errorf("crun state root %s: %w", c.Root, err)
-	}
-	logFile, err := os.CreateTemp(c.Root, ".cli-*.log")
+	// The log lives outside the state root: reading state must not create it.
+	logFile, err := os.CreateTemp("", "java-crun-cli-*.log")
 	if err != nil {
-		return nil, fmt.Errorf("crun log file in %s: %w", c.Root, err)
+		return nil, fmt.Errorf("crun log file: %w", err)
 	}
 	logPath := logFile.Name()
 	_ = logFile.Close()

@@ -152,7 +152,8 @@ func (h *harness) start(t *testing.T, cfg *drivers.TaskConfig) *drivers.TaskHand
 	}
 	t.Logf("StartTask took %s", time.Since(began))
 	// A failed test must not leave its container running.
-	t.Cleanup(func() { _ = h.DestroyTask(cfg.ID, true) })
+	// Directly on the driver: the harness client is closed by then.
+	t.Cleanup(func() { _ = h.driver.DestroyTask(cfg.ID, true) })
 	return th
 }
 

@@ -102,6 +102,9 @@ func (d *Driver) launch(cfg *drivers.TaskConfig, tc *TaskConfig, rt runtimeInfo)
 	cli := &crun.CLI{Path: state.CrunPath, Root: state.CrunRoot}
 	cleanup := func() { _ = d.removeContainer(state, cli) }
 
+	if err := os.MkdirAll(state.CrunRoot, 0o700); err != nil {
+		return nil, recoverable(fmt.Errorf("crun state root: %w", err))
+	}
 	if err := crun.WriteBundle(state.BundleDir, crun.BuildSpec(in)); err != nil {
 		cleanup()
 		return nil, recoverable(err)
