@@ -141,11 +141,16 @@ def build_apps(config, log: Log = print, *, run: Runner = subprocess.run) -> dic
     return jars
 
 
-def _javac(sources: list[Path], out: Path, run: Runner) -> None:
+def javac_binary() -> str:
     javac = shutil.which("javac")
     if javac is None:
         raise LabError("javac not found on PATH: install a JDK 17 "
                        "(apt-get install openjdk-17-jdk-headless)")
+    return javac
+
+
+def _javac(sources: list[Path], out: Path, run: Runner) -> None:
+    javac = javac_binary()
     # sun.misc.Signal/Unsafe trigger "internal proprietary API" warnings on purpose: the apps
     # need them. -nowarn keeps the output for real errors.
     cmd = [javac, "--release", JAVA_RELEASE, "-nowarn", "-encoding", "UTF-8", "-d", str(out),
