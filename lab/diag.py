@@ -11,8 +11,9 @@ import json
 import re
 from pathlib import Path
 
-from lab.agent import CRUN_STATE_ROOT, PLUGIN_BINARY, NomadAgent
+from lab.agent import PLUGIN_BINARY, NomadAgent
 from lab.host import LabHost
+from lab.janitor import CRUN_ROOT
 from lab.jobrun import summarize_alloc
 
 PARTS = ("agent.log", "plugin.log", "allocations.json", "crun.txt", "cgroups.txt",
@@ -52,8 +53,8 @@ def collect(host: LabHost, agent: NomadAgent | None, out: Path) -> list[str]:
                         part(name, lambda a=alloc, t=task, s=stream:
                              agent.api.logs(a["ID"], t, s))
     part("crun.txt", lambda: host.sudo(
-        f"crun --root {CRUN_STATE_ROOT} list; for c in $(crun --root {CRUN_STATE_ROOT} list -q);"
-        f" do crun --root {CRUN_STATE_ROOT} state $c; done", check=False).stdout)
+        f"crun --root {CRUN_ROOT} list; for c in $(crun --root {CRUN_ROOT} list -q);"
+        f" do crun --root {CRUN_ROOT} state $c; done", check=False).stdout)
     part("cgroups.txt", lambda: host.sudo(
         "for d in $(find /sys/fs/cgroup/nomad.slice -name '*.scope' 2>/dev/null); do "
         "echo \"== $d\"; for f in cgroup.procs memory.max memory.current memory.events "

@@ -13,6 +13,12 @@ import json
 from lab.agent import AGENTS_ROOT, CRUN_STATE_ROOT, PLUGIN_BINARY, UNIT_PREFIX
 from lab.host import LabHost
 
+# The plugin keeps crun's state in <state_root>/crun and each container's bundle in
+# <state_root>/bundles/<id>; a shim runs as `<plugin binary> <bundle dir>` (plugin/driver/launch.go,
+# plugin/shim/run.go).
+CRUN_ROOT = f"{CRUN_STATE_ROOT}/crun"
+BUNDLES_DIR = f"{CRUN_STATE_ROOT}/bundles"
+
 # One round trip: each probe prints "<kind> <item>" lines.
 # pgrep/pkill -f patterns start with a [x] class so they cannot match the command line of the
 # shell running this script (which contains the pattern's text): that would report (or kill)
@@ -22,10 +28,10 @@ systemctl list-units '{UNIT_PREFIX}*' --all --plain --no-legend 2>/dev/null \
   | awk '{{print "unit", $1}}'
 ls -1 {AGENTS_ROOT} 2>/dev/null | sed 's/^/data_dir /'
 if command -v crun >/dev/null; then
-  crun --root {CRUN_STATE_ROOT} list -q 2>/dev/null | sed 's/^/container /'
+  crun --root {CRUN_ROOT} list -q 2>/dev/null | sed 's/^/container /'
 fi
 find {CRUN_STATE_ROOT} -name config.json 2>/dev/null | sed 's/^/bundle /'
-pgrep -a -f '[{PLUGIN_BINARY[0]}]{PLUGIN_BINARY[1:]} .*shim' | sed 's/^/shim /'
+pgrep -a -f '[{PLUGIN_BINARY[0]}]{PLUGIN_BINARY[1:]} {BUNDLES_DIR}/' | sed 's/^/shim /'
 pgrep -a -x java | sed 's/^/java_process /'
 find /sys/fs/cgroup -mindepth 1 -type d \( -name '*.scope' -path '*nomad*' \
   -o -name '*java-crun*' \) 2>/dev/null | sed 's/^/cgroup /'
@@ -38,9 +44,9 @@ for u in $(systemctl list-units '{UNIT_PREFIX}*' --all --plain --no-legend | awk
   systemctl stop "$u"; systemctl reset-failed "$u"
 done 2>/dev/null
 if command -v crun >/dev/null; then
-  for c in $(crun --root {CRUN_STATE_ROOT} list -q 2>/dev/null); do
-    crun --root {CRUN_STATE_ROOT} kill "$c" KILL 2>/dev/null
-    crun --root {CRUN_STATE_ROOT} delete --force "$c"
+  for c in $(crun --root {CRUN_ROOT} list -q 2>/dev/null); do
+    crun --root {CRUN_ROOT} kill "$c" KILL 2>/dev/null
+    crun --root {CRUN_ROOT} delete --force "$c"
   done
 fi
 pkill -KILL -f '[{PLUGIN_BINARY[0]}]{PLUGIN_BINARY[1:]}' 2>/dev/null
