@@ -1,0 +1,167 @@
+"""janitor: scan parses "<kind> <item>" lines, sweep runs the script and heals faults; the
+scripts agree with the plugin's layout and never match (or kill) the shell running them."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+import pytest
+
+from lab import janitor
+from lab.agent import AGENTS_ROOT, CRUN_STATE_ROOT, PLUGIN_BINARY, PLUGIN_DIR
+from lab.config import ROOT
+from lab.errors import CommandFailed
+
+SCAN_OUTPUT = """unit nomad-lab-abc123-1.service
+data_dir nomad-lab-abc123-1
+
+container 3f2a.app
+container 3f2b.app
+shim 4242 /opt/lab/plugins/nomad-driver-java-crun /run/java-crun/bundles/3f2a.app
+java_process 4250 java -jar /local/hello.jar
+noise
+  cgroup /sys/fs/cgroup/nomad.slice/share.slice/3f2a.app.scope
+"""
+
+
+def test_scan_groups_items_by_kind(host):
+    host.on("list-units", SCAN_OUTPUT)
+    assert janitor.scan(host) == {
+        "unit": ["nomad-lab-abc123-1.service"],
+        "data_dir": ["nomad-lab-abc123-1"],
+        "container": ["3f2a.app", "3f2b.app"],
+        "shim": ["4242 /opt/lab/plugins/nomad-driver-java-crun /run/java-crun/bundles/3f2a.app"],
+        "java_process": ["4250 java -jar /local/hello.jar"],
+        "cgroup": ["/sys/fs/cgroup/nomad.slice/share.slice/3f2a.app.scope"],
+    }
+    (call,) = host.calls
+    assert call.cmd == janitor.SCAN_SCRIPT and call.sudo and not call.check
+
+
+def test_scan_of_a_clean_host_is_empty(host):
+    assert janitor.scan(host) == {}
+
+
+def test_describe_is_stable_json():
+    assert janitor.describe({"b": ["2"], "a": ["1"]}) == '{\n  "a": [\n    "1"\n  ],\n' \
+        '  "b": [\n    "2"\n  ]\n}'
+
+
+@pytest.fixture
+def fault_sweeps(monkeypatch):
+    from lab import faults
+
+    swept = []
+    monkeypatch.setattr(faults, "sweep", lambda host: swept.append(host) or [])
+    return swept
+
+
+def test_sweep_returns_what_was_there_runs_the_script_then_heals_faults(host, fault_sweeps):
+    host.on("list-units", "unit nomad-lab-old-3.service\n")
+    assert janitor.sweep(host) == {"unit": ["nomad-lab-old-3.service"]}
+    scan, sweep = host.calls
+    assert scan.cmd == janitor.SCAN_SCRIPT
+    assert sweep.cmd == janitor.SWEEP_SCRIPT and sweep.sudo and sweep.timeout == 120
+    assert not sweep.check, "a partly failing sweep must not stop the fault heal"
+    assert fault_sweeps == [host]
+
+
+def test_sweep_works_without_a_faults_sweep(host, monkeypatch):
+    from lab import faults
+
+    monkeypatch.delattr(faults, "sweep", raising=False)
+    assert janitor.sweep(host) == {}
+    assert len(host.calls) == 2
+
+
+def test_a_failing_fault_heal_is_not_swallowed(host, monkeypatch):
+    from lab import faults
+
+    def broken(host):
+        raise CommandFailed(host.name, "heal", 1, "iptables: busy")
+
+    monkeypatch.setattr(faults, "sweep", broken)
+    with pytest.raises(CommandFailed, match="iptables: busy"):
+        janitor.sweep(host)
+
+
+def test_sweep_removes_every_root_it_scans():
+    script = janitor.SWEEP_SCRIPT
+    assert f"rm -rf {AGENTS_ROOT}/* {CRUN_STATE_ROOT}" in script
+    assert f"crun --root {janitor.CRUN_ROOT} delete --force" in script
+    assert script.index("delete --force") < script.index("rm -rf"), \
+        "containers are deleted through crun before their state is removed"
+    assert "umount -l" in script and script.index("umount -l") < script.index("rm -rf")
+
+
+# -- pgrep/pkill patterns --------------------------------------------------------------------
+
+
+def process_patterns(script: str) -> list[tuple[str, str]]:
+    return re.findall(r"\b(pgrep|pkill)\b[^'\n]*-f '([^']+)'", script)
+
+
+PLUGIN_CMDLINE = f"{PLUGIN_DIR}/{PLUGIN_BINARY}"
+SHIM_CMDLINE = f"{PLUGIN_DIR}/{PLUGIN_BINARY} {CRUN_STATE_ROOT}/bundles/3f2a.app"
+
+
+@pytest.mark.parametrize("script", [janitor.SCAN_SCRIPT, janitor.SWEEP_SCRIPT],
+                         ids=["scan", "sweep"])
+def test_process_patterns_never_match_the_shell_running_the_script(script):
+    """bash -c '<script>' (and sudo) carry the script in their command line: pgrep -f/pkill -f
+    would report, or SIGKILL, the very shell running the scan or the sweep."""
+    patterns = process_patterns(script)
+    assert patterns, "expected pgrep/pkill -f probes"
+    for tool, pattern in patterns:
+        assert not re.search(pattern, script), f"{tool} -f {pattern!r} matches its own script"
+        assert not re.search(pattern, f"sudo -n bash -c {script!r}")
+
+
+def test_scan_finds_shims_but_not_the_plugin_and_sweep_kills_both():
+    (scan_pattern,) = [p for tool, p in process_patterns(janitor.SCAN_SCRIPT)]
+    assert re.search(scan_pattern, SHIM_CMDLINE)
+    assert not re.search(scan_pattern, PLUGIN_CMDLINE)
+    (kill_pattern,) = [p for tool, p in process_patterns(janitor.SWEEP_SCRIPT)]
+    assert re.search(kill_pattern, SHIM_CMDLINE) and re.search(kill_pattern, PLUGIN_CMDLINE)
+
+
+def test_the_shim_probe_run_by_a_real_shell_does_not_report_itself():
+    (line,) = [line for line in janitor.SCAN_SCRIPT.splitlines() if "sed 's/^/shim /'" in line]
+    out = subprocess.run(["bash", "-c", f"{line}; true"], capture_output=True, text=True,
+                         timeout=10).stdout
+    assert "pgrep" not in out and "bash" not in out, out
+
+
+# -- contract with the plugin's sources ------------------------------------------------------
+
+PLUGIN_SRC = ROOT / "plugin"
+
+
+def go_source(rel: str) -> str:
+    path = PLUGIN_SRC / rel
+    if not path.exists():
+        pytest.skip(f"{path} not present")
+    return path.read_text()
+
+
+def test_plugin_default_state_root_is_the_labs():
+    config = go_source("driver/config.go")
+    assert re.search(rf'StateRoot:\s*"{re.escape(CRUN_STATE_ROOT)}"', config)
+
+
+def test_crun_root_and_bundles_match_the_plugins_layout():
+    launch = go_source("driver/launch.go")
+    crun_dir = re.search(r'CrunRoot:\s*filepath\.Join\(d\.config\(\)\.StateRoot, "([^"]+)"\)',
+                         launch)
+    bundles = re.search(r'BundleDir:\s*filepath\.Join\(d\.config\(\)\.StateRoot, "([^"]+)"',
+                        launch)
+    assert crun_dir and bundles, "plugin/driver/launch.go changed: update lab/janitor.py"
+    assert janitor.CRUN_ROOT == f"{CRUN_STATE_ROOT}/{crun_dir[1]}"
+    assert janitor.BUNDLES_DIR == f"{CRUN_STATE_ROOT}/{bundles[1]}"
+
+
+def test_shims_run_as_the_plugin_binary_with_the_bundle_dir():
+    run = go_source("shim/run.go")
+    assert "exec.Command(self, bundle)" in run, \
+        "the shim's command line changed: update the shim probe in lab/janitor.py"
