@@ -66,6 +66,8 @@ def ssh_banner(port: int, host: str = "127.0.0.1", timeout: float = 3.0) -> str:
 
 def port_is_free(port: int) -> bool:
     with socket.socket() as s:
+        # Like QEMU's hostfwd listener: our own recent connections in TIME_WAIT don't count.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
