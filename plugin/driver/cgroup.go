@@ -137,3 +137,26 @@ func parseKeyValues(data []byte) map[string]uint64 {
 	}
 	return kv
 }
+
+// delegatedControllers are enabled down to the task cgroup so that crun can
+// set limits on the container's child cgroup.
+var delegatedControllers = []string{"cpu", "memory", "pids"}
+
+// prepareTaskCgroup creates the task cgroup and enables the controllers in
+// it and in every ancestor below the root (Nomad already did this for its
+// own slices: writing again is a no-op). A controller the host lacks is
+// left out; crun then reports what it cannot set.
+func prepareTaskCgroup(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create task cgroup %s: %w", dir, err)
+	}
+	rel := strings.TrimPrefix(dir, cgroupRoot+"/")
+	p := cgroupRoot
+	for _, part := range strings.Split(rel, "/") {
+		p = filepath.Join(p, part)
+		for _, c := range delegatedControllers {
+			_ = os.WriteFile(filepath.Join(p, "cgroup.subtree_control"), []byte("+"+c), 0o644)
+		}
+	}
+	return nil
+}

@@ -109,9 +109,9 @@ func (d *Driver) launch(cfg *drivers.TaskConfig, tc *TaskConfig, rt runtimeInfo)
 		cleanup()
 		return nil, recoverable(err)
 	}
-	if err := os.MkdirAll(cgroupDir, 0o755); err != nil {
+	if err := prepareTaskCgroup(cgroupDir); err != nil {
 		cleanup()
-		return nil, recoverable(fmt.Errorf("create task cgroup %s: %w", cgroupDir, err))
+		return nil, recoverable(err)
 	}
 	if err := shim.WriteConfig(&shim.Config{
 		CrunPath: state.CrunPath, CrunRoot: state.CrunRoot, ContainerID: id,
