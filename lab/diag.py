@@ -39,13 +39,26 @@ def collect(host: LabHost, agent: NomadAgent | None, out: Path) -> list[str]:
         written.append(name)
 
     if agent is not None:
-        log = host.read_file(agent.log_path, missing_ok=True)
-        part("agent.log", lambda: log)
+        # Fetched inside part(): a dead agent or a dropped SSH session must still leave the
+        # host-side parts below (crun, cgroups, dmesg) in the bundle.
+        log = ""
+
+        def agent_log() -> str:
+            nonlocal log
+            log = host.read_file(agent.log_path, missing_ok=True)
+            return log
+
+        part("agent.log", agent_log)
         part("plugin.log", lambda: "\n".join(
             line for line in log.splitlines() if PLUGIN_BINARY in line or "java-crun" in line))
         if agent.api is not None:
-            allocs = _allocations(agent)
-            part("allocations.json", lambda: allocs)
+            allocs: list[dict] = []
+
+            def allocations() -> list[dict]:
+                allocs.extend(_allocations(agent))
+                return allocs
+
+            part("allocations.json", allocations)
             for alloc in allocs:
                 for task in (alloc.get("TaskStates") or {}):
                     for stream in ("stdout", "stderr"):
