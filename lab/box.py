@@ -306,3 +306,57 @@ def _build(box: Box, workdir: Path, key: Path, packages: list[str], out: Out) ->
     (workdir / "box" / "box.img").unlink(missing_ok=True)
     size = box.box_file.stat().st_size / 2**20
     out(f"box: built {box.box_file} ({size:.0f} MiB) in {total:.0f}s")
+
+
+# ---- pruning -------------------------------------------------------------------------------
+
+def prune_old_boxes(keep: Box, cache: Path, out: Out = print,
+                    run: Callable[..., subprocess.CompletedProcess] | None = None) -> list[str]:
+    """Remove what older builds of the same release left: Vagrant boxes, cached .box files, and
+    box volumes in libvirt's pool that no VM disk is backed by. Call it after `up` succeeded, so
+    the running VM's backing volume counts as used. Other releases are left alone."""
+    run = run or (lambda cmd, **kw: subprocess.run(cmd, capture_output=True, text=True, **kw))
+    removed: list[str] = []
+    prefix = f"{BOX_PREFIX}{keep.release}-"
+    escaped_prefix = prefix.replace("/", "-VAGRANTSLASH-")
+    boxes_dir = vagrant_home() / "boxes"
+    for d in sorted(boxes_dir.glob(f"{escaped_prefix}*")) if boxes_dir.is_dir() else []:
+        name = d.name.replace("-VAGRANTSLASH-", "/")
+        if name != keep.name:
+            run(["vagrant", "box", "remove", "--force", "--all", name], cwd=cache,
+                env={**os.environ, "VAGRANT_CHECKPOINT_DISABLE": "1"})
+            removed.append(f"box {name}")
+    for d in sorted((cache / "boxes").glob(f"{keep.release}-*")):
+        if d.is_dir() and d.name != f"{keep.release}-{keep.hash}":
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(f"cache {d}")
+    removed += _prune_pool_volumes(escaped_prefix, keep, run)
+    if removed:
+        out(f"box: pruned {len(removed)} leftover(s) of older {keep.release} boxes")
+    return removed
+
+
+def _prune_pool_volumes(escaped_prefix: str, keep: Box, run) -> list[str]:
+    virsh = ["virsh", "-c", "qemu:///system"]
+    listing = run([*virsh, "vol-list", "default"])
+    if listing.returncode != 0:
+        return []
+    volumes = [line.split()[0] for line in listing.stdout.splitlines()[2:] if line.split()]
+    box_volumes = [v for v in volumes if v.startswith(escaped_prefix)
+                   and "_vagrant_box_image_" in v]
+    in_use = set()
+    for vol in volumes:
+        if vol in box_volumes:
+            continue
+        xml = run([*virsh, "vol-dumpxml", "--pool", "default", vol]).stdout
+        in_use.update(re.findall(r"<backingStore>\s*<path>([^<]+)</path>", xml))
+    removed = []
+    keep_escaped = keep.name.replace("/", "-VAGRANTSLASH-") + "_vagrant_box_image_"
+    for vol in box_volumes:
+        if any(path.endswith("/" + vol) for path in in_use):
+            continue
+        if vol.startswith(keep_escaped):
+            continue  # the current box's upload: the next `up` would only redo it
+        if run([*virsh, "vol-delete", "--pool", "default", vol]).returncode == 0:
+            removed.append(f"volume {vol}")
+    return removed

@@ -296,6 +296,7 @@ class VagrantVM:
         self._vagrant("up", "--provider", "libvirt", env=env)
         self.out(f"vm: up in {time.monotonic() - t:.1f}s (total {time.monotonic() - start:.1f}s)")
         (self.state_dir / "ssh_config").write_text(self.ssh_config())
+        box_mod.prune_old_boxes(box, self.cache_dir, out=self.out, run=self.run)
         return self.ssh_spec()
 
     def halt(self) -> None:

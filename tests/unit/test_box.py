@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -164,3 +165,40 @@ def test_failed_phase_shows_the_log_tail(tmp_path):
     assert "phase 'debootstrap' failed (exit 3)" in msg
     assert "Couldn't download packages: crun" in msg and str(log) in msg
     assert any("E: Couldn't download" in line for line in seen)  # streamed as it happened
+
+
+def test_prune_keeps_current_other_releases_and_used_volumes(tmp_path, monkeypatch):
+    home, cache = tmp_path / "vh", tmp_path / "cache"
+    monkeypatch.setenv("VAGRANT_HOME", str(home))
+    for name in ("debian-bookworm-new", "debian-bookworm-old", "debian-trixie-abc"):
+        (home / "boxes" / f"nomad-lab-VAGRANTSLASH-{name}" / "0" / "libvirt").mkdir(parents=True)
+    for d in ("bookworm-new", "bookworm-old", "trixie-abc"):
+        (cache / "boxes" / d).mkdir(parents=True)
+    vol = "nomad-lab-VAGRANTSLASH-debian-{}_vagrant_box_image_0_{}_box.img".format
+    volumes = ["nomad-lab-aaaa.img", vol("bookworm-new", 2), vol("bookworm-old", 1),
+               vol("bookworm-older", 0), vol("trixie-abc", 3)]
+    calls = []
+
+    def run(cmd, **kw):
+        calls.append(cmd)
+        if cmd[:2] == ["vagrant", "box"]:
+            return subprocess.CompletedProcess(cmd, 0, "", "")
+        verb = cmd[3]
+        out = ""
+        if verb == "vol-list":
+            out = " Name Path\n----\n" + "".join(f" {v} /images/{v}\n" for v in volumes)
+        elif verb == "vol-dumpxml" and cmd[-1] == "nomad-lab-aaaa.img":
+            # another checkout's VM still runs on the old box
+            out = f"<volume><backingStore>\n<path>/images/{vol('bookworm-old', 1)}</path>"
+        return subprocess.CompletedProcess(cmd, 0, out, "")
+
+    keep = box.Box("nomad-lab/debian-bookworm-new", "bookworm", "new", Path("x"), Path("k"),
+                   Path("i"))
+    removed = box.prune_old_boxes(keep, cache, out=lambda _: None, run=run)
+    assert ["vagrant", "box", "remove", "--force", "--all",
+            "nomad-lab/debian-bookworm-old"] in calls
+    assert not (cache / "boxes" / "bookworm-old").exists()
+    assert (cache / "boxes" / "bookworm-new").exists() and (cache / "boxes" / "trixie-abc").exists()
+    deleted = [c[-1] for c in calls if "vol-delete" in c]
+    assert deleted == [vol("bookworm-older", 0)]
+    assert len(removed) == 3
