@@ -1,4 +1,5 @@
-"""VagrantVM against a fake virsh and a fake vagrant: fast path, stale domains, env, errors."""
+"""VagrantVM against a fake virsh and a fake vagrant (fast path, stale domains, env, errors),
+and the host prerequisites it relies on (lab/hostsetup.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from lab import hostsetup
 from lab import vm as vm_mod
 from lab.accel import Accel
 from lab.box import Box
@@ -179,3 +181,44 @@ def test_vagrant_failure_names_the_tail_and_the_fix(tmp_path, monkeypatch):
     assert "invoke lab.destroy" in str(err.value)
     assert "vagrant: Bringing machine up" in lines
     assert sum("Progress" in line for line in lines) == 1  # redraws collapsed
+
+
+# ---- host prerequisites (lab/hostsetup.py), also fakes only --------------------------------
+
+
+def test_missing_packages_from_one_dpkg_query(monkeypatch):
+    monkeypatch.setattr(hostsetup.shutil, "which", lambda name: "/usr/bin/" + name)
+    seen = []
+
+    def run(cmd, **kw):
+        seen.append(cmd)
+        out = "vagrant ii \ndebootstrap rc \n"  # rc: removed, config files left
+        return subprocess.CompletedProcess(cmd, 1, out, "dpkg-query: no packages found")
+    missing = hostsetup.missing_packages(["vagrant", "debootstrap", "qemu-utils"], run=run)
+    assert missing == ["debootstrap", "qemu-utils"] and len(seen) == 1
+
+
+def test_not_root_gets_the_exact_install_command():
+    with pytest.raises(hostsetup.HostSetupError) as err:
+        hostsetup.install_packages(["vagrant-libvirt", "debootstrap"], is_root=False)
+    assert ("sudo apt-get update && sudo apt-get install -y --no-install-recommends "
+            "vagrant-libvirt debootstrap") in str(err.value)
+
+
+def test_not_root_and_libvirtd_down_says_how_to_start_it(monkeypatch):
+    monkeypatch.setattr(hostsetup, "running_processes", lambda: {"virtlogd"})
+    with pytest.raises(hostsetup.HostSetupError, match="virtlockd, libvirtd not running.*"
+                       "virtlogd -d; virtlockd -d; libvirtd -d"):
+        hostsetup.ensure_libvirtd(hostsetup.HostReport(), is_root=False)
+
+
+def test_everything_present_runs_nothing_but_checks(monkeypatch):
+    monkeypatch.setattr(hostsetup, "running_processes", lambda: set(hostsetup.DAEMONS))
+    monkeypatch.setattr(hostsetup, "libvirt_socket_answers", lambda: True)
+    report = hostsetup.HostReport()
+    hostsetup.ensure_libvirtd(report, run=_no_run)
+    assert report.summary() == "all present"
+
+
+def _no_run(*a, **k):
+    raise AssertionError("nothing to run")
