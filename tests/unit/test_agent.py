@@ -212,6 +212,24 @@ def test_wait_ready_walks_every_stage_to_healthy(host, fast_waits):
     assert sum(fast_waits.sleeps) < 60
 
 
+def test_wait_ready_first_waits_for_the_http_port_on_the_lab_host(host, fast_waits):
+    """Through the tunnel a refused connection hangs: ask the lab host (ss) first, once."""
+    api = FakeApi()
+    agent = make_agent(host, api)
+    host.on("ss -Htln", "", "", f"LISTEN 0 4096 127.0.0.1:{PORTS['http']} 0.0.0.0:*\n")
+    agent.wait_ready()
+    probes = host.ran("ss -Htln")
+    assert len(probes) == 3 and f"sport = :{PORTS['http']}" in probes[0].cmd
+    assert api.cluster.calls == 1, "no API call before the port listens"
+
+
+def test_wait_ready_timeout_while_the_port_is_closed(host, fast_waits):
+    agent = make_agent(host, FakeApi(), ready_timeout=10)
+    host.on("ss -Htln", "")
+    with pytest.raises(LabTimeout, match="HTTP port 24646 not listening yet"):
+        agent.wait_ready()
+
+
 @pytest.mark.parametrize("state, seen", [
     (cluster_state(leader=""), "no leader elected yet"),
     (cluster_state(node_status=None), "client node not registered yet"),
