@@ -121,8 +121,9 @@ class LabConfig:
             raise LabError(f"unknown lab setting(s) {sorted(unknown)} in {path} or LAB_* "
                            f"environment: valid ones are {sorted(names)}")
         config = cls(**{k: v for k, v in values.items() if k != "timeouts"})
-        config.timeouts = {**DEFAULT_TIMEOUTS,
-                           **{k: float(v) for k, v in (values.get("timeouts") or {}).items()}}
+        config.timeouts = {**DEFAULT_TIMEOUTS, **{
+            k: _number(f"timeout {k}", v, float, f"LAB_TIMEOUT_{k.upper()}=120")
+            for k, v in (values.get("timeouts") or {}).items()}}
         return config._validated()
 
     def _validated(self) -> LabConfig:
@@ -140,10 +141,19 @@ class LabConfig:
                 raise LabError(f"timeout_scale {self.timeout_scale!r} must be 'auto' or a "
                                "positive number, e.g. LAB_TIMEOUT_SCALE=2")
             self.timeout_scale = scale
-        self.cpus, self.memory_mb = int(self.cpus), int(self.memory_mb)
+        self.root = Path(self.root)  # LAB_ROOT arrives as a string
+        self.cpus = _number("cpus", self.cpus, int, "LAB_CPUS=2")
+        self.memory_mb = _number("memory_mb", self.memory_mb, int, "LAB_MEMORY_MB=4096")
         if isinstance(self.keep, str):
             self.keep = self.keep.lower() in ("1", "true", "yes")
         return self
 
     def with_overrides(self, **changes) -> LabConfig:
         return replace(self, **changes)._validated()
+
+
+def _number(name: str, value, kind, example: str):
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise LabError(f"{name} {value!r} is not a number: e.g. {example}") from None
