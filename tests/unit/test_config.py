@@ -176,3 +176,19 @@ def test_the_checked_in_invoke_yaml_is_valid_and_agrees_with_the_defaults():
     assert {k: float(v) for k, v in raw["timeouts"].items()} == DEFAULT_TIMEOUTS
     assert config.timeouts == DEFAULT_TIMEOUTS
     assert config.target == "vagrant"
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"LAB_TIMEOUT_JOB": "abc"}, "timeout job 'abc' is not a number: e.g. LAB_TIMEOUT_JOB=120"),
+    ({"LAB_CPUS": "two"}, "cpus 'two' is not a number: e.g. LAB_CPUS=2"),
+    ({"LAB_MEMORY_MB": "4G"}, "memory_mb '4G' is not a number: e.g. LAB_MEMORY_MB=4096"),
+])
+def test_non_numbers_name_the_setting_and_an_example(tmp_path, env, message):
+    with pytest.raises(LabError) as info:
+        load(tmp_path / "absent.yaml", env=env)
+    assert str(info.value) == message
+
+
+def test_root_from_the_environment_is_a_path(tmp_path):
+    config = load(tmp_path / "absent.yaml", env={"LAB_ROOT": str(tmp_path)})
+    assert config.build_dir == tmp_path / "build"
