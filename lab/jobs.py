@@ -67,7 +67,7 @@ def java_task(name: str, jar_url: str | None, *, jar_name: str | None = None,
               memory_mb: int = 256, memory_max_mb: int | None = None, cpu: int = 100,
               checksum: str | None = None, artifact_mode: str = "file",
               extra_artifacts: Iterable[dict] = (), main_class: str | None = None,
-              class_path: str | list[str] | None = None, config: Mapping | None = None,
+              class_path: str | Iterable[str] | None = None, config: Mapping | None = None,
               logs: Mapping[str, int] | None = None) -> dict:
     """A java-crun task (api.Task) whose JAR is downloaded as an artifact to local/<jar_name>.
 
@@ -96,7 +96,9 @@ def java_task(name: str, jar_url: str | None, *, jar_name: str | None = None,
     task_config: dict = {}
     if main_class is not None:
         task_config["class"] = main_class
-        task_config["class_path"] = jar_path if class_path is None else class_path
+        if class_path is None or isinstance(class_path, str):
+            class_path = [class_path or jar_path]
+        task_config["class_path"] = list(class_path)
     else:
         task_config["jar_path"] = jar_path
     if jvm_options:

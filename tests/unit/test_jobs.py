@@ -63,7 +63,9 @@ def test_no_artifact_for_a_missing_jar_test_but_the_name_is_required():
 
 def test_class_mode_and_raw_config_overrides():
     task = jobs.java_task("app", URL, main_class="lab.apps.hello.Hello")
-    assert task["Config"] == {"class": "lab.apps.hello.Hello", "class_path": "local/hello.jar"}
+    assert task["Config"] == {"class": "lab.apps.hello.Hello", "class_path": ["local/hello.jar"]}
+    task = jobs.java_task("app", URL, main_class="X", class_path="local/other.jar")
+    assert task["Config"]["class_path"] == ["local/other.jar"]
     task = jobs.java_task("app", URL, config={"jar_path": None, "bogus_field": 1})
     assert task["Config"] == {"bogus_field": 1}
 

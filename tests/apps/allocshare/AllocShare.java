@@ -14,7 +14,7 @@ public class AllocShare {
             System.err.println("allocshare: usage: allocshare write FILE TEXT | read FILE [WAIT_S]");
             System.exit(2);
         }
-        Path file = Path.of(System.getenv().getOrDefault("ALLOC_SHARE_DIR", "/alloc")).resolve(args[1]);
+        Path file = Path.of(System.getenv().getOrDefault("ALLOC_SHARE_DIR", "/alloc/data")).resolve(args[1]);
         if (args[0].equals("write")) {
             String text = args.length > 2 ? args[2] : "shared";
             Path partial = file.resolveSibling(file.getFileName() + ".partial");

@@ -13,7 +13,7 @@ import java.util.List;
  * and its memory limit, no_new_privs, capabilities, and the files named in args.
  */
 public class FsProbe {
-    private static final String[] WRITE_PROBES = {"/", "/usr", "/etc", "/tmp", "/local", "/alloc", "/secrets"};
+    private static final String[] WRITE_PROBES = {"/", "/usr", "/etc", "/tmp", "/local", "/alloc", "/alloc/data", "/secrets"};
     private static final String[] CAPS = {
         "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
         "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE",

@@ -15,7 +15,7 @@ public class Sleeper {
         long delayMs = envLong("SHUTDOWN_DELAY_MS", 0);
         long tickMs = envLong("TICK_MS", 0);
         String task = envOr("NOMAD_TASK_NAME", "task");
-        Path marker = Path.of(envOr("SHUTDOWN_MARKER_DIR", "/alloc"), "shutdown-" + task);
+        Path marker = Path.of(envOr("SHUTDOWN_MARKER_DIR", "/alloc/data"), "shutdown-" + task);
 
         Thread hook = new Thread(() -> runHook(delayMs, marker), "shutdown-hook");
         Runtime.getRuntime().addShutdownHook(hook);
