@@ -39,6 +39,12 @@ public class FsProbe {
         for (String dir : WRITE_PROBES) {
             line("write " + dir, tryWrite(Path.of(dir)));
         }
+        // As a non-root user a write is denied by permissions anyway: the mount flags show
+        // whether the path is really read-only.
+        List<String[]> mounts = mounts();
+        for (String dir : WRITE_PROBES) {
+            line("mount " + dir, mountOf(mounts, dir));
+        }
         for (String cgroupLine : read("/proc/self/cgroup").strip().split("\n")) {
             line("cgroup", cgroupLine);
         }
@@ -102,6 +108,37 @@ public class FsProbe {
         } catch (Exception e) {
             return "denied (" + e + ")";
         }
+    }
+
+    /** [mount point, per-mount options, fs type] of each /proc/self/mountinfo line, in order. */
+    private static List<String[]> mounts() {
+        List<String[]> mounts = new ArrayList<>();
+        for (String l : read("/proc/self/mountinfo").split("\n")) {
+            String[] halves = l.split(" - ", 2);
+            String[] fields = halves[0].split(" ");
+            if (fields.length >= 6 && halves.length == 2) {
+                mounts.add(new String[] {fields[4], fields[5], halves[1].split(" ")[0]});
+            }
+        }
+        return mounts;
+    }
+
+    /** "ro (mountpoint=/usr fstype=ext4)" for the mount that holds path: the longest mount
+     * point that contains it, the last one listed when mounts are stacked. */
+    private static String mountOf(List<String[]> mounts, String path) {
+        String[] best = null;
+        for (String[] m : mounts) {
+            String mp = m[0];
+            boolean contains = mp.equals("/") || path.equals(mp) || path.startsWith(mp + "/");
+            if (contains && (best == null || mp.length() >= best[0].length())) {
+                best = m;
+            }
+        }
+        if (best == null) {
+            return "unknown";
+        }
+        String mode = ("," + best[1] + ",").contains(",ro,") ? "ro" : "rw";
+        return mode + " (mountpoint=" + best[0] + " fstype=" + best[2] + ")";
     }
 
     private static List<String> processes() {
