@@ -320,3 +320,13 @@ class FakeNomadServer:
     def __exit__(self, *exc) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()
+
+
+def bash_syntax_errors(script: str) -> str:
+    """bash -n's complaints about a script (empty when it parses): catches quoting and brace
+    mistakes in the f-strings that build remote commands, without running anything."""
+    import subprocess
+
+    res = subprocess.run(["bash", "-n", "-c", script], capture_output=True, text=True,
+                         timeout=10)
+    return res.stderr if res.returncode else ""

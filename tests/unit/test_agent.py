@@ -7,7 +7,7 @@ import re
 import subprocess
 
 import pytest
-from fakes import HEALTHY, FakeApi, FakeNomadServer, Text, cluster_state
+from fakes import HEALTHY, FakeApi, FakeNomadServer, Text, bash_syntax_errors, cluster_state
 
 from lab import agent as agent_mod
 from lab.agent import (
@@ -403,3 +403,16 @@ def test_restart_restarts_the_unit_and_waits_again(host, fast_waits):
     agent.restart()
     assert host.ran(f"systemctl restart {agent.unit}")[0].sudo
     assert api.cluster.calls == 1 and agent.node_id == "node-0001"
+
+
+def test_every_command_the_agent_runs_parses_as_bash(host, fast_waits, fake_labapi):
+    host.on("ss -Htanu", "")
+    http_listening(host)
+    unit_active(host, "active\n")
+    agent = NomadAgent(host, "abc123", 1, ready_timeout=60, stop_timeout=30).start()
+    agent.log_tail()
+    agent.restart()
+    agent.stop()
+    assert len(host.calls) > 8
+    for call in host.calls:
+        assert bash_syntax_errors(call.cmd) == "", call.cmd

@@ -7,7 +7,7 @@ import json
 from types import SimpleNamespace
 
 import pytest
-from fakes import FakeApi, alloc
+from fakes import FakeApi, alloc, bash_syntax_errors
 
 from lab import diag, facts
 from lab.api import ApiError
@@ -165,3 +165,10 @@ def test_facts_parse_key_value_lines_and_name_the_target(host):
                      "java": 'openjdk version "17.0.13" 2024-10-15', "nomad": "Nomad v1.11.3",
                      "box": "", "not a fact": ""}
     assert json.loads(facts.render(found)) == found
+
+
+def test_every_command_collect_runs_parses_as_bash(diag_host, tmp_path):
+    diag.collect(diag_host, fake_agent(api_with_alloc()), tmp_path / "b")
+    for call in diag_host.calls:
+        assert bash_syntax_errors(call.cmd) == "", call.cmd
+    assert bash_syntax_errors(facts.FACTS_SCRIPT) == ""

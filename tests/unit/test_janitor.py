@@ -7,6 +7,7 @@ import re
 import subprocess
 
 import pytest
+from fakes import bash_syntax_errors
 
 from lab import janitor
 from lab.agent import AGENTS_ROOT, CRUN_STATE_ROOT, PLUGIN_BINARY, PLUGIN_DIR
@@ -165,3 +166,9 @@ def test_shims_run_as_the_plugin_binary_with_the_bundle_dir():
     run = go_source("shim/run.go")
     assert "exec.Command(self, bundle)" in run, \
         "the shim's command line changed: update the shim probe in lab/janitor.py"
+
+
+@pytest.mark.parametrize("script", [janitor.SCAN_SCRIPT, janitor.SWEEP_SCRIPT],
+                         ids=["scan", "sweep"])
+def test_scripts_parse_as_bash(script):
+    assert bash_syntax_errors(script) == ""
