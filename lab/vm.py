@@ -23,7 +23,7 @@ from pathlib import Path
 
 from lab import accel as accel_mod
 from lab import box as box_mod
-from lab import hostsetup
+from lab import hostsetup, wait
 from lab.errors import LabError
 from lab.host import SSHSpec, free_local_port
 
@@ -294,10 +294,23 @@ class VagrantVM:
                  f"{self.memory} MiB, ssh 127.0.0.1:{port})")
         t = time.monotonic()
         self._vagrant("up", "--provider", "libvirt", env=env)
+        # `vagrant up` on an already running domain returns without waiting for SSH.
+        self._wait_for_sshd(port)
         self.out(f"vm: up in {time.monotonic() - t:.1f}s (total {time.monotonic() - start:.1f}s)")
         (self.state_dir / "ssh_config").write_text(self.ssh_config())
         box_mod.prune_old_boxes(box, self.cache_dir, out=self.out, run=self.run)
         return self.ssh_spec()
+
+    def _wait_for_sshd(self, port: int) -> None:
+        timeout_of = getattr(self.config, "timeout", None)
+        timeout = timeout_of("ssh") if callable(timeout_of) else 120.0
+
+        def banner() -> str | wait.Pending:
+            return ssh_banner(port) or wait.Pending(f"no SSH banner on 127.0.0.1:{port}, "
+                                                    f"domain {self.domain_state()}")
+        wait.until(banner, timeout, f"sshd of VM {self.name}",
+                   hint=f"the guest may be hung: see `virsh -c {LIBVIRT_URI} console "
+                        f"{self.name}`, or `invoke lab.destroy` and `invoke lab.up`")
 
     def halt(self) -> None:
         if self.domain_state() == "not created":

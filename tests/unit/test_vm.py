@@ -13,6 +13,7 @@ from lab import hostsetup
 from lab import vm as vm_mod
 from lab.accel import Accel
 from lab.box import Box
+from lab.errors import LabTimeout
 
 
 class Config:
@@ -66,7 +67,9 @@ def make_vm(tmp_path, monkeypatch):
         vagrant_calls: list[tuple[str, ...]] = []
         monkeypatch.setattr(vm, "prepare", lambda: (BOX, TCG))
         monkeypatch.setattr(vm, "_vagrant", lambda *a, env=None: vagrant_calls.append(a) or "")
-        monkeypatch.setattr(vm_mod, "ssh_banner", lambda port, *a, **k: banner)
+        # The guest's sshd answers with `banner` until vagrant has run, then it is up.
+        monkeypatch.setattr(vm_mod, "ssh_banner", lambda port, *a, **k:
+                            "SSH-2.0-OpenSSH_9.2" if vagrant_calls else banner)
         monkeypatch.setattr(vm_mod, "port_is_free", lambda port: True)
         return vm, virsh, vagrant_calls
     return make
@@ -141,6 +144,14 @@ def test_up_boots_when_running_but_ssh_silent(make_vm):
     vm._save_state(box=BOX.name, accel="tcg")
     vm.up()
     assert vagrant == [("up", "--provider", "libvirt")]
+
+
+def test_up_fails_naming_the_vm_when_sshd_never_answers(make_vm, monkeypatch):
+    vm, virsh, vagrant = make_vm(banner="")
+    monkeypatch.setattr(vm_mod, "ssh_banner", lambda port, *a, **k: "")
+    vm.config.timeout = lambda name: 0.05
+    with pytest.raises(LabTimeout, match=f"sshd of VM {vm.name}.*no SSH banner"):
+        vm.up()
 
 
 def test_vagrant_env_is_clean(make_vm, monkeypatch):
