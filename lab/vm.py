@@ -219,6 +219,8 @@ class VagrantVM:
         shown_progress = -1
         for raw in proc.stdout:  # vagrant's own boot_timeout bounds `up`
             line = ANSI.sub("", raw).rstrip()
+            if not line:
+                continue
             progress = PROGRESS.search(line)
             if progress:  # the box upload redraws a percentage hundreds of times
                 percent = int(progress.group(1))
