@@ -1,0 +1,273 @@
+"""Story 2, container execution: the JAR runs in a crun container with its own namespaces, a
+read-only root, writable task dirs and the task's memory limit; runtime breakage (a missing JRE
+library, crun failing or missing, a bad JVM option) is reported with the real cause; artifacts
+and the shared alloc dir are where a task expects them; the console output is exact."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shlex
+
+from lab import faults, janitor
+from lab.wait import Pending, until
+
+DRIVER = "java-crun"
+MIB = 1024 * 1024
+
+
+# -- what the tests read ---------------------------------------------------------------------
+def probe_report(stdout: str) -> dict[str, list[str]]:
+    """fsprobe's "key: value" lines; a key may repeat (cgroup), so each maps to a list."""
+    report: dict[str, list[str]] = {}
+    for line in stdout.splitlines():
+        key, sep, value = line.partition(": ")
+        if sep:
+            report.setdefault(key, []).append(value)
+    assert "fsprobe done" in stdout, f"fsprobe did not finish; its output:\n{stdout}"
+    return report
+
+
+def one(report: dict[str, list[str]], key: str) -> str:
+    values = report.get(key)
+    assert values and len(values) == 1, f"fsprobe reported {key!r} as {values}"
+    return values[0]
+
+
+def driver_state(api, agent) -> dict:
+    return api.driver_info(agent.node_id, DRIVER)
+
+
+def wait_driver(api, agent, lab_config, want: str, condition) -> dict:
+    """Poll the node's java-crun driver until `condition(info)`; return the info."""
+    def check():
+        info = driver_state(api, agent)
+        return info if condition(info) else Pending(
+            f"Detected={info.get('Detected')} Healthy={info.get('Healthy')}: "
+            f"{info.get('HealthDescription')}")
+
+    return until(check, lab_config.timeout("fingerprint"), f"driver {DRIVER} {want}")
+
+
+def task_event(run, event_type: str, task: str | None = None) -> dict:
+    found = [e for e in run.events(task) if e["Type"] == event_type]
+    assert found, f"no {event_type!r} event; events: {run.event_types(task)}"
+    return found[-1]
+
+
+def event_text(event: dict) -> str:
+    return " | ".join(str(event.get(k) or "") for k in ("DisplayMessage", "DriverError",
+                                                         "Message", "Details"))
+
+
+def container_on_host(lab_host, alloc_id: str) -> dict:
+    """`crun state` of the one container of this allocation, from the lab host's crun."""
+    root = shlex.quote(janitor.CRUN_ROOT)
+    ids = [c for c in lab_host.sudo(f"crun --root {root} list -q").stdout.split()
+           if c.startswith(alloc_id)]
+    assert len(ids) == 1, f"crun containers of alloc {alloc_id}: {ids}"
+    return json.loads(lab_host.sudo(f"crun --root {root} state {shlex.quote(ids[0])}").stdout)
+
+
+# -- the container ---------------------------------------------------------------------------
+def test_jar_runs_in_crun_container_as_pid1_with_own_hostname_readonly_root_and_memory_limit(
+        jobs, lab_host):
+    """The JAR runs in a crun container: the app sees itself as PID 1 of its own pid namespace,
+    has its own hostname, a read-only root (writing to /usr fails), writable /local, /alloc and
+    /secrets, and a cgroup whose memory.max is the task's memory. The lab host's side agrees:
+    crun runs the container, in another pid namespace, in a cgroup with that limit."""
+    memory_mb = 192
+    probe = jobs.run("fsprobe", memory_mb=memory_mb)
+    sleeper = jobs.run("sleeper", args=["forever"], memory_mb=memory_mb)
+
+    # The host's view of a live container.
+    sleeper.wait_running()
+    state = container_on_host(lab_host, sleeper.alloc()["ID"])
+    assert state["status"] == "running", state
+    pid = int(state["pid"])
+    host = lab_host.sudo(f"readlink /proc/{pid}/ns/pid /proc/1/ns/pid; "
+                         f"sed -n 's/^0:://p' /proc/{pid}/cgroup; hostname").stdout.split()
+    container_ns, host_ns, cgroup, host_name = host
+    assert container_ns != host_ns, "the JVM shares the host's pid namespace"
+    assert sleeper.alloc()["ID"] in cgroup, f"cgroup {cgroup} is not the task's"
+    host_limit = lab_host.sudo(f"cat /sys/fs/cgroup{cgroup}/memory.max").stdout.strip()
+    assert host_limit == str(memory_mb * MIB), (cgroup, host_limit)
+    sleeper.stop()
+
+    # The app's own view.
+    probe.wait_dead()
+    assert probe.exit_codes() == [0], probe.event_types()
+    alloc_id = probe.alloc()["ID"]
+    report = probe_report(probe.logs())
+    problems = []
+
+    def expect(key, want):
+        got = one(report, key)
+        if not (want(got) if callable(want) else got == want):
+            problems.append(f"{key}: {got!r}, expected {want if not callable(want) else 'ok'}")
+
+    expect("pid", "1")
+    expect("proc pids", "1")  # the only process it can see is itself
+    expect("hostname", f"app-{alloc_id[:8]}")
+    expect("hostname", lambda h: h != host_name)
+    expect("cwd", "/local")
+    for path in ("/", "/usr", "/etc"):
+        expect(f"write {path}", lambda v: v.startswith("denied") and "Read-only" in v)
+    for path in ("/local", "/alloc", "/secrets", "/tmp"):
+        expect(f"write {path}", "ok")
+    expect("cgroup", "0::/")  # its own cgroup namespace: its cgroup is the root it sees
+    expect("memory.max", str(memory_mb * MIB))
+    assert not problems, "\n".join(problems) + "\n\nfsprobe said:\n" + probe.logs()
+    sleeper.wait_dead()
+
+
+def test_missing_jre_library_makes_driver_unhealthy_naming_it_and_job_is_not_placed_until_healed(
+        jobs, api, agent, lab_host, lab_config):
+    """A missing Java runtime dependency (libjli.so of the JRE hidden) is detected: the driver
+    turns unhealthy with a description naming the library, and a job is not placed (its
+    evaluation reports the missing driver). After healing, the driver is healthy and a job
+    runs."""
+    lib = "libjli.so"
+    with faults.java_library_missing(lab_host, lib) as fault:
+        assert lib in fault.details["observed"], fault.details
+        info = wait_driver(api, agent, lab_config, "unhealthy",
+                           lambda i: i.get("Detected") and not i.get("Healthy"))
+        assert lib in info["HealthDescription"], info
+        assert "java runtime not usable" in info["HealthDescription"], info
+
+        blocked = jobs.run("hello")
+        evaluation = blocked.wait_evaluation_failed_placement()
+        failed = evaluation["FailedTGAllocs"]["app"]
+        assert failed.get("ConstraintFiltered", {}).get("missing drivers") == 1, failed
+        assert blocked.allocs() == [], "a job was placed on a node whose driver is unhealthy"
+        blocked.stop(purge=True)
+
+    info = wait_driver(api, agent, lab_config, "healthy again",
+                       lambda i: i.get("Detected") and i.get("Healthy"))
+    assert info["HealthDescription"] == "Healthy", info
+    run = jobs.run("hello")
+    run.wait_dead()
+    assert run.exit_codes() == [0], run.event_types()
+    assert "hello from java-crun" in run.logs()
+
+
+def test_crun_failing_to_create_the_container_reports_cruns_own_message(jobs, lab_host):
+    """A container creation failure is caught and reported with crun's own message in the task
+    events (Driver Failure), and the task fails without running the app."""
+    message = f"lab-injected crun failure {secrets.token_hex(4)}: cannot create container"
+    with faults.crun_failing(lab_host, message=message):
+        run = jobs.run("hello")
+        run.wait_dead()
+
+    failure = task_event(run, "Driver Failure")
+    assert message in event_text(failure), failure
+    assert "crun" in event_text(failure), failure
+    assert run.task_state()["Failed"] is True
+    assert "Started" not in run.event_types(), run.event_types()
+    assert "hello from java-crun" not in run.logs()
+
+
+def test_crun_missing_makes_driver_undetected_and_job_not_placed(
+        jobs, api, agent, lab_host, lab_config):
+    """crun missing is caught before any container: the driver reports it (not detected, with a
+    description that says crun was not found) and a job is not placed. Healed, it is back."""
+    with faults.crun_missing(lab_host):
+        info = wait_driver(api, agent, lab_config, "undetected (crun missing)",
+                           lambda i: not i.get("Healthy"))
+        assert "crun executable not found" in info["HealthDescription"], info
+
+        run = jobs.run("hello")
+        evaluation = run.wait_evaluation_failed_placement()
+        assert "missing drivers" in json.dumps(evaluation["FailedTGAllocs"]["app"]), evaluation
+        assert run.allocs() == []
+        run.stop(purge=True)
+
+    wait_driver(api, agent, lab_config, "healthy again", lambda i: i.get("Healthy"))
+
+
+def test_invalid_jvm_options_are_reported_with_the_jvm_or_driver_message(jobs):
+    """Execution failures from a bad `jvm_options` entry are reported with their real cause: an
+    option the JVM does not know fails the task with the JVM's own error on stderr; an entry
+    that is not an option at all is refused by the driver (Driver Failure, no restart)."""
+    unknown = jobs.run("hello", jvm_options=["-XX:+NoSuchOption"])
+    not_option = jobs.submit(jobs.job(jobs.task("hello", jvm_options=["NoDash"]),
+                                      job_id=jobs.id("nodash"), restart_attempts=2,
+                                      restart_delay_s=1, restart_mode="fail"))
+
+    unknown.wait_dead()
+    assert unknown.exit_codes() == [1], unknown.event_types()
+    stderr = unknown.logs(stream="stderr")
+    assert "Unrecognized VM option 'NoSuchOption'" in stderr, stderr
+    assert "Could not create the Java Virtual Machine" in stderr, stderr
+    assert "hello from java-crun" not in unknown.logs()
+
+    not_option.wait_dead()
+    failure = task_event(not_option, "Driver Failure")
+    assert "jvm_options[0]" in event_text(failure) and "NoDash" in event_text(failure), failure
+    types = not_option.event_types()
+    assert "Restarting" not in types and "Started" not in types, types
+
+
+# -- artifacts and the alloc dir -------------------------------------------------------------
+def test_artifacts_are_mounted_at_local_inside_the_container(jobs, jars, artifacts):
+    """An artifact is mounted and accessible inside the container at the expected path: the JAR
+    at /local/<name>.jar and an extra data artifact at /local/conf/, byte for byte."""
+    data = secrets.token_bytes(4096 + secrets.randbelow(4096))
+    name = f"data-{secrets.token_hex(4)}.bin"
+    artifacts.add(name, data)
+    extra = {"GetterSource": artifacts.exposed.url(name), "RelativeDest": f"local/conf/{name}",
+             "GetterMode": "file"}
+    run = jobs.run("fsprobe", args=["/local/fsprobe.jar", f"/local/conf/{name}",
+                                    "/local/conf/absent.bin"],
+                   extra_artifacts=[extra])
+
+    run.wait_dead()
+
+    assert run.exit_codes() == [0], run.event_types()
+    assert "Downloading Artifacts" in run.event_types()
+    report = probe_report(run.logs())
+    assert one(report, "file /local/fsprobe.jar") == \
+        f"readable size={jars['fsprobe'].stat().st_size}"
+    assert one(report, f"file /local/conf/{name}") == f"readable size={len(data)}"
+    assert one(report, "file /local/conf/absent.bin") == "missing"
+
+
+def test_shared_alloc_dir_passes_a_file_between_two_tasks_of_one_group(jobs):
+    """The shared alloc dir works between two tasks of one group: what one task writes to
+    /alloc, the other reads."""
+    token = secrets.token_hex(8)
+    writer = jobs.task("allocshare", name="writer", args=["write", "shared.txt", token],
+                       memory_mb=160)
+    reader = jobs.task("allocshare", name="reader", args=["read", "shared.txt", "600"],
+                       memory_mb=160)
+    run = jobs.submit(jobs.job(writer, reader))
+
+    run.wait_dead(task="reader")
+    run.wait_dead(task="writer")
+
+    assert run.exit_codes("writer") == [0], run.event_types("writer")
+    assert run.exit_codes("reader") == [0], (run.event_types("reader"), run.logs("reader"))
+    assert f"wrote /alloc/shared.txt: {token}" in run.logs("writer")
+    assert f"read /alloc/shared.txt: {token}" in run.logs("reader")
+
+
+def test_console_output_of_the_jar_is_exactly_what_it_prints(jobs, lab_facts):
+    """The expected console output of the JAR is verified line by line: stdout and stderr are
+    exactly what the app printed, nothing lost, added or interleaved."""
+    run = jobs.run("hello", args=["console"])
+
+    run.wait_dead()
+
+    assert run.exit_codes() == [0], run.event_types()
+    java = lab_facts["java"].split('"')[1]
+    assert run.logs(stream="stdout").splitlines() == [
+        "hello from java-crun",
+        "argc=1",
+        "arg[0]=console",
+        f"env NOMAD_ALLOC_ID={run.alloc()['ID']}",
+        "env NOMAD_TASK_NAME=app",
+        "cwd=/local",
+        f"java.version={java}",
+        "hello done",
+    ]
+    assert run.logs(stream="stderr").splitlines() == ["hello on stderr"]

@@ -1,0 +1,146 @@
+"""Beyond the stories, what a real driver needs: the memory limit is enforced (OOM kill, and the
+events say so), and the app is isolated: it cannot see the host's processes, cannot write
+outside its directories, runs with no_new_privileges and without dangerous capabilities."""
+
+from __future__ import annotations
+
+from lab.wait import Pending, until
+
+MIB = 1024 * 1024
+
+# Capabilities that would let a task escape or take over the host (or its network).
+DANGEROUS_CAPS = {
+    "CAP_SYS_ADMIN", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_SYS_MODULE", "CAP_SYS_PTRACE",
+    "CAP_SYS_RAWIO", "CAP_SYS_BOOT", "CAP_SYS_TIME", "CAP_MKNOD", "CAP_DAC_READ_SEARCH",
+    "CAP_BPF", "CAP_PERFMON", "CAP_SYS_RESOURCE", "CAP_LINUX_IMMUTABLE", "CAP_MAC_ADMIN",
+    "CAP_MAC_OVERRIDE", "CAP_SYSLOG", "CAP_AUDIT_CONTROL", "CAP_CHECKPOINT_RESTORE",
+}
+
+
+def probe_report(stdout: str) -> dict[str, list[str]]:
+    """fsprobe's "key: value" lines; a key may repeat (cgroup), so each maps to a list."""
+    report: dict[str, list[str]] = {}
+    for line in stdout.splitlines():
+        key, sep, value = line.partition(": ")
+        if sep:
+            report.setdefault(key, []).append(value)
+    assert "fsprobe done" in stdout, f"fsprobe did not finish; its output:\n{stdout}"
+    return report
+
+
+def one(report: dict[str, list[str]], key: str) -> str:
+    values = report.get(key)
+    assert values and len(values) == 1, f"fsprobe reported {key!r} as {values}"
+    return values[0]
+
+
+def event_text(event: dict) -> str:
+    return " | ".join(str(event.get(k) or "") for k in ("DisplayMessage", "DriverError",
+                                                         "Message", "Details"))
+
+
+# -- memory ----------------------------------------------------------------------------------
+def test_app_allocating_beyond_its_memory_is_oom_killed_and_the_events_say_so(jobs, lab_config):
+    """Memory limit: an app touching more native memory than the task's 128 MiB is OOM-killed
+    by the kernel (exit 137, SIGKILL); the Terminated event carries oom_killed=true and a
+    driver event says "OOM Killed" with the limit and what to change."""
+    memory_mb = 128
+    run = jobs.run("memhog", args=["native"], memory_mb=memory_mb)
+
+    run.wait_dead()
+
+    terminated = [e for e in run.events() if e["Type"] == "Terminated"]
+    assert len(terminated) == 1, run.event_types()
+    assert terminated[0]["ExitCode"] == 137, terminated[0]
+    assert (terminated[0].get("Details") or {}).get("oom_killed") == "true", terminated[0]
+    assert run.task_state()["Failed"] is True
+
+    def oom_event():
+        found = [e for e in run.events() if "OOM Killed" in event_text(e)
+                 and e["Type"] != "Terminated"]
+        return found[0] if found else Pending(run.event_types())
+
+    # The driver's own event travels on a separate stream: it may land after "Terminated".
+    event = until(oom_event, lab_config.timeout("event"), f"job {run.id}: an OOM Killed event")
+    assert f"{memory_mb} MiB" in event_text(event), event
+
+    allocated = [int(line.split()[1]) for line in run.logs().splitlines()
+                 if line.startswith("allocated ")]
+    assert allocated, run.logs()
+    # It got part of the way, never beyond the limit: the kill came from the cgroup.
+    assert 16 <= allocated[-1] < memory_mb, allocated[-3:]
+    assert "memhog holding" not in run.logs()
+
+
+# -- isolation -------------------------------------------------------------------------------
+def test_app_cannot_see_host_processes(jobs, lab_host):
+    """The app cannot see the host's processes: /proc inside holds only its own pid 1, while
+    the lab host runs many (the agent, sshd, its own JVM under another pid)."""
+    run = jobs.run("fsprobe")
+    run.wait_dead()
+
+    assert run.exit_codes() == [0], run.event_types()
+    report = probe_report(run.logs())
+    host_pids = lab_host.sudo("ls /proc | grep -c '^[0-9]*$'").stdout.strip()
+    assert int(host_pids) > 20, f"the lab host shows only {host_pids} processes"
+    assert one(report, "procs") == "1", one(report, "proc pids")
+    assert one(report, "proc pids") == "1"
+    assert one(report, "pid") == "1"
+
+
+def test_app_cannot_write_outside_its_dirs_even_as_root_nor_reach_host_files(
+        jobs, agent):
+    """The app cannot write outside its directories: /, /usr and /etc are read-only for the
+    default user (nobody) and for root alike; only /local, /alloc, /secrets and a private /tmp
+    are writable. The agent's data dir (other tasks' files) does not exist in the container
+    and the host's /etc/shadow is not readable by the default user."""
+    probes = ["/etc/shadow", agent.dir, "/var/lib", "/root"]
+    as_nobody = jobs.run("fsprobe", args=probes)
+    as_root = jobs.submit(jobs.job(jobs.task("fsprobe", args=probes, user="root"),
+                                   job_id=jobs.id("root")))
+
+    problems = []
+    for who, run in (("nobody", as_nobody), ("root", as_root)):
+        run.wait_dead()
+        assert run.exit_codes() == [0], (who, run.event_types())
+        report = probe_report(run.logs())
+        for path in ("/", "/usr", "/etc"):
+            got = one(report, f"write {path}")
+            if not got.startswith("denied"):
+                problems.append(f"{who} could write to {path}: {got}")
+        for path in ("/local", "/alloc", "/secrets", "/tmp"):
+            got = one(report, f"write {path}")
+            if got != "ok":
+                problems.append(f"{who} cannot write to its own {path}: {got}")
+        for path in (agent.dir, "/var/lib", "/root"):
+            got = one(report, f"file {path}")
+            if got != "missing":
+                problems.append(f"{who} sees the host's {path}: {got}")
+        if who == "nobody":
+            got = one(report, "file /etc/shadow")
+            if not got.startswith("unreadable"):
+                problems.append(f"nobody can read the host's /etc/shadow: {got}")
+    assert not problems, "\n".join(problems)
+
+
+def test_app_runs_with_no_new_privileges_and_without_dangerous_capabilities(jobs):
+    """no_new_privileges is set and no dangerous capability is held: the default user has no
+    effective capability at all, and even a task running as root lacks CAP_SYS_ADMIN,
+    CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_MODULE, CAP_SYS_PTRACE and the like."""
+    as_nobody = jobs.run("fsprobe")
+    as_root = jobs.submit(jobs.job(jobs.task("fsprobe", user="root"), job_id=jobs.id("root")))
+
+    as_nobody.wait_dead()
+    nobody = probe_report(as_nobody.logs())
+    assert one(nobody, "nonewprivs") == "1"
+    assert one(nobody, "uid") == "65534", one(nobody, "user.name")
+    assert one(nobody, "capeff") == "0000000000000000", one(nobody, "capeff names")
+
+    as_root.wait_dead()
+    root = probe_report(as_root.logs())
+    assert one(root, "nonewprivs") == "1"
+    assert one(root, "uid") == "0"
+    held = set(one(root, "capeff names").split(","))
+    assert held and held != {"none"}, "root is expected to keep the default, harmless caps"
+    dangerous = sorted(held & DANGEROUS_CAPS)
+    assert not dangerous, f"dangerous capabilities held as root: {dangerous}"
