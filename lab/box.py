@@ -162,7 +162,7 @@ def ensure_ssh_key(cache_dir: Path) -> Path:
                               "-f", str(key)], capture_output=True, text=True)
         if res.returncode != 0:
             raise BoxError(f"ssh-keygen failed: {res.stderr.strip()}; fix: install "
-                           "openssh-client, or remove the partial key in {key.parent}")
+                           f"openssh-client, or remove the partial key in {key.parent}")
     return key
 
 
