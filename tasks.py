@@ -125,6 +125,20 @@ def clean(c, target=None):
     print("lab host is clean")
 
 
+@task(name="run-job", help={"path": "HCL job file (e.g. jobs/hello.nomad.hcl)",
+                            "wait_s": "for service jobs: seconds to let it run before stopping"})
+def run_job(c, path, wait_s=0, target=None):
+    """Run an HCL job (jobs/*.nomad.hcl) on a fresh agent; print its events and logs."""
+    from pathlib import Path
+
+    from lab.runjob import run_job as lab_run_job
+
+    try:
+        lab_run_job(_config(c, target=target), Path(path), float(wait_s))
+    except LabError as exc:
+        raise _fail(exc) from None
+
+
 # -- plugin ---------------------------------------------------------------------------------
 @task(name="build")
 def plugin_build(c):
@@ -208,7 +222,7 @@ def bench_run(c, cold=False):
         raise _fail(exc) from None
 
 
-lab = Collection("lab", up, box, push, status, ssh, down, destroy, clean)
+lab = Collection("lab", up, box, push, status, ssh, down, destroy, clean, run_job)
 plugin = Collection("plugin", plugin_build, plugin_unit, plugin_test)
 test = Collection("test", e2e, unit)
 check = Collection("check", lint, check_all)

@@ -75,6 +75,10 @@ advertise {{
 server {{
   enabled          = true
   bootstrap_expect = 1
+  # Without it Nomad silently ignores a task's memory_max.
+  default_scheduler_config {{
+    memory_oversubscription_enabled = true
+  }}
 }}
 
 client {{
