@@ -223,6 +223,38 @@ class NomadAgent:
                            "clean up with `invoke lab.clean`")
         return remains
 
+    def drain(self) -> list[str]:
+        """Purge every job, let the client GC its allocations, wait for containers to go.
+
+        Nomad leaves tasks running when the agent stops, so this must come before stop().
+        Returns problems (empty when clean) rather than raising: teardown goes on regardless.
+        """
+        from lab import janitor
+
+        api = self.api
+        try:
+            for job in api.jobs():
+                api.deregister(job["ID"], purge=True)
+
+            def all_terminal():
+                live = [a["ID"][:8] for a in api.allocations()
+                        if a["ClientStatus"] in ("pending", "running")]
+                return True if not live else Pending(f"allocations still live: {live}")
+
+            until(all_terminal, self.stop_timeout, f"{self.id}: allocations stopped",
+                  retry_on=TRANSIENT)
+            api.client_gc()
+
+            def no_containers():
+                left = janitor.scan(self.host).get("container", [])
+                return True if not left else Pending(f"containers: {left}")
+
+            until(no_containers, self.stop_timeout,
+                  f"{self.id}: containers destroyed after client GC")
+        except LabError as exc:
+            return [f"draining agent {self.id} failed: {exc}"]
+        return []
+
     def close_tunnel(self) -> None:
         # Fabric re-raises, at close, every connection its tunnel refused while the agent
         # was still starting: expected during readiness polling, so not an error here.

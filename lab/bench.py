@@ -79,13 +79,13 @@ def _measure_lab_host(config: LabConfig, rounds: int, results: dict, out) -> Non
                 t = time.monotonic()
                 agent.start()
                 starts.append(time.monotonic() - t)
-                job = java_job(f"bench-{config.run_id}-{i}",
+                job = java_job(f"lab-{config.run_id}-bench-{i}",
                                [java_task("app", exposed.url("hello.jar"))])
                 t = time.monotonic()
                 JobRun(agent.api, job, config.timeout).submit().wait_dead()
                 jobs.append(time.monotonic() - t)
-                agent.api.deregister(job["Job"]["ID"], purge=True)
                 t = time.monotonic()
+                agent.drain()
                 agent.stop()
                 stops.append(time.monotonic() - t)
     results["agent_start_to_ready_s"] = _stats(starts)

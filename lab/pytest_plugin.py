@@ -23,7 +23,6 @@ from lab.agent import AgentOptions, NomadAgent
 from lab.config import LabConfig
 from lab.errors import LabError
 from lab.jobrun import JobRun
-from lab.wait import Pending, until
 
 _agent_seq = itertools.count(1)
 _FACTS_KEY = pytest.StashKey[dict]()
@@ -116,7 +115,7 @@ def agent(request, lab_config, lab_host, lab_facts):
         print(f"\nlab: --lab-keep: agent {agent.id} left running for debugging "
               f"(`./invoke lab.ssh`, then `./invoke lab.clean` when done)")
         return
-    problems = _drain(agent, lab_config)
+    problems = agent.drain()
     agent.stop(check=False)
     leftovers = janitor.scan(lab_host)
     if leftovers:
@@ -125,32 +124,6 @@ def agent(request, lab_config, lab_host, lab_facts):
         if leftovers else []
     if problems and not failed:
         pytest.fail("\n".join(problems), pytrace=False)
-
-
-def _drain(agent: NomadAgent, config: LabConfig) -> list[str]:
-    """Purge every job, let the client GC its allocations, wait for containers to go."""
-    api = agent.api
-    try:
-        for job in api.jobs():
-            api.deregister(job["ID"], purge=True)
-
-        def all_terminal():
-            live = [a["ID"][:8] for a in api.allocations()
-                    if a["ClientStatus"] in ("pending", "running")]
-            return True if not live else Pending(f"allocations still live: {live}")
-
-        until(all_terminal, config.timeout("agent_stop"), f"{agent.id}: allocations stopped")
-        api.client_gc()
-
-        def no_containers():
-            left = janitor.scan(agent.host).get("container", [])
-            return True if not left else Pending(f"containers: {left}")
-
-        until(no_containers, config.timeout("agent_stop"),
-              f"{agent.id}: containers destroyed after client GC")
-    except LabError as exc:
-        return [f"draining agent {agent.id} failed: {exc}"]
-    return []
 
 
 @pytest.fixture

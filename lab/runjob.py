@@ -32,10 +32,10 @@ def run_job(config: LabConfig, path: Path, wait_s: float = 0, out=print) -> None
                 _run(agent, config, hcl.replace("ARTIFACTS", exposed.url("").rstrip("/")),
                      wait_s, out)
             finally:
-                agent.api.system_gc()
-                for job in agent.api.jobs():
-                    agent.api.deregister(job["ID"], purge=True)
+                problems = agent.drain()
                 agent.stop(check=False)
+                for problem in problems:
+                    out(f"cleanup: {problem}")
 
 
 def _run(agent: NomadAgent, config: LabConfig, hcl: str, wait_s: float, out) -> None:
