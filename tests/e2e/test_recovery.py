@@ -1,0 +1,84 @@
+"""Recovery (beyond the stories): a running task outlives its driver plugin and its Nomad
+agent. After `kill -9` of the plugin, and after a restart of the agent, the task's container
+keeps running, Nomad recovers the task (no restart, no second start) and the task's real
+exit code is reported when it ends.
+"""
+
+from __future__ import annotations
+
+import json
+
+from lab import faults, janitor
+
+EXIT_CODE = 7  # sleeper's exit code: distinctive, so a recovered result cannot be a default
+TICK_MS = 500
+
+
+def running_containers(lab_host) -> dict[str, int]:
+    """crun's running containers of the lab's driver: container id -> init pid."""
+    out = lab_host.sudo(
+        f"for c in $(crun --root {janitor.CRUN_ROOT} list -q 2>/dev/null); do "
+        f"crun --root {janitor.CRUN_ROOT} state \"$c\"; done", check=False).stdout
+    states = json.loads("[" + out.replace("}\n{", "},{").strip() + "]") if out.strip() else []
+    return {s["id"]: s["pid"] for s in states if s.get("status") == "running"}
+
+
+def ticks(run) -> int:
+    return run.logs().count("tick ")
+
+
+def sleeper_for(seconds: float, jobs):
+    """A sleeper that logs a tick every TICK_MS and exits EXIT_CODE after `seconds`."""
+    return jobs.run("sleeper", args=[f"{seconds:g}", str(EXIT_CODE)], env={"TICK_MS": str(TICK_MS)})
+
+
+def assert_ran_once_and_reported(run) -> None:
+    """One start, no restart, and the app's own exit code in the one Terminated event."""
+    state = run.task_state()
+    started = [t for t in run.event_types() if t in ("Started", "Restarting", "Terminated")]
+    assert started == ["Started", "Terminated"], run.event_types()
+    assert run.exit_codes() == [EXIT_CODE], run.events()[-3:]
+    assert state["Restarts"] == 0 and state["Failed"] is False, state
+    assert f"sleeper finished, exiting with {EXIT_CODE}" in run.logs()
+
+
+def test_task_keeps_running_through_a_plugin_kill9_and_reports_its_real_exit_code(
+        jobs, lab_host, lab_config):
+    """kill -9 of the plugin while a task runs: Nomad relaunches the plugin, the task's
+    container is the same one, still running and still logging, the task is recovered (not
+    restarted) and its real exit code (7) is reported when it ends."""
+    run = sleeper_for(12 * lab_config.scale, jobs)
+    run.wait_log("tick 1")
+    before = running_containers(lab_host)
+    assert len(before) == 1, before
+
+    old_pid = faults.kill_plugin(lab_host)
+    faults.wait_plugin_restarted(lab_host, old_pid, lab_config.timeout("agent_ready"))
+
+    assert running_containers(lab_host) == before, "the container did not survive the plugin"
+    run.wait_log(f"tick {ticks(run) + 2}", timeout=lab_config.timeout("event"))
+    assert run.task_state()["State"] == "running"
+
+    run.wait_dead()
+    assert_ran_once_and_reported(run)
+
+
+def test_task_keeps_running_through_an_agent_restart_and_reports_its_real_exit_code(
+        jobs, agent, lab_host, lab_config):
+    """Restart of the Nomad agent while a task runs: the container is the same one, still
+    running; the restarted client recovers the task (not restarted) and reports its real
+    exit code (7) when it ends."""
+    run = sleeper_for(20 * lab_config.scale, jobs)
+    run.wait_log("tick 1")
+    before = running_containers(lab_host)
+    assert len(before) == 1, before
+    alloc_id = run.alloc()["ID"]
+
+    agent.restart()
+
+    assert running_containers(lab_host) == before, "the container did not survive the restart"
+    run.wait_log(f"tick {ticks(run) + 2}", timeout=lab_config.timeout("event"))
+    assert run.alloc()["ID"] == alloc_id and run.task_state()["State"] == "running"
+
+    run.wait_dead()
+    assert_ran_once_and_reported(run)
