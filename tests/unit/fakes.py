@@ -178,11 +178,16 @@ class FakeApi:
     - `allocs`: newest-allocation snapshots (None: no allocation yet); `job_allocations()`
       moves to the next one, `allocation()` returns the current one.
     - `logs`: successive stdout texts; `evaluations`: successive evaluation lists.
+    - `jobs`: job IDs that jobs() lists; `alloc_lists`: successive answers of allocations().
     Every call is recorded in `calls` as (method, args).
     """
 
-    def __init__(self, cluster=(), allocs=(), logs=(), evaluations=()):
+    def __init__(self, cluster=(), allocs=(), logs=(), evaluations=(), jobs=(),
+                 alloc_lists=()):
         self.cluster = Script(*(cluster or [cluster_state(drivers=HEALTHY)]))
+        self.job_list = [{"ID": j} for j in jobs]
+        # Successive answers of allocations() (all allocations); default: the current one.
+        self.alloc_lists = Script(*alloc_lists) if alloc_lists else None
         self.alloc_script = Script(*(allocs or [None]))
         self.log_script = Script(*(logs or [""]))
         self.eval_script = Script(*(evaluations or [[]]))
@@ -238,7 +243,16 @@ class FakeApi:
 
     def allocations(self) -> list[dict]:
         self._record("allocations")
+        if self.alloc_lists is not None:
+            return self.alloc_lists.next()
         return [] if self._alloc is None else [self._alloc]
+
+    def jobs(self) -> list[dict]:
+        self._record("jobs")
+        return list(self.job_list)
+
+    def client_gc(self) -> None:
+        self._record("client_gc")
 
     def logs(self, alloc_id: str, task: str, stream: str = "stdout") -> str:
         self._record("logs", alloc_id, task, stream)

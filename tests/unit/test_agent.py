@@ -7,7 +7,15 @@ import re
 import subprocess
 
 import pytest
-from fakes import HEALTHY, FakeApi, FakeNomadServer, Text, bash_syntax_errors, cluster_state
+from fakes import (
+    HEALTHY,
+    FakeApi,
+    FakeNomadServer,
+    Text,
+    alloc,
+    bash_syntax_errors,
+    cluster_state,
+)
 
 from lab import agent as agent_mod
 from lab.agent import (
@@ -88,7 +96,9 @@ def test_render_config_binds_everything_to_loopback_with_our_ports_and_dirs():
     assert cfg["bind_addr"] == "127.0.0.1"
     assert cfg["ports"] == PORTS
     assert cfg["advertise"] == {"http": "127.0.0.1", "rpc": "127.0.0.1", "serf": "127.0.0.1"}
-    assert cfg["server"] == {"enabled": True, "bootstrap_expect": 1}
+    assert cfg["server"]["enabled"] is True and cfg["server"]["bootstrap_expect"] == 1
+    assert cfg["server"]["default_scheduler_config"]["memory_oversubscription_enabled"] is True, \
+        "without it Nomad ignores a task's memory_max"
     assert cfg["client"]["enabled"] is True
     assert cfg["client"]["servers"] == ["127.0.0.1:24647"]
     assert cfg["client"]["network_interface"] == "lo"
@@ -416,3 +426,41 @@ def test_every_command_the_agent_runs_parses_as_bash(host, fast_waits, fake_laba
     assert len(host.calls) > 8
     for call in host.calls:
         assert bash_syntax_errors(call.cmd) == "", call.cmd
+
+
+# -- drain -----------------------------------------------------------------------------------
+
+
+def drain_agent(host, api) -> NomadAgent:
+    agent = NomadAgent(host, "abc123", 1, ready_timeout=60, stop_timeout=20)
+    agent.api = api
+    return agent
+
+
+def test_drain_purges_jobs_waits_for_allocations_then_gcs_and_waits_for_containers(
+        host, fast_waits):
+    api = FakeApi(jobs=["lab-abc123-a", "lab-abc123-b"], alloc_lists=[
+        [alloc("running"), alloc("complete", alloc_id="ffff0000-1")],
+        ApiError("allocations", "timeout"),
+        [alloc("complete"), alloc("failed", alloc_id="ffff0000-1")]])
+    host.on("list-units", "container 3f2a.app\n", "")
+    assert drain_agent(host, api).drain() == []
+    assert api.called("deregister") == [("lab-abc123-a", True), ("lab-abc123-b", True)]
+    methods = [m for m, _ in api.calls]
+    assert methods.index("client_gc") > max(i for i, m in enumerate(methods)
+                                            if m == "allocations")
+    assert len(host.ran("list-units")) == 2
+
+
+def test_drain_reports_live_allocations_instead_of_raising(host, fast_waits):
+    api = FakeApi(jobs=["j"], alloc_lists=[[alloc("running")]])
+    (problem,) = drain_agent(host, api).drain()
+    assert problem.startswith("draining agent nomad-lab-abc123-1 failed: timed out after 20.0s")
+    assert "allocations still live: ['a1b2c3d4']" in problem
+    assert api.called("client_gc") == []
+
+
+def test_drain_reports_containers_that_survive_client_gc(host, fast_waits):
+    host.on("list-units", "container 3f2a.app\n")
+    (problem,) = drain_agent(host, FakeApi(alloc_lists=[[]])).drain()
+    assert "containers destroyed after client GC" in problem and "['3f2a.app']" in problem
