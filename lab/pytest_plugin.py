@@ -179,9 +179,9 @@ def pytest_runtest_makereport(item, call):
     item._lab_call_failed = True
     agent = item.funcargs.get("agent") if hasattr(item, "funcargs") else None
     host = item.funcargs.get("lab_host") if hasattr(item, "funcargs") else None
-    if host is None:
+    config: LabConfig | None = item.funcargs.get("lab_config") if host is not None else None
+    if host is None or config is None:
         return
-    config: LabConfig = item.funcargs["lab_config"]
     out = diag.bundle_dir(config.reports_dir, item.nodeid)
     started = time.monotonic()
     try:
