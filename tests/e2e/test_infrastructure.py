@@ -1,0 +1,370 @@
+"""Story 6, infrastructure reliability: own agent per test, cleanup after Ctrl-C, dynamic ports,
+the diagnostics bundle, the recorded environment, and CI without manual set-up.
+
+Nested runs. Some tests run pytest again in a subprocess (the "inner run") against the same lab
+host. The outer session holds the lab host's lock from its first use of `lab_host` until it
+ends, so an inner run with the same target would wait for it forever. The inner run therefore
+addresses the same host by its plain ssh:// URL (host, port, user and key taken from the outer
+`lab_host`), whose lock file is a different one. That is safe only because the outer test
+(1) requests `lab_host`, so this session holds the host exclusively and no other run can be
+using it, and (2) never uses `agent`, so nothing of the outer session is on the host for the
+inner run's start-up sweep to remove. Timeouts are passed on explicitly (an ssh:// target is
+not scaled for TCG by default).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shlex
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from lab import diag, janitor
+from lab.config import ROOT
+from lab.wait import Pending, until
+
+pytest_plugins = ["pytester"]
+
+USUAL_NOMAD_PORTS = (4646, 4647, 4648)
+
+
+# -- nested runs ----------------------------------------------------------------------------
+def inner_env(lab_config, lab_host) -> dict[str, str]:
+    """Environment for a pytest run inside this one, on the same lab host (see module doc)."""
+    spec = lab_host.spec
+    alias = f"ssh://{spec.user}@{spec.host}:{spec.port}"
+    if alias == lab_config.target:
+        alias += "/"  # same host, a textually different target: another lock file
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("LAB_KEEP", "PYTEST_ADDOPTS", "LAB_TARGET", "LAB_SSH_KEY")}
+    env.update(LAB_TARGET=alias, LAB_TIMEOUT_SCALE=f"{lab_config.scale:g}",
+               PYTHONUNBUFFERED="1")
+    if spec.key_file:
+        env["LAB_SSH_KEY"] = str(spec.key_file)
+    return env
+
+
+def inner_budget(lab_config) -> float:
+    """Long enough for one inner run with one agent and one job, set up and torn down."""
+    return (lab_config.timeout("agent_ready") + lab_config.timeout("job")
+            + 3 * lab_config.timeout("agent_stop") + lab_config.timeout("ssh"))
+
+
+LONG_JOB_TEST = '''
+import os
+import pathlib
+
+
+def test_long_job(jobs, agent):
+    run = jobs.run("sleeper")
+    run.wait_log("sleeper started")
+    pathlib.Path(os.environ["LAB_E2E_MARKER"]).write_text(f"{run.id} {agent.id}")
+    run.wait_dead(timeout=3600)  # until interrupted
+'''
+
+
+class InnerRun:
+    """pytest in a subprocess of its own process group, output to a file."""
+
+    def __init__(self, tmp_path: Path, env: dict[str, str], source: str, *args: str):
+        self.dir = tmp_path
+        self.test_file = tmp_path / f"test_inner_{secrets.token_hex(3)}.py"
+        self.test_file.write_text(source)
+        self.marker = tmp_path / "job-running"
+        self.log = tmp_path / "inner.log"
+        env = {**env, "LAB_E2E_MARKER": str(self.marker)}
+        with self.log.open("w") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-s", "-v",
+                 "--rootdir", str(tmp_path), *args, str(self.test_file)],
+                cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True)  # its own process group, like a foreground job
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_marker(self, timeout: float) -> list[str]:
+        def check():
+            if self.marker.exists() and self.marker.read_text():
+                return self.marker.read_text().split()
+            if self.proc.poll() is not None:
+                raise AssertionError(f"inner run ended (rc {self.proc.returncode}) before its "
+                                     f"job ran:\n{self.output()[-3000:]}")
+            return Pending(self.output().strip().splitlines()[-1:] or "no output yet")
+
+        return until(check, timeout, "the inner run's job running")
+
+    def interrupt(self, sig: int) -> None:
+        os.killpg(self.proc.pid, sig)
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.interrupt(signal.SIGKILL)
+            self.proc.wait()
+            raise AssertionError(f"inner run still running after {timeout:.0f}s; killed. "
+                                 f"Output:\n{self.output()[-3000:]}") from None
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.interrupt(signal.SIGKILL)
+            self.proc.wait()
+
+
+@pytest.fixture
+def inner_runs(tmp_path, lab_config, lab_host):
+    """start(source, *pytest args) -> InnerRun; every inner run is killed at the end, and a
+    hard-killed one's traces swept, so a failing test never leaves another run behind."""
+    started: list[InnerRun] = []
+    env = inner_env(lab_config, lab_host)
+
+    def start(source: str, *args: str) -> InnerRun:
+        run_dir = tmp_path / f"inner{len(started)}"
+        run_dir.mkdir()
+        run = InnerRun(run_dir, env, source, *args)
+        started.append(run)
+        return run
+
+    yield start
+    hard_killed = False
+    for run in started:
+        hard_killed |= run.proc.poll() is None
+        run.kill()
+    if hard_killed:
+        janitor.sweep(lab_host)
+
+
+# -- own agent per test ---------------------------------------------------------------------
+_first_agent: dict[str, str] = {}
+
+
+def test_own_agent_1_runs_a_job_and_records_its_agent(jobs, agent):
+    """First of a pair (run in this order): a job on this test's own agent."""
+    run = jobs.run("hello")
+    run.wait_dead()
+    assert run.exit_codes() == [0], run.event_types()
+    assert [j["ID"] for j in agent.api.jobs()] == [run.id]
+    _first_agent.update(job=run.id, node=agent.node_id, data_dir=agent.dir, unit=agent.unit,
+                        http=str(agent.ports["http"]))
+
+
+def test_own_agent_2_does_not_see_the_previous_tests_job_node_or_data_dir(agent, api,
+                                                                           lab_host):
+    """Second of the pair: a fresh server and client. The previous test's job is unknown,
+    this cluster has one node and it is a new one, and the previous data dir and agent unit
+    are gone from the lab host."""
+    if not _first_agent:
+        pytest.skip("needs test_own_agent_1_... to run first in the same session")
+    assert api.job(_first_agent["job"]) is None
+    assert api.jobs() == [] and api.allocations() == []
+    assert [n["ID"] for n in api.nodes()] == [agent.node_id]
+    assert agent.node_id != _first_agent["node"]
+    assert agent.dir != _first_agent["data_dir"]
+    assert not lab_host.exists(_first_agent["data_dir"])
+    assert not lab_host.sudo(f"systemctl is-active --quiet {_first_agent['unit']}",
+                             check=False).ok
+
+
+# -- cleanup after Ctrl-C -------------------------------------------------------------------
+@pytest.mark.slow
+def test_run_interrupted_with_ctrl_c_cleans_up_after_itself(inner_runs, lab_host, lab_config):
+    """A pytest run is interrupted with Ctrl-C (SIGINT to its process group) while its job's
+    container runs: pytest reports the interrupt and still tears its fixtures down, so the
+    lab host is left with no agent, container, java process, cgroup, mount or data dir."""
+    inner = inner_runs(LONG_JOB_TEST)
+    job_id, agent_id = inner.wait_marker(inner_budget(lab_config))
+    running = janitor.scan(lab_host)
+    assert running.get("container") and any(agent_id in u for u in running.get("unit", [])), \
+        f"the job should be running before the interrupt: {janitor.describe(running)}"
+
+    inner.interrupt(signal.SIGINT)
+    rc = inner.wait(inner_budget(lab_config))
+
+    out = inner.output()
+    assert rc == pytest.ExitCode.INTERRUPTED and "KeyboardInterrupt" in out, out[-3000:]
+    left = janitor.scan(lab_host)
+    assert left == {}, f"left after Ctrl-C: {janitor.describe(left)}\n{out[-2000:]}"
+
+
+NEXT_RUN_TEST = '''
+def test_next_run(lab_host):
+    pass
+'''
+
+
+@pytest.mark.slow
+def test_run_killed_hard_leaves_traces_that_the_next_run_sweeps(inner_runs, lab_host,
+                                                                 lab_config):
+    """When an interrupted run cannot tear down (killed: a second Ctrl-C, a cancelled CI job),
+    its agent and container stay on the lab host; the next run sweeps them before it starts,
+    says what it swept, and leaves the host clean."""
+    inner = inner_runs(LONG_JOB_TEST)
+    job_id, agent_id = inner.wait_marker(inner_budget(lab_config))
+
+    inner.interrupt(signal.SIGKILL)
+    inner.wait(lab_config.timeout("command"))
+    left = janitor.scan(lab_host)
+    assert left.get("container") and any(agent_id in u for u in left.get("unit", [])), \
+        f"a killed run should leave its agent and container: {janitor.describe(left)}"
+
+    following = inner_runs(NEXT_RUN_TEST)
+    rc = following.wait(inner_budget(lab_config))
+
+    out = following.output()
+    assert rc == 0, out[-3000:]
+    assert "swept leftovers of an earlier run" in out and agent_id in out, out[-3000:]
+    assert janitor.scan(lab_host) == {}
+
+
+# -- dynamic ports --------------------------------------------------------------------------
+@pytest.fixture
+def usual_nomad_ports_taken(lab_host, lab_config):
+    """Listeners on 4646-4648 (all addresses) inside the lab host for the whole test. The
+    unit stops by itself after 15 minutes should this process die."""
+    unit = f"lab-ports-{lab_config.run_id}-{secrets.token_hex(2)}"
+    listen = " ".join(f"-l {port}" for port in USUAL_NOMAD_PORTS)
+    lab_host.sudo(f"systemd-run --unit={unit} --collect --quiet -p RuntimeMaxSec=900 "
+                  f"systemd-socket-activate {listen} sleep infinity")
+    try:
+        until(lambda: holders(lab_host, USUAL_NOMAD_PORTS) == {"systemd-socket"} or Pending(
+            holders(lab_host, USUAL_NOMAD_PORTS)), lab_config.timeout("command"),
+            f"{unit} listening on {USUAL_NOMAD_PORTS}")
+        yield unit
+    finally:
+        lab_host.sudo(f"systemctl stop {unit}; systemctl reset-failed {unit}; true",
+                      check=False)
+
+
+def holders(lab_host, ports) -> set[str]:
+    """Names of the processes listening on `ports` (TCP) in the lab host."""
+    filt = " or ".join(f"sport = :{p}" for p in ports)
+    out = lab_host.sudo(f"ss -Htlnp {shlex.quote(filt)}", check=False).stdout
+    return {part.split('"')[1] for part in out.split("users:((")[1:]}
+
+
+@pytest.mark.usefixtures("usual_nomad_ports_taken")  # set up before `agent`
+def test_agent_starts_when_its_usual_ports_are_occupied(agent, jobs, lab_host):
+    """With 4646-4648 taken inside the lab host, the test's agent still starts on ports the
+    lab picked free, listens on them, and runs a job; the squatter is undisturbed."""
+    assert set(agent.ports.values()).isdisjoint(USUAL_NOMAD_PORTS), agent.ports
+    assert len(set(agent.ports.values())) == 3, agent.ports
+    run = jobs.run("hello")
+    run.wait_dead()
+    assert run.exit_codes() == [0], run.event_types()
+    assert holders(lab_host, USUAL_NOMAD_PORTS) == {"systemd-socket"}
+    assert holders(lab_host, [agent.ports["http"], agent.ports["rpc"]]) == {"nomad"}
+
+
+# -- diagnostics bundle ---------------------------------------------------------------------
+FAILING_TEST = '''
+def test_fails_while_a_job_runs(jobs):
+    run = jobs.run("sleeper")
+    run.wait_log("sleeper started")
+    assert run.id == "a failure on purpose", "LAB-E2E-PURPOSEFUL-FAILURE"
+'''
+
+
+@pytest.mark.slow
+def test_failing_test_produces_a_diagnostics_bundle_with_every_part(pytester, monkeypatch,
+                                                                    lab_host, lab_config):
+    """A test failing while its job runs (in a pytester subprocess) gets reports/diag/<test>/
+    with the agent log, plugin log, allocations with events, the task's stdout and stderr,
+    crun list and state, the task cgroup (with its memory limit), dmesg and the leftovers
+    scan, and a "lab diagnostics" summary in its report; its agent is still cleaned up."""
+    for key, value in inner_env(lab_config, lab_host).items():
+        monkeypatch.setenv(key, value)
+    module = f"test_diag_{lab_config.run_id}_{secrets.token_hex(2)}"
+    pytester.makepyfile(**{module: FAILING_TEST})
+    bundle = diag.bundle_dir(lab_config.reports_dir, f"{module}.py::test_fails_while_a_job_runs")
+
+    try:
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider",
+                                               timeout=inner_budget(lab_config))
+        out = result.stdout.str()
+        result.assert_outcomes(failed=1)
+        assert "LAB-E2E-PURPOSEFUL-FAILURE" in out and "lab diagnostics" in out, out[-3000:]
+        assert f"diagnostics bundle: {bundle}" in out, out[-3000:]
+
+        parts = {p.name: p.read_text(errors="replace") for p in bundle.iterdir()}
+        expected = set(diag.PARTS)
+        assert expected <= set(parts), f"missing: {expected - set(parts)}"
+        stdout = [n for n in parts if n.startswith("task-") and n.endswith("-app.stdout")]
+        stderr = [n for n in parts if n.startswith("task-") and n.endswith("-app.stderr")]
+        assert len(stdout) == len(stderr) == 1, sorted(parts)
+        assert "sleeper started" in parts[stdout[0]]
+        assert "Started" in parts["allocations.json"] and "java-crun" in parts["agent.log"]
+        assert "running" in parts["crun.txt"], parts["crun.txt"]
+        assert "memory.max: 268435456" in parts["cgroups.txt"], parts["cgroups.txt"]
+        assert parts["dmesg.txt"].strip()
+        assert '"container"' in parts["leftovers.json"], parts["leftovers.json"]
+        assert "could not collect" not in "".join(parts.values())
+        assert janitor.scan(lab_host) == {}
+    finally:
+        import shutil
+
+        shutil.rmtree(bundle, ignore_errors=True)
+
+
+# -- environment recorded -------------------------------------------------------------------
+FACTS_TEST = '''
+def test_facts(lab_facts):
+    assert lab_facts
+'''
+
+
+def test_junit_report_records_box_kernel_cgroup_crun_java_nomad(pytester, monkeypatch,
+                                                                lab_host, lab_config):
+    """A run's JUnit XML carries the environment as testsuite properties (box hash, kernel,
+    cgroup mode, crun, Java, Nomad), matching what the lab host itself reports, and the
+    terminal summary prints it."""
+    for key, value in inner_env(lab_config, lab_host).items():
+        monkeypatch.setenv(key, value)
+    pytester.makepyfile(test_facts=FACTS_TEST)
+    junit = pytester.path / "junit.xml"
+
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", f"--junitxml={junit}",
+                                           timeout=inner_budget(lab_config))
+    result.assert_outcomes(passed=1)
+
+    props = {p.get("name"): p.get("value") for p in ET.parse(junit).iter("property")}
+    wanted = ("box", "kernel", "cgroup_mode", "crun", "java", "nomad")
+    assert all(props.get(k) for k in wanted), props
+    assert props["kernel"] == lab_host.run("uname -r").stdout.strip()
+    assert props["cgroup_mode"] == "v2"
+    assert props["crun"].startswith("crun version ")
+    assert "version" in props["java"] and props["nomad"].startswith("Nomad v1.11")
+    box_hash = lab_host.run("cat /etc/nomad-lab-box.json", check=False).stdout
+    assert props["box"] != "none" and props["box"] in box_hash, (props["box"], box_hash)
+    assert "lab environment" in result.stdout.str()
+
+
+# -- CI -------------------------------------------------------------------------------------
+def test_ci_entry_point_runs_the_whole_suite_without_manual_setup():
+    """.ci/run is what CI executes on a fresh clone: strict bash, the README's one command
+    (`./invoke check.all`), which bootstraps its own venv and runs lint, unit tests, lab.up,
+    the driver-harness tests and this e2e suite."""
+    ci = ROOT / ".ci" / "run"
+    assert ci.is_file() and os.access(ci, os.X_OK), f"{ci} must exist and be executable"
+    script = ci.read_text()
+    assert script.startswith("#!/usr/bin/env bash") and "set -euo pipefail" in script
+    assert "./invoke check.all" in script
+    started = time.monotonic()
+    shown = subprocess.run([str(ROOT / "invoke"), "--list"], capture_output=True, text=True,
+                           timeout=300, cwd=ROOT)
+    assert shown.returncode == 0, shown.stderr
+    for task in ("check.all", "lab.up", "test.e2e", "plugin.test"):
+        assert task in shown.stdout, shown.stdout
+    assert time.monotonic() - started < 300
+    body = textwrap.dedent((ROOT / "tasks.py").read_text())
+    check_all = body[body.index("def check_all"):body.index("# -- bench")]
+    for step in ("lint(c)", "unit(c)", "up(c)", "plugin_test(c)", "e2e(c)"):
+        assert step in check_all, f"check.all does not run {step}"
