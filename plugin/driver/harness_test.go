@@ -112,6 +112,8 @@ func (h *harness) taskConfig(t *testing.T, jar string, memoryMB int64, jvm []str
 		AllocID: allocID,
 		Name:    "main",
 		User:    "root",
+		// sleeper.jar's shutdown marker goes to the alloc dir's world-writable data/.
+		Env: map[string]string{"SHUTDOWN_MARKER_DIR": "/alloc/data"},
 		Resources: &drivers.Resources{
 			NomadResources: &structs.AllocatedTaskResources{
 				Memory: structs.AllocatedMemoryResources{MemoryMB: memoryMB},
@@ -263,7 +265,7 @@ func TestHarnessStopRunsShutdownHook(t *testing.T) {
 		return strings.Contains(readLog(t, cfg, "stdout"), "shutdown hook ran")
 	})
 	// The hook wrote its marker through the read-write /alloc mount.
-	if _, err := os.Stat(filepath.Join(cfg.TaskDir().SharedAllocDir, "shutdown-main")); err != nil {
+	if _, err := os.Stat(filepath.Join(cfg.TaskDir().SharedAllocDir, "data", "shutdown-main")); err != nil {
 		t.Errorf("shutdown marker in the alloc dir: %v", err)
 	}
 	if err := h.DestroyTask(cfg.ID, false); err != nil {

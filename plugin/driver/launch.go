@@ -227,6 +227,9 @@ func (d *Driver) removeContainer(state task.State, cli *crun.CLI) error {
 	if err := removeCgroup(state.CgroupDir, 10*time.Second); err != nil {
 		errs = append(errs, err)
 	}
+	if filepath.Dir(state.CgroupDir) == ownedCgroupParent {
+		_ = os.Remove(ownedCgroupParent) // only succeeds once no other task uses it
+	}
 	if state.BundleDir != "" {
 		if err := os.RemoveAll(state.BundleDir); err != nil {
 			errs = append(errs, fmt.Errorf("remove bundle: %w", err))
