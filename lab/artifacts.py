@@ -306,6 +306,17 @@ class ArtifactServer:
             self._artifacts[name] = artifact
         return artifact
 
+    def alias(self, name: str, of: str) -> Artifact:
+        """Register artifact `of` again as `name` (no copy, no re-hash): a test that sets
+        failure modes on its own name cannot disturb others sharing the session's server."""
+        _check_name(name)
+        source = self.artifact(of)
+        artifact = Artifact(name, source.size, source.sha256, path=source.path,
+                            data=source.data)
+        with self._lock:
+            self._artifacts[name] = artifact
+        return artifact
+
     def artifact(self, name: str) -> Artifact:
         with self._lock:
             try:

@@ -131,6 +131,10 @@ class _Plan:
     healed: str  # shell: exit 0 iff the original state is back; stderr says what is wrong
 
 
+_CHECK_MARK = "__lab_fault_check__"
+_NOT_IN_EFFECT = 86
+
+
 def _heal_path(record: FaultRecord) -> str:
     return f"{STATE_DIR}/{record.name}-{record.token}.sh"
 
@@ -140,19 +144,26 @@ def _apply(host: Host, plan: _Plan, journal: Journal | None) -> Iterator[FaultRe
     record = (journal or JOURNAL).open(host, plan.name, plan.details)
     heal_path = _heal_path(record)
     try:
-        host.sudo(
+        # One round trip (each costs ~1 s under TCG): save the heal, inject, then check the
+        # effect; the check's output follows a marker line so the two are told apart.
+        res = host.sudo(
             f"set -e\nmkdir -p {STATE_DIR}\n"
             f"cat > {heal_path} <<'LAB_HEAL_EOF'\n"
             f"# lab.faults heal for {plan.name} ({record.token}); run by sweep() if the test "
             f"died\n{plan.heal}\nLAB_HEAL_EOF\n"
-            f"{plan.inject}",
-            hint=f"injecting {plan.name} failed; it will be healed now")
-        seen = host.sudo(plan.in_effect, check=False)
-        if not seen.ok:
+            f"{plan.inject}\n"
+            f"set +e\necho {_CHECK_MARK}\n( {plan.in_effect}\n )\n"
+            f"[ $? -eq 0 ] || exit {_NOT_IN_EFFECT}", check=False)
+        if _CHECK_MARK not in res.stdout:
+            raise CommandFailed(record.host, f"inject {plan.name}: {plan.inject}", res.rc,
+                                res.stderr, res.stdout,
+                                hint=f"injecting {plan.name} failed; it was healed again")
+        observed = res.stdout.split(_CHECK_MARK, 1)[1].strip()
+        if not res.ok:
             raise FaultNotInjected(
                 f"{plan.name} on {record.host}: injected but not in effect: "
-                f"{(seen.stderr or seen.stdout).strip() or 'check exited ' + str(seen.rc)}")
-        record.details["observed"] = seen.stdout.strip()
+                f"{res.stderr.strip() or observed or 'check exited ' + str(res.rc)}")
+        record.details["observed"] = observed
         record.injected_at = time.time()
     except BaseException as exc:
         record.error = f"not injected: {exc}"
@@ -538,7 +549,8 @@ def connection_resets(host: Host, port: int, every: int = 1, new_only: bool = Fa
     token = secrets.token_hex(4)
     spec = f"-p tcp --dport {int(port)}" + (" --syn" if new_only else "")
     if every > 1:
-        spec += f" -m statistic --mode nth --every {every} --packet 0"
+        # --packet every-1: the first packets (the SYN) pass, so connections die part-way
+        spec += f" -m statistic --mode nth --every {every} --packet {every - 1}"
     spec += f" -m comment --comment {RULE_TAG}:{token} -j REJECT --reject-with tcp-reset"
     plan = _Plan(
         "connection_resets",

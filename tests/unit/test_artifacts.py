@@ -59,6 +59,14 @@ def test_serves_files_from_disk_and_ignores_query_strings(srv, tmp_path):
     assert art.size == 100_000
 
 
+def test_an_alias_has_its_own_failure_modes(srv):
+    alias = srv.alias("mine.jar", of="app.jar")
+    assert (alias.size, alias.sha256) == (len(BODY), srv.artifact("app.jar").sha256)
+    srv.status("mine.jar", 500)
+    assert fetch(srv, "mine.jar").status_code == 500
+    assert fetch(srv, "app.jar").content == BODY
+
+
 def test_unknown_artifact_is_404_naming_it(srv):
     resp = fetch(srv, "nope.jar")
     assert resp.status_code == 404

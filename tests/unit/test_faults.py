@@ -420,7 +420,7 @@ def test_connection_resets_tags_its_rule_and_removes_it(host, journal):
     with faults.connection_resets(host, 8080, every=3, journal=journal) as fault:
         ((chain, spec),) = host.iptables()
         assert chain == "INPUT"
-        assert spec.startswith("-p tcp --dport 8080 -m statistic --mode nth --every 3")
+        assert spec.startswith("-p tcp --dport 8080 -m statistic --mode nth --every 3 --packet 2")
         assert "--comment lab-fault:" in spec and spec.endswith("--reject-with tcp-reset")
         assert fault.details["rule"] == spec
     assert host.iptables() == []
