@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 )
 
 // ErrNotExist is returned by State for a container crun does not know.
@@ -113,7 +114,9 @@ func (c *CLI) List(ctx context.Context) ([]string, error) {
 
 // Version returns the first line of `crun --version`, e.g. "crun version 1.8.1".
 func Version(ctx context.Context, path string) (string, error) {
-	out, err := exec.CommandContext(ctx, path, "--version").CombinedOutput()
+	cmd := exec.CommandContext(ctx, path, "--version")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // a probe dies with the plugin
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return "", fmt.Errorf("%s --version: %w: %s", path, err, firstLine(string(out)))
 	}

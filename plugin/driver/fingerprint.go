@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/nomad/plugins/drivers"
@@ -147,7 +148,9 @@ func findJavaHome(configured, previous string, p probes) (string, error) {
 func javaVersion(ctx context.Context, javaBin string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, javaBin, "-version").CombinedOutput()
+	cmd := exec.CommandContext(ctx, javaBin, "-version")
+	cmd.SysProcAttr = diesWithPlugin()
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		if line := firstLine(string(out)); line != "" {
 			return "", errors.New(line)
@@ -188,4 +191,10 @@ func firstLine(s string) string {
 		return strings.TrimSpace(s[:i])
 	}
 	return s
+}
+
+// diesWithPlugin makes a probe process die with the plugin, so that a
+// killed plugin leaves no `java -version` behind.
+func diesWithPlugin() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 }

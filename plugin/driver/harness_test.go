@@ -209,16 +209,25 @@ func readLog(t *testing.T, cfg *drivers.TaskConfig, stream string) string {
 func TestHarnessHelloExitCodeAndLogs(t *testing.T) {
 	requireRuntime(t)
 	h := newHarness(t)
-	cfg, cleanup := h.taskConfig(t, "hello.jar", 256, nil)
+	cfg, cleanup := h.taskConfig(t, "hello.jar", 256, nil, "two words", "ünïcødé")
 	defer cleanup()
 	h.start(t, cfg)
 	res := h.wait(t, cfg.ID, 2*time.Minute)
 	if !res.Successful() {
 		t.Fatalf("hello.jar: %+v", res)
 	}
-	waitFor(t, 10*time.Second, "hello in stdout log", func() bool {
-		return strings.Contains(readLog(t, cfg, "stdout"), "hello from java-crun")
+	waitFor(t, 10*time.Second, "hello done in stdout log", func() bool {
+		return strings.Contains(readLog(t, cfg, "stdout"), "hello done")
 	})
+	out := readLog(t, cfg, "stdout")
+	for _, want := range []string{"hello from java-crun", "arg[0]=two words", "arg[1]=ünïcødé", "cwd=/local"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("stdout lacks %q:\n%s", want, out)
+		}
+	}
+	if errOut := readLog(t, cfg, "stderr"); !strings.Contains(errOut, "hello on stderr") {
+		t.Errorf("stderr: %q", errOut)
+	}
 	if err := h.DestroyTask(cfg.ID, false); err != nil {
 		t.Fatal(err)
 	}

@@ -125,9 +125,17 @@ func memoryLimits(r *structs.AllocatedTaskResources) (limit, reservation int64) 
 	}
 }
 
-// taskEnv is Nomad's task environment plus JAVA_HOME and a PATH that finds java.
+// taskEnv is Nomad's task environment plus JAVA_HOME, a PATH that finds
+// java, and a UTF-8 locale: without one the JVM decodes arguments and
+// encodes output as ASCII, turning "ü" into "??".
 func taskEnv(cfg *drivers.TaskConfig, javaHome string) []string {
 	env := cfg.EnvList()
+	_, lang := cfg.Env["LANG"]
+	_, lcAll := cfg.Env["LC_ALL"]
+	_, lcCtype := cfg.Env["LC_CTYPE"]
+	if !lang && !lcAll && !lcCtype {
+		env = append(env, "LANG=C.UTF-8")
+	}
 	if _, ok := cfg.Env["JAVA_HOME"]; !ok {
 		env = append(env, "JAVA_HOME="+javaHome)
 	}

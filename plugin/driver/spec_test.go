@@ -179,7 +179,7 @@ func TestSpecNamespacesAndSecurity(t *testing.T) {
 
 func TestSpecProcessEnvUserCwd(t *testing.T) {
 	s := buildTestSpec(t, testTaskConfig(), &TaskConfig{JarPath: "local/app.jar"}, testParams())
-	for _, want := range []string{"GREETING=hi", "NOMAD_TASK_DIR=/local", "JAVA_HOME=" + jdkHome} {
+	for _, want := range []string{"GREETING=hi", "NOMAD_TASK_DIR=/local", "JAVA_HOME=" + jdkHome, "LANG=C.UTF-8"} {
 		if !slices.Contains(s.Process.Env, want) {
 			t.Errorf("env lacks %s: %v", want, s.Process.Env)
 		}
@@ -192,9 +192,13 @@ func TestSpecProcessEnvUserCwd(t *testing.T) {
 	}
 	cfg := testTaskConfig()
 	cfg.Env["JAVA_HOME"] = "/custom"
+	cfg.Env["LC_ALL"] = "de_DE.UTF-8"
 	s = buildTestSpec(t, cfg, &TaskConfig{JarPath: "local/app.jar"}, testParams())
 	if !slices.Contains(s.Process.Env, "JAVA_HOME=/custom") || slices.Contains(s.Process.Env, "JAVA_HOME="+jdkHome) {
 		t.Errorf("task JAVA_HOME overridden: %v", s.Process.Env)
+	}
+	if slices.Contains(s.Process.Env, "LANG=C.UTF-8") {
+		t.Errorf("task locale overridden: %v", s.Process.Env)
 	}
 }
 
