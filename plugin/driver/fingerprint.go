@@ -39,7 +39,14 @@ type probes struct {
 	crunVersion  func(ctx context.Context, crunPath string) (string, error)
 	javaVersion  func(ctx context.Context, javaBin string) (string, error) // first line of `java -version`
 	cgroupMode   func() string                                             // v2, hybrid, v1 or none
+	javaKey      func(javaHome string) string                              // changes when the java install does
+	now          func() time.Time
 }
+
+// javaReprobeAfter bounds how long an unchanged, healthy java install is
+// trusted without running `java -version` again (a JVM start costs a second
+// under emulation; the lab fingerprints every second).
+const javaReprobeAfter = time.Minute
 
 func hostProbes() probes {
 	return probes{
@@ -50,6 +57,8 @@ func hostProbes() probes {
 		crunVersion:  crun.Version,
 		javaVersion:  javaVersion,
 		cgroupMode:   cgroupMode,
+		javaKey:      javaInstallKey,
+		now:          time.Now,
 	}
 }
 
@@ -58,6 +67,10 @@ type runtimeInfo struct {
 	CrunPath string
 	JavaHome string
 	JavaErr  error // non-nil when java is missing or not runnable
+
+	javaVersion string    // from the last successful `java -version`
+	javaKey     string    // javaInstallKey at that time
+	javaProbed  time.Time // when it ran
 }
 
 // fingerprint inspects the host; previous carries the last java home found,
@@ -95,12 +108,19 @@ func fingerprint(ctx context.Context, cfg *Config, p probes, previous runtimeInf
 	}
 	info.JavaHome = home
 	attrs[AttrJavaHome] = structs.NewStringAttribute(home)
-	javaVer, err := p.javaVersion(ctx, filepath.Join(home, "bin", "java"))
-	if err != nil {
-		info.JavaErr = fmt.Errorf("java runtime not usable: %q", firstLine(err.Error()))
-		return fp(drivers.HealthStateUnhealthy, info.JavaErr.Error()), info
+	key, now := p.javaKey(home), p.now()
+	if home == previous.JavaHome && key == previous.javaKey && previous.javaVersion != "" &&
+		now.Sub(previous.javaProbed) < javaReprobeAfter {
+		info.javaVersion, info.javaKey, info.javaProbed = previous.javaVersion, key, previous.javaProbed
+	} else {
+		javaVer, err := p.javaVersion(ctx, filepath.Join(home, "bin", "java"))
+		if err != nil {
+			info.JavaErr = fmt.Errorf("java runtime not usable: %q", firstLine(err.Error()))
+			return fp(drivers.HealthStateUnhealthy, info.JavaErr.Error()), info
+		}
+		info.javaVersion, info.javaKey, info.javaProbed = parseJavaVersion(javaVer), key, now
 	}
-	attrs[AttrJavaVersion] = structs.NewStringAttribute(parseJavaVersion(javaVer))
+	attrs[AttrJavaVersion] = structs.NewStringAttribute(info.javaVersion)
 
 	if mode != "v2" {
 		return fp(drivers.HealthStateUnhealthy, fmt.Sprintf(
@@ -197,4 +217,30 @@ func firstLine(s string) string {
 // killed plugin leaves no `java -version` behind.
 func diesWithPlugin() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+}
+
+// javaInstallKey summarises what a JVM start depends on most: the launcher,
+// libjli, libjvm, and the names in the lib directories (so that renaming,
+// removing or adding any library there counts). Changing any of them changes
+// the key and forces a new `java -version`.
+func javaInstallKey(home string) string {
+	var b strings.Builder
+	for _, rel := range []string{"bin/java", "lib/libjli.so", "lib/server/libjvm.so"} {
+		var st unix.Stat_t
+		if err := unix.Stat(filepath.Join(home, rel), &st); err != nil {
+			fmt.Fprintf(&b, "%s:missing;", rel)
+			continue
+		}
+		fmt.Fprintf(&b, "%s:%d:%d:%o:%d.%d;", rel, st.Ino, st.Size, st.Mode, st.Mtim.Sec, st.Mtim.Nsec)
+	}
+	for _, dir := range []string{"lib", "lib/server"} {
+		entries, _ := os.ReadDir(filepath.Join(home, dir)) // sorted by name
+		fmt.Fprintf(&b, "%s:", dir)
+		for _, e := range entries {
+			b.WriteString(e.Name())
+			b.WriteByte(',')
+		}
+		b.WriteByte(';')
+	}
+	return b.String()
 }

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/nomad/plugins/drivers"
 )
@@ -34,6 +36,8 @@ func fakeHost() probes {
 			return `openjdk version "17.0.13" 2024-10-15`, nil
 		},
 		cgroupMode: func() string { return "v2" },
+		javaKey:    func(string) string { return "k1" },
+		now:        func() time.Time { return time.Unix(1000, 0) },
 	}
 }
 
@@ -188,5 +192,75 @@ func TestParseJavaVersion(t *testing.T) {
 	}
 	if v := parseJavaVersion(`weird`); v != "weird" {
 		t.Fatal(v)
+	}
+}
+
+func TestFingerprintReusesJavaProbeWhileInstallUnchanged(t *testing.T) {
+	p := fakeHost()
+	runs := 0
+	p.javaVersion = func(context.Context, string) (string, error) {
+		runs++
+		return `openjdk version "17.0.13"`, nil
+	}
+	clock := time.Unix(1000, 0)
+	p.now = func() time.Time { return clock }
+	_, rt := runFingerprint(p, nil)
+	fp, rt := fingerprint(context.Background(), defaultConfig(), p, rt)
+	if runs != 1 || fp.Health != drivers.HealthStateHealthy {
+		t.Fatalf("unchanged install re-probed: runs=%d health=%s", runs, fp.Health)
+	}
+	if v, _ := fp.Attributes[AttrJavaVersion].GetString(); v != "17.0.13" {
+		t.Fatalf("cached version %q", v)
+	}
+	// A changed install (libjli removed, binary replaced) is probed at once.
+	p.javaKey = func(string) string { return "k2" }
+	p.javaVersion = func(context.Context, string) (string, error) {
+		runs++
+		return "", errors.New("java: error while loading shared libraries: libjli.so")
+	}
+	fp, rt = fingerprint(context.Background(), defaultConfig(), p, rt)
+	if runs != 2 || fp.Health != drivers.HealthStateUnhealthy {
+		t.Fatalf("changed install: runs=%d health=%s", runs, fp.Health)
+	}
+	// Java fixed: healthy again on the next fingerprint.
+	p.javaKey = func(string) string { return "k1" }
+	p.javaVersion = func(context.Context, string) (string, error) { runs++; return `openjdk version "17.0.13"`, nil }
+	fp, rt = fingerprint(context.Background(), defaultConfig(), p, rt)
+	if fp.Health != drivers.HealthStateHealthy || runs != 3 {
+		t.Fatalf("after fix: runs=%d health=%s", runs, fp.Health)
+	}
+	// Even an unchanged install is probed again after javaReprobeAfter.
+	clock = clock.Add(javaReprobeAfter)
+	fingerprint(context.Background(), defaultConfig(), p, rt)
+	if runs != 4 {
+		t.Fatalf("stale probe not refreshed: runs=%d", runs)
+	}
+}
+
+func TestJavaInstallKeyChangesWhenLibraryGoes(t *testing.T) {
+	home := t.TempDir()
+	for _, rel := range []string{"bin/java", "lib/libjli.so"} {
+		_ = os.MkdirAll(filepath.Dir(filepath.Join(home, rel)), 0o755)
+		_ = os.WriteFile(filepath.Join(home, rel), []byte("x"), 0o755)
+	}
+	before := javaInstallKey(home)
+	if javaInstallKey(home) != before {
+		t.Fatal("key not stable")
+	}
+	_ = os.Remove(filepath.Join(home, "lib/libjli.so"))
+	if javaInstallKey(home) == before {
+		t.Fatal("removing libjli.so did not change the key")
+	}
+	_ = os.WriteFile(filepath.Join(home, "lib/libjli.so"), []byte("x"), 0o755)
+	k := javaInstallKey(home)
+	_ = os.WriteFile(filepath.Join(home, "lib/libjava.so"), []byte("x"), 0o755)
+	_ = os.Rename(filepath.Join(home, "lib/libjava.so"), filepath.Join(home, "lib/libjava.so.lab-hidden"))
+	if javaInstallKey(home) == k {
+		t.Fatal("hiding another library in lib/ did not change the key")
+	}
+	k = javaInstallKey(home)
+	_ = os.Chmod(filepath.Join(home, "bin/java"), 0o644)
+	if javaInstallKey(home) == k {
+		t.Fatal("chmod -x did not change the key")
 	}
 }
