@@ -245,10 +245,11 @@ def usual_nomad_ports_taken(lab_host, lab_config):
 
 
 def holders(lab_host, ports) -> set[str]:
-    """Names of the processes listening on `ports` (TCP) in the lab host."""
+    """Names of the processes listening on `ports` (TCP) in the lab host; the kernel keeps
+    15 characters of a name, so systemd-socket-activate shows as "systemd-socket"."""
     filt = " or ".join(f"sport = :{p}" for p in ports)
     out = lab_host.sudo(f"ss -Htlnp {shlex.quote(filt)}", check=False).stdout
-    return {part.split('"')[1] for part in out.split("users:((")[1:]}
+    return {part.split('"')[1].rstrip("-") for part in out.split("users:((")[1:]}
 
 
 @pytest.mark.usefixtures("usual_nomad_ports_taken")  # set up before `agent`
