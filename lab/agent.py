@@ -246,7 +246,7 @@ class NomadAgent:
             api.client_gc()
 
             def no_containers():
-                left = janitor.scan(self.host).get("container", [])
+                left = janitor.scan(self.host, include_faults=False).get("container", [])
                 return True if not left else Pending(f"containers: {left}")
 
             until(no_containers, self.stop_timeout,

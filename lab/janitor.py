@@ -61,12 +61,19 @@ true
 """
 
 
-def scan(host: LabHost) -> dict[str, list[str]]:
+def scan(host: LabHost, include_faults: bool = True) -> dict[str, list[str]]:
+    """Every lab trace on the host by kind; with include_faults, unhealed faults too."""
     found: dict[str, list[str]] = {}
     for line in host.sudo(SCAN_SCRIPT, check=False).stdout.splitlines():
         kind, _, item = line.strip().partition(" ")
         if kind and item:
             found.setdefault(kind, []).append(item)
+    if include_faults:
+        from lab import faults
+
+        traces = faults.scan(host)
+        if traces:
+            found["fault"] = traces
     return found
 
 
@@ -79,7 +86,6 @@ def sweep(host: LabHost) -> dict[str, list[str]]:
     from lab import faults  # faults depends on host only; imported late to keep layers clear
 
     before = scan(host)
+    faults.sweep(host)  # first: a hidden crun or java would make the rest of the sweep fail
     host.sudo(SWEEP_SCRIPT, check=False, timeout=120)
-    if hasattr(faults, "sweep"):
-        faults.sweep(host)
     return before

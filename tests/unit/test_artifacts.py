@@ -20,6 +20,7 @@ from lab.artifacts import (
     build_padded_jar,
     parse_range,
 )
+from lab.wait import until
 
 BODY = bytes(range(256)) * 64  # 16 KiB, every offset recognisable
 
@@ -29,6 +30,14 @@ def srv():
     with ArtifactServer() as server:
         server.add("app.jar", BODY)
         yield server
+
+
+def settled(srv, name):
+    """The requests for `name` once the server has finished recording them: the client can
+    have the whole body before the server thread sets the outcome."""
+    until(lambda: srv.requests(name) and all(r.done for r in srv.requests(name)), 5,
+          f"requests for {name} to finish")
+    return srv.requests(name)
 
 
 def fetch(srv, name="app.jar", **kwargs):
@@ -45,7 +54,7 @@ def test_serves_registered_bytes_with_length_and_checksum(srv):
     art = srv.artifact("app.jar")
     assert art.sha256 == hashlib.sha256(resp.content).hexdigest()
     assert art.checksum == "sha256:" + art.sha256
-    (rec,) = srv.requests("app.jar")
+    (rec,) = settled(srv, "app.jar")
     assert (rec.method, rec.status, rec.outcome, rec.bytes_sent) == ("GET", 200, "complete",
                                                                      len(BODY))
 
@@ -71,7 +80,7 @@ def test_unknown_artifact_is_404_naming_it(srv):
     resp = fetch(srv, "nope.jar")
     assert resp.status_code == 404
     assert "nope.jar" in resp.text
-    assert srv.requests("nope.jar")[0].outcome == "not-found"
+    assert settled(srv, "nope.jar")[0].outcome == "not-found"
 
 
 def test_head_reports_size_without_body_and_does_not_use_up_a_fault(srv):
@@ -120,7 +129,7 @@ def test_status_for_some_requests_then_normal(srv):
     srv.status("app.jar", 500, times=2)
     codes = [fetch(srv).status_code for _ in range(3)]
     assert codes == [500, 500, 200]
-    assert [r.outcome for r in srv.requests("app.jar")] == ["error-status", "error-status",
+    assert [r.outcome for r in settled(srv, "app.jar")] == ["error-status", "error-status",
                                                              "complete"]
 
 
@@ -139,7 +148,7 @@ def test_reset_mid_body_then_success(srv):
         fetch(srv)
     resp = fetch(srv)
     assert resp.content == BODY
-    first, second = srv.requests("app.jar")
+    first, second = settled(srv, "app.jar")
     assert (first.outcome, first.mode, first.bytes_sent) == ("reset", "reset", 1000)
     assert (second.outcome, second.mode) == ("complete", None)
 
@@ -155,7 +164,7 @@ def test_reset_point_is_clamped_inside_the_body(srv):
     srv.reset("app.jar", after_bytes=10**9, times=1)
     with pytest.raises(requests.exceptions.RequestException):
         fetch(srv)
-    assert srv.requests("app.jar")[0].bytes_sent == len(BODY) - 1
+    assert settled(srv, "app.jar")[0].bytes_sent == len(BODY) - 1
 
 
 def test_stall_trips_the_client_read_timeout_and_is_seen_as_client_gone(srv):
@@ -175,7 +184,7 @@ def test_short_stall_then_completes(srv):
     resp = fetch(srv)
     assert resp.content == BODY
     assert time.monotonic() - started >= 0.3
-    assert srv.requests("app.jar")[0].outcome == "complete"
+    assert settled(srv, "app.jar")[0].outcome == "complete"
 
 
 def test_slow_throttles_the_body(srv):
@@ -184,7 +193,7 @@ def test_slow_throttles_the_body(srv):
     assert fetch(srv).content == BODY
     elapsed = time.monotonic() - started
     assert 0.3 < elapsed < 2, elapsed
-    assert srv.requests("app.jar")[0].mode == "slow"
+    assert settled(srv, "app.jar")[0].mode == "slow"
 
 
 def test_stop_wakes_a_stalled_response():
