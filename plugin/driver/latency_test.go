@@ -51,7 +51,10 @@ func TestHarnessStartLatency(t *testing.T) {
 	data, _ = json.Marshal(&spec)
 	_ = os.WriteFile(filepath.Join(bundle, "config.json"), data, 0o600)
 	root := t.TempDir()
-	t.Cleanup(func() { _ = os.Remove("/sys/fs/cgroup/java-crun-bench/" + id); _ = os.Remove("/sys/fs/cgroup/java-crun-bench") })
+	t.Cleanup(func() {
+		_ = os.Remove("/sys/fs/cgroup/java-crun-bench/" + id)
+		_ = os.Remove("/sys/fs/cgroup/java-crun-bench")
+	})
 
 	cmd := exec.Command(h.driver.runtime().CrunPath, "--root", root, "run", "--bundle", bundle, id)
 	out, _ := cmd.StdoutPipe()
