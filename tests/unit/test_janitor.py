@@ -28,7 +28,7 @@ noise
 
 def test_scan_groups_items_by_kind(host):
     host.on("list-units", SCAN_OUTPUT)
-    assert janitor.scan(host) == {
+    assert janitor.scan(host, include_faults=False) == {
         "unit": ["nomad-lab-abc123-1.service"],
         "data_dir": ["nomad-lab-abc123-1"],
         "container": ["3f2a.app", "3f2b.app"],
@@ -40,8 +40,18 @@ def test_scan_groups_items_by_kind(host):
     assert call.cmd == janitor.SCAN_SCRIPT and call.sudo and not call.check
 
 
-def test_scan_of_a_clean_host_is_empty(host):
+def test_scan_of_a_clean_host_is_empty(host, monkeypatch):
+    from lab import faults
+
+    monkeypatch.setattr(faults, "scan", lambda host: [])
     assert janitor.scan(host) == {}
+
+
+def test_scan_counts_unhealed_faults_as_leftovers(host, monkeypatch):
+    from lab import faults
+
+    monkeypatch.setattr(faults, "scan", lambda host: ["iptables -A INPUT ... lab-fault"])
+    assert janitor.scan(host) == {"fault": ["iptables -A INPUT ... lab-fault"]}
 
 
 def test_describe_is_stable_json():
@@ -50,11 +60,13 @@ def test_describe_is_stable_json():
 
 
 @pytest.fixture
-def fault_sweeps(monkeypatch):
+def fault_sweeps(monkeypatch, host):
     from lab import faults
 
     swept = []
-    monkeypatch.setattr(faults, "sweep", lambda host: swept.append(host) or [])
+    monkeypatch.setattr(faults, "scan", lambda host: [])
+    # Record how many host commands ran before the fault heal: it must come first.
+    monkeypatch.setattr(faults, "sweep", lambda h: swept.append((h, len(host.calls))) or [])
     return swept
 
 
@@ -64,20 +76,14 @@ def test_sweep_returns_what_was_there_runs_the_script_then_heals_faults(host, fa
     scan, sweep = host.calls
     assert scan.cmd == janitor.SCAN_SCRIPT
     assert sweep.cmd == janitor.SWEEP_SCRIPT and sweep.sudo and sweep.timeout == 120
-    assert not sweep.check, "a partly failing sweep must not stop the fault heal"
-    assert fault_sweeps == [host]
-
-
-def test_sweep_works_without_a_faults_sweep(host, monkeypatch):
-    from lab import faults
-
-    monkeypatch.delattr(faults, "sweep", raising=False)
-    assert janitor.sweep(host) == {}
-    assert len(host.calls) == 2
+    assert not sweep.check, "a partly failing sweep must not stop the teardown"
+    assert fault_sweeps == [(host, 1)], "faults are healed after the scan, before the sweep"
 
 
 def test_a_failing_fault_heal_is_not_swallowed(host, monkeypatch):
     from lab import faults
+
+    monkeypatch.setattr(faults, "scan", lambda host: [])
 
     def broken(host):
         raise CommandFailed(host.name, "heal", 1, "iptables: busy")
