@@ -135,7 +135,9 @@ class NomadAgent:
         self.host.sudo(
             f"systemd-run --unit={self.unit} --collect --quiet "
             f"-p StandardOutput=append:{self.log_path} -p StandardError=append:{self.log_path} "
-            f"-p KillMode=mixed -p TimeoutStopSec=20 "
+            # As Nomad's own unit: stopping the agent must not kill the driver's per-container
+            # shims, or a restarted agent could not recover its tasks' exit codes.
+            f"-p KillMode=process -p TimeoutStopSec=20 "
             f"{NOMAD_BIN} agent -config={self.dir}/agent.hcl",
             hint="is systemd running on the lab host? the lab needs it for transient units")
         local_port = self._tunnel.enter_context(self.host.forward_local(self.ports["http"]))
@@ -209,7 +211,9 @@ class NomadAgent:
     def stop(self, check: bool = True) -> list[str]:
         """Stop the unit, close the tunnel, remove the data dir; return what would not go."""
         self.close_tunnel()
+        # After drain() nothing of value runs in the unit: KILL what KillMode=process leaves.
         self.host.sudo(f"systemctl stop {self.unit} 2>/dev/null; "
+                       f"systemctl kill -s KILL {self.unit} 2>/dev/null; "
                        f"systemctl reset-failed {self.unit} 2>/dev/null; true", check=False,
                        timeout=self.stop_timeout + 30)
         # Nomad mounts secrets/ (tmpfs) and may leave alloc mounts: unmount before rm.

@@ -16,7 +16,8 @@ echo "java=$(java -version 2>&1 | head -1)"
 echo "nomad=$({NOMAD_BIN} version 2>/dev/null | head -1)"
 echo "plugin=$({PLUGIN_DIR}/{PLUGIN_BINARY} version 2>/dev/null | head -1)"
 echo "os=$(. /etc/os-release; echo $PRETTY_NAME)"
-echo "box=$(cat /etc/nomad-lab-box 2>/dev/null || echo none)"
+# Written by provision/build-box.sh; absent on an ssh:// host that was not built from the box.
+echo "box=$(jq -r '.release + " " + .box_hash' /etc/nomad-lab-box.json 2>/dev/null || echo none)"
 """
 
 
