@@ -17,7 +17,9 @@ from lab.config import LabConfig
 from lab.errors import LabError
 from lab.push import JAR_DIR
 
-HARNESS_PACKAGES = "./driver/..."
+HARNESS_PACKAGE = "./driver"
+# The unit tests of the package already ran on the control host (plugin.unit).
+HARNESS_TESTS = "^TestHarness"
 REMOTE_DIR = f"{REMOTE_ROOT}/harness"
 
 
@@ -26,14 +28,14 @@ def compile_tests(config: LabConfig) -> list:
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob("*.test"):
         old.unlink()
-    res = subprocess.run([go_binary(), "test", "-c", "-o", str(out_dir), HARNESS_PACKAGES],
+    res = subprocess.run([go_binary(), "test", "-c", "-o", str(out_dir), HARNESS_PACKAGE],
                          cwd=config.root / "plugin", capture_output=True, text=True)
     if res.returncode:
         raise LabError(f"compiling the driver-harness tests failed:\n{res.stderr[-3000:]}")
     return sorted(out_dir.glob("*.test"))
 
 
-def run(config: LabConfig, out=print, run_filter: str = "") -> None:
+def run(config: LabConfig, out=print, run_filter: str = HARNESS_TESTS) -> None:
     with target.exclusive(config, out):
         _run(config, out, run_filter)
 
