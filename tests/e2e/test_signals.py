@@ -28,16 +28,17 @@ def terminated(run) -> dict:
     return found[0]
 
 
-def alloc_file(agent, run, name: str, lab_host) -> str:
-    """A file of the shared alloc dir (/alloc in the container), read on the lab host."""
+def alloc_data_file(agent, run, name: str, lab_host) -> str:
+    """A file of the shared alloc dir's data/ (/alloc/data in the container), read on the
+    lab host."""
     alloc_id = run.alloc()["ID"]
-    return lab_host.sudo(f"cat {agent.dir}/data/alloc/{alloc_id}/alloc/{name}").stdout
+    return lab_host.sudo(f"cat {agent.dir}/data/alloc/{alloc_id}/alloc/data/{name}").stdout
 
 
 def test_stop_sends_sigterm_and_waits_for_the_shutdown_hook_within_kill_timeout(
         jobs, agent, lab_host):
     """Stopping a job delivers SIGTERM into the container: the JVM's shutdown hook, which
-    needs a full second, runs to its end (its log line and its marker in /alloc), the task
+    needs a full second, runs to its end (its log line and its marker in /alloc/data), the task
     exits 143 (SIGTERM, not a force kill) after at least that second and within kill_timeout."""
     run = jobs.run("sleeper", env={"SHUTDOWN_DELAY_MS": "1000"},
                    kill_timeout_s=GRACEFUL_TIMEOUT_S)
@@ -49,8 +50,9 @@ def test_stop_sends_sigterm_and_waits_for_the_shutdown_hook_within_kill_timeout(
     assert run.exit_codes() == [143], run.event_types()
     log = run.logs()
     assert "shutdown hook started delay_ms=1000" in log
-    assert "shutdown hook ran marker=/alloc/shutdown-app" in log
-    assert alloc_file(agent, run, "shutdown-app", lab_host) == "shutdown hook ran after 1000 ms\n"
+    assert "shutdown hook ran marker=/alloc/data/shutdown-app" in log
+    assert alloc_data_file(agent, run, "shutdown-app", lab_host) == \
+        "shutdown hook ran after 1000 ms\n"
     took = event_time(run, "Terminated") - event_time(run, "Killing")
     assert 1.0 <= took < GRACEFUL_TIMEOUT_S, f"Killing -> Terminated took {took:.2f}s"
 
