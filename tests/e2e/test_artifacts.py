@@ -27,7 +27,7 @@ def event_text(event: dict) -> str:
     details = event.get("Details") or {}
     parts = [event.get("DisplayMessage"), event.get("DriverError"), event.get("DownloadError"),
              *details.values()]
-    return " | ".join(str(p) for p in parts if p)
+    return " | ".join(dict.fromkeys(str(p) for p in parts if p))  # once each, in order
 
 
 def events_text(run, task: str | None = None) -> str:
@@ -69,10 +69,11 @@ def tar_of(member: str, data: bytes, mode: int, uid: int = 0) -> bytes:
     return buf.getvalue()
 
 
-def tarred_jar_task(jobs, url: str, jar_name: str, **task_kwargs) -> dict:
-    """A task whose JAR comes out of a tar artifact unpacked into local/."""
-    return java_task("app", None, jar_name=jar_name,
-                     extra_artifacts=[artifact(url, "local/", mode="any")], **task_kwargs)
+def tarred_jar_task(artifacts, tar_name: str, jar_name: str, chown: bool = False,
+                    **task_kwargs) -> dict:
+    """A task whose JAR comes out of the tar artifact `tar_name`, unpacked into local/."""
+    unpacked = artifact(artifacts.exposed.url(tar_name), "local/", mode="any", chown=chown)
+    return java_task("app", None, jar_name=jar_name, extra_artifacts=[unpacked], **task_kwargs)
 
 
 @pytest.fixture
@@ -210,8 +211,8 @@ def test_right_sha256_passes_and_wrong_one_fails_with_the_download_error(jobs, o
 
 
 # -- permissions ----------------------------------------------------------------------------
-def test_artifact_file_mode_and_task_user_are_honoured(jobs, own_artifact, jars, lab_host,
-                                                       agent):
+def test_artifact_file_mode_and_task_user_are_honoured(jobs, own_artifact, artifacts, jars,
+                                                       lab_host, agent):
     """File modes come through an archive artifact (setuid stripped by Nomad: 4755 -> 755) and
     the JAR runs as the default task user nobody; with `chown` a 0600 JAR belongs to the task
     user (here daemon, uid 1) who runs it. Both as fsprobe reports from inside."""
@@ -220,12 +221,12 @@ def test_artifact_file_mode_and_task_user_are_honoured(jobs, own_artifact, jars,
     private = own_artifact(tar_of("fsprobe.jar", probe, 0o600), suffix=".tar")
 
     as_nobody = jobs.submit(jobs.job(
-        tarred_jar_task(jobs, jobs.jar_url(setuid.name), "fsprobe.jar",
-                        args=["/local/fsprobe.jar"]), job_id=jobs.id("nobody")))
-    daemon_task = tarred_jar_task(jobs, jobs.jar_url(private.name), "fsprobe.jar", user="daemon",
-                                  args=["/local/fsprobe.jar"])
-    daemon_task["Artifacts"][0]["Chown"] = True
-    as_daemon = jobs.submit(jobs.job(daemon_task, job_id=jobs.id("daemon")))
+        tarred_jar_task(artifacts, setuid.name, "fsprobe.jar", args=["/local/fsprobe.jar"]),
+        job_id=jobs.id("nobody")))
+    as_daemon = jobs.submit(jobs.job(
+        tarred_jar_task(artifacts, private.name, "fsprobe.jar", chown=True, user="daemon",
+                        args=["/local/fsprobe.jar"]),
+        job_id=jobs.id("daemon")))
     as_nobody.wait_dead()
     as_daemon.wait_dead()
 
@@ -241,15 +242,15 @@ def test_artifact_file_mode_and_task_user_are_honoured(jobs, own_artifact, jars,
     assert "uid: 1" in seen and "file /local/fsprobe.jar: readable" in seen, seen
 
 
-def test_jar_the_task_user_cannot_read_fails_with_a_message_that_says_so(jobs, own_artifact,
-                                                                        jars, lab_host, agent):
+def test_jar_the_task_user_cannot_read_fails_with_a_message_that_says_so(
+        jobs, own_artifact, artifacts, jars, lab_host, agent):
     """A JAR unpacked with mode 0600, owned by root, cannot be read by the task user nobody:
     the task fails without a restart loop and its events say the JAR cannot be read (not
     only a bare exit code 1)."""
     private = own_artifact(tar_of("hello.jar", jars["hello"].read_bytes(), 0o600),
                            suffix=".tar")
 
-    run = jobs.submit(jobs.job(tarred_jar_task(jobs, jobs.jar_url(private.name), "hello.jar"),
+    run = jobs.submit(jobs.job(tarred_jar_task(artifacts, private.name, "hello.jar"),
                                restart_attempts=2, restart_delay_s=1))
     run.wait_dead()
 
