@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from lab.api import TRANSIENT, LabApi
+from lab.api import TRANSIENT, ApiError, LabApi
 from lab.errors import LabTimeout
 from lab.wait import Pending, until
 
@@ -76,7 +76,12 @@ class JobRun:
         alloc = self.alloc()
         if not alloc:
             return ""
-        return self.api.logs(alloc["ID"], task or self.tasks[0], stream)
+        try:
+            return self.api.logs(alloc["ID"], task or self.tasks[0], stream)
+        except ApiError as exc:
+            if exc.status == 404 and "not started" in exc.text:
+                return ""  # a task that never started printed nothing
+            raise
 
     def exit_codes(self, task: str | None = None) -> list[int]:
         return [int(e.get("ExitCode", 0)) for e in self.events(task) if e["Type"] == "Terminated"]
