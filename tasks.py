@@ -201,11 +201,11 @@ def lint(c):
 
 @task(name="all", default=True)
 def check_all(c):
-    """The whole test suite: lint, unit tests (Python, Go), lab.up, driver-harness tests, e2e."""
+    """The whole test suite: lint, Go unit tests, lab.up, Python unit tests, harness, e2e."""
     lint(c)
-    unit(c)
     plugin_unit(c)
-    up(c)
+    up(c)  # before the Python unit tests: one validates rendered configs with build/nomad
+    unit(c)
     plugin_test(c)
     e2e(c)
 
