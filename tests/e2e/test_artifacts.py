@@ -256,12 +256,13 @@ def test_jar_the_task_user_cannot_read_fails_with_a_message_that_says_so(
 
     on_host = stat(lab_host, task_file(agent, run, "local/hello.jar"))
     assert (on_host["mode"], on_host["owner"]) == ("600", "root"), on_host
-    state = run.task_state()
-    assert state.get("Failed") and 0 not in run.exit_codes(), events_text(run)
-    assert state.get("Restarts", 0) == 0, f"a restart loop: {events_text(run)}"
     said = events_text(run)
+    seen = f"events:\n{said}\nstderr: {run.logs(stream='stderr')[-500:]!r}"
+    state = run.task_state()
+    assert state.get("Failed") and 0 not in run.exit_codes(), seen
+    assert state.get("Restarts", 0) == 0, f"a restart loop for invalid input: {seen}"
     assert "hello.jar" in said and re.search(r"permission denied|cannot read|not readable",
-                                             said, re.I), said
+                                             said, re.I), seen
 
 
 # -- network instability --------------------------------------------------------------------
