@@ -279,7 +279,7 @@ def test_failing_test_produces_a_diagnostics_bundle_with_every_part(pytester, mo
                                                                     lab_host, lab_config):
     """A test failing while its job runs (in a pytester subprocess) gets reports/diag/<test>/
     with the agent log, plugin log, allocations with events, the task's stdout and stderr,
-    crun list and state, the task cgroup (with its memory limit), dmesg and the leftovers
+    crun list and state, the task's cgroup files, dmesg and the leftovers
     scan, and a "lab diagnostics" summary in its report; its agent is still cleaned up."""
     for key, value in inner_env(lab_config, lab_host).items():
         monkeypatch.setenv(key, value)
@@ -303,8 +303,10 @@ def test_failing_test_produces_a_diagnostics_bundle_with_every_part(pytester, mo
         assert len(stdout) == len(stderr) == 1, sorted(parts)
         assert "sleeper started" in parts[stdout[0]]
         assert "Started" in parts["allocations.json"] and "java-crun" in parts["agent.log"]
+        alloc8 = stdout[0].split("-")[1]  # task-<alloc id[:8]>-app.stdout
         assert "running" in parts["crun.txt"], parts["crun.txt"]
-        assert "memory.max: 268435456" in parts["cgroups.txt"], parts["cgroups.txt"]
+        assert alloc8 in parts["cgroups.txt"] and "memory.max:" in parts["cgroups.txt"], \
+            parts["cgroups.txt"]
         assert parts["dmesg.txt"].strip()
         assert '"container"' in parts["leftovers.json"], parts["leftovers.json"]
         assert "could not collect" not in "".join(parts.values())
