@@ -132,7 +132,8 @@ def test_server_stalling_beyond_http_read_timeout_ends_in_failed_artifact_downlo
     stalled = artifacts.wait_for_request(jar.name, lab_config.timeout("event"))
     took = stalled.finished_at - stalled.started_at
     assert stalled.outcome == "client-gone" and stalled.bytes_sent == 1024, str(stalled)
-    assert 2.5 <= took < 3 + lab_config.timeout("event"), str(stalled)
+    # Lower bound below 3 s: the client's clock starts before its request crosses the tunnel.
+    assert 2.0 <= took < 3 + lab_config.timeout("event") < 600, str(stalled)
 
 
 # -- size -----------------------------------------------------------------------------------
