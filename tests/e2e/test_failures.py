@@ -119,7 +119,7 @@ def bad_jars(artifacts, lab_config) -> None:
 
 @pytest.mark.parametrize("case", list(BAD_JARS))
 def test_broken_jar_fails_fast_with_a_driver_failure_and_no_restart_loop(
-        case, jobs, bad_jars, lab_config, record_property):
+        case, jobs, bad_jars, lab_config, request):
     """Invalid or corrupted JARs (random bytes, truncated zip, no Main-Class, empty file,
     missing file): each fails fast with a Driver Failure event naming the problem, no JVM is
     started and nothing restarts, although the restart policy would allow 2 attempts."""
@@ -144,7 +144,7 @@ def test_broken_jar_fails_fast_with_a_driver_failure_and_no_restart_loop(
     assert "unrecoverable" in event_text(next(e for e in events if e["Type"] == "Not Restarting"))
     # Fast: the failure comes from validating the JAR, not from a JVM that started.
     took = seconds_between(events[0], failures[0])
-    record_property("received_to_driver_failure_s", round(took, 2))
+    request.node.user_properties.append(("received_to_driver_failure_s", round(took, 2)))
     assert took < 10 * lab_config.scale, f"Driver Failure came {took:.1f}s after Received"
 
 
