@@ -97,11 +97,15 @@ def test_java_missing_makes_the_driver_unhealthy_and_placement_fails_saying_why(
 
 # -- broken JARs -------------------------------------------------------------------------------
 BAD_JARS = {
-    # case: (bad JAR file under build/jars/bad or None for "no such file", expected message)
-    "random-bytes": ("random", "is not a valid JAR: zip: not a valid zip file"),
-    "truncated-zip": ("truncated", "is not a valid JAR"),
-    "no-main-class": ("nomain", "has no Main-Class in META-INF/MANIFEST.MF"),
-    "empty-file": ("empty", "is not a valid JAR: the file is empty"),
+    # case: (bad JAR under build/jars/bad, served as bad-<name>.jar; None: no such file)
+    #       and the message the Driver Failure event must carry
+    "random-bytes": ("random", "local/bad-random.jar is not a valid JAR: zip: not a valid zip "
+                               "file"),
+    "truncated-zip": ("truncated", "local/bad-truncated.jar is not a valid JAR: zip: not a "
+                                   "valid zip file"),
+    "no-main-class": ("nomain", "local/bad-nomain.jar has no Main-Class in "
+                                "META-INF/MANIFEST.MF"),
+    "empty-file": ("empty", "local/bad-empty.jar is not a valid JAR: the file is empty"),
     "missing-file": (None, "jar not found at local/missing.jar: was the artifact downloaded?"),
 }
 
@@ -142,10 +146,11 @@ def test_broken_jar_fails_fast_with_a_driver_failure_and_no_restart_loop(
     assert state["Restarts"] == 0
     assert lifecycle(run) == ["Driver Failure", "Not Restarting"], run.event_types()
     assert "unrecoverable" in event_text(next(e for e in events if e["Type"] == "Not Restarting"))
-    # Fast: the failure comes from validating the JAR, not from a JVM that started.
+    # Fast: the failure comes from validating the JAR, not from a JVM that started
+    # (measured 1.2-2.0 s from Received, download included, under TCG).
     took = seconds_between(events[0], failures[0])
     request.node.user_properties.append(("received_to_driver_failure_s", round(took, 2)))
-    assert took < 10 * lab_config.scale, f"Driver Failure came {took:.1f}s after Received"
+    assert took < 4 * lab_config.scale, f"Driver Failure came {took:.1f}s after Received"
 
 
 # -- restarts ----------------------------------------------------------------------------------
