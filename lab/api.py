@@ -101,9 +101,12 @@ class LabApi:
 
     def logs(self, alloc_id: str, task: str, stream: str = "stdout") -> str:
         """The whole stdout or stderr of a task so far, as plain text."""
-        return self._call(f"logs {stream} of {task} in {alloc_id[:8]}",
-                          self.client.client.stream_logs.stream, alloc_id, task, stream,
-                          plain=True)
+        params = {"task": task, "type": stream, "plain": "true", "origin": "start", "offset": 0}
+        resp = self._call(f"logs {stream} of {task} in {alloc_id[:8]}",
+                          self.client.client.stream_logs.request, alloc_id, params=params,
+                          method="get")
+        # Nomad sends plain logs without a charset; requests would guess ISO-8859-1.
+        return resp.content.decode("utf-8", errors="replace")
 
     def signal(self, alloc_id: str, signal: str, task: str | None = None) -> None:
         self._call(f"signal {signal} to {alloc_id[:8]}",

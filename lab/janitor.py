@@ -34,14 +34,15 @@ find {CRUN_STATE_ROOT} -name config.json 2>/dev/null | sed 's/^/bundle /'
 pgrep -a -f '[{PLUGIN_BINARY[0]}]{PLUGIN_BINARY[1:]} {BUNDLES_DIR}/' | sed 's/^/shim /'
 pgrep -a -x java | sed 's/^/java_process /'
 find /sys/fs/cgroup -mindepth 1 -type d \( -name '*.scope' -path '*nomad*' \
-  -o -name '*java-crun*' \) 2>/dev/null | sed 's/^/cgroup /'
+  -o -path '*/java-crun*' \) 2>/dev/null | sed 's/^/cgroup /'
 awk '$5 ~ "^{AGENTS_ROOT}/|^{CRUN_STATE_ROOT}/" {{print "mount", $5}}' /proc/self/mountinfo
 true
 """
 
 SWEEP_SCRIPT = rf"""
 for u in $(systemctl list-units '{UNIT_PREFIX}*' --all --plain --no-legend | awk '{{print $1}}'); do
-  systemctl stop "$u"; systemctl reset-failed "$u"
+  # KillMode=process leaves logmon and shims in the unit's cgroup: KILL them all.
+  systemctl stop "$u"; systemctl kill --signal=KILL "$u"; systemctl reset-failed "$u"
 done 2>/dev/null
 if command -v crun >/dev/null; then
   for c in $(crun --root {CRUN_ROOT} list -q 2>/dev/null); do
@@ -55,8 +56,8 @@ awk '$5 ~ "^{AGENTS_ROOT}/|^{CRUN_STATE_ROOT}/" {{print $5}}' /proc/self/mountin
   | xargs -r -n1 umount -l
 rm -rf {AGENTS_ROOT}/* {CRUN_STATE_ROOT}
 # Task cgroups: deepest first, rmdir only (a populated cgroup refuses, which scan reports).
-find /sys/fs/cgroup -mindepth 1 -depth -type d \( -path '*nomad.slice/*' -o -name '*java-crun*' \) \
-  -exec rmdir {{}} \; 2>/dev/null
+find /sys/fs/cgroup -mindepth 1 -depth -type d \
+  \( -path '*nomad.slice/*' -o -path '*/java-crun*' \) -exec rmdir {{}} \; 2>/dev/null
 true
 """
 

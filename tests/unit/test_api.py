@@ -91,7 +91,12 @@ def test_logs_ask_for_plain_text_of_one_stream(nomad, api):
     assert api.logs(ALLOC, "app", "stderr") == "hello from java\n"
     query = only_request(nomad).query
     assert query["task"] == ["app"] and query["type"] == ["stderr"]
-    assert query["plain"] == ["True"] and query["origin"] == ["start"]
+    assert query["plain"] == ["true"] and query["origin"] == ["start"]
+
+
+def test_logs_are_decoded_as_utf8_although_nomad_sends_no_charset(nomad, api):
+    nomad.route("GET", f"/v1/client/fs/logs/{ALLOC}", (200, Text("arg[3]=ünïcødé\n")))
+    assert api.logs(ALLOC, "app") == "arg[3]=ünïcødé\n"
 
 
 def test_signal_names_the_signal_and_task(nomad, api):
