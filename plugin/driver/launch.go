@@ -62,17 +62,30 @@ func (d *Driver) validateTask(cfg *drivers.TaskConfig) (*TaskConfig, runtimeInfo
 			return nil, rt, unrecoverable(err)
 		}
 	}
+	// The checks above run as root: the JVM runs as the task user.
+	userName := d.taskUserName(cfg)
+	u, err := hostUser(userName)
+	if err != nil {
+		return nil, rt, unrecoverable(err)
+	}
+	if err := checkTaskFiles(&tc, cfg.TaskDir(), hostAccess(u, userName)); err != nil {
+		return nil, rt, unrecoverable(err)
+	}
 	return &tc, rt, nil
+}
+
+// taskUserName is the task's user, else the plugin's default_user.
+func (d *Driver) taskUserName(cfg *drivers.TaskConfig) string {
+	if cfg.User != "" {
+		return cfg.User
+	}
+	return d.config().DefaultUser
 }
 
 // launch builds the bundle, starts the shim and waits until crun reports
 // the container running (or already exited).
 func (d *Driver) launch(cfg *drivers.TaskConfig, tc *TaskConfig, rt runtimeInfo) (*task.Handle, error) {
-	userName := cfg.User
-	if userName == "" {
-		userName = d.config().DefaultUser
-	}
-	u, err := hostUser(userName)
+	u, err := hostUser(d.taskUserName(cfg))
 	if err != nil {
 		return nil, unrecoverable(err)
 	}
