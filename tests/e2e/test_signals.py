@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from lab.api import ApiError
+from lab.api import TRANSIENT, ApiError
 from lab.wait import until
 
 GRACEFUL_TIMEOUT_S = 10  # kill_timeout for apps that do shut down: far above what they need
@@ -140,7 +140,7 @@ def test_stop_walks_states_pending_running_dead_with_events_in_order(jobs, artif
         return state == "dead"
 
     until(stopped_and_dead, lab_config.timeout("job"), f"job {run.id}: pending, running, dead",
-          interval=0.2, max_interval=0.5)
+          interval=0.2, max_interval=0.5, retry_on=TRANSIENT)
 
     assert states == ["pending", "running", "dead"]
     order = ["Received", "Task Setup", "Started", "Killing", "Terminated", "Killed"]
