@@ -16,6 +16,7 @@ import tarfile
 import pytest
 
 from lab import faults
+from lab.artifacts import build_padded_jar
 from lab.jobs import artifact, java_task, slug
 
 MiB = 1024 * 1024
@@ -172,8 +173,6 @@ def test_artifact_above_http_max_size_fails_and_one_below_runs(jobs, own_artifac
     the Nomad client, before the driver is involved); the small hello JAR still runs on the
     same agent, so it is the size that failed the first."""
     padded = tmp_path / "hello-2mib.jar"
-    from lab.artifacts import build_padded_jar
-
     build_padded_jar(jars["hello"], 2 * MiB, padded)
     too_big = own_artifact(padded.read_bytes())
     small = own_artifact("hello")
@@ -304,8 +303,6 @@ def test_download_survives_packet_loss_and_delay_in_the_vm(jobs, own_artifact, a
     """tc netem on the artifact tunnel's port inside the VM (100 ms +-20 ms delay, 15% loss):
     packets are really dropped (netem's own counters), TCP retransmits them, and the one
     download completes and the JAR runs, with no failed download."""
-    from lab.artifacts import build_padded_jar
-
     padded = tmp_path / "hello-4mib.jar"
     build_padded_jar(jars["hello"], 4 * MiB, padded)
     jar = own_artifact(padded.read_bytes())
