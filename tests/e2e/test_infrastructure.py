@@ -73,6 +73,10 @@ def test_long_job(jobs, agent):
 '''
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class InnerRun:
     """pytest in a subprocess of its own process group, output to a file."""
 
@@ -88,7 +92,10 @@ class InnerRun:
                 [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-s", "-v",
                  "--rootdir", str(tmp_path), *args, str(self.test_file)],
                 cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True)  # its own process group, like a foreground job
+                start_new_session=True,  # its own process group, like a foreground job
+                # A run started in the background (CI, `cmd &`) inherits SIGINT ignored, and
+                # Python then never raises KeyboardInterrupt: give the child a real Ctrl-C.
+                preexec_fn=_default_sigint)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
