@@ -72,6 +72,8 @@ class FaultRecord:
     details: dict[str, Any] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
     injected_at: float | None = None
+    # The heal runs between these two: the fault may already be gone at heal_started_at.
+    heal_started_at: float | None = None
     healed_at: float | None = None
     error: str | None = None
 
@@ -177,6 +179,7 @@ def _apply(host: Host, plan: _Plan, journal: Journal | None) -> Iterator[FaultRe
 
 def _heal(host: Host, plan: _Plan, record: FaultRecord, heal_path: str) -> None:
     script = f"set -e\n{plan.heal}\nrm -f {heal_path}\n{plan.healed}"
+    record.heal_started_at = time.time()
 
     def attempt():
         try:

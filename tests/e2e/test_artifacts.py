@@ -349,7 +349,10 @@ def test_download_fails_cleanly_under_a_network_fault_and_recovers_on_restart_on
     assert types.index("Failed Artifact Download") < types.index("Restarting") \
         < types.index("Started"), events_text(run)
     completed = [r for r in gets(artifacts, jar.name) if r.outcome == "complete"]
-    assert completed and completed[0].started_at >= record.healed_at, \
-        f"healed at {record.healed_at}: {[str(r) for r in gets(artifacts, jar.name)]}"
+    # The fault is lifted somewhere between heal_started_at and healed_at (which is stamped
+    # after the heal is verified): a retry may legitimately succeed inside that window.
+    assert completed and completed[0].started_at >= record.heal_started_at, \
+        f"heal started at {record.heal_started_at}: " \
+        f"{[str(r) for r in gets(artifacts, jar.name)]}"
     assert faults.scan(lab_host) == []
 
