@@ -10,7 +10,7 @@ import re
 import secrets
 import shlex
 
-from lab import faults, janitor
+from lab import faults, fsprobe, janitor
 from lab.wait import Pending, until
 
 DRIVER = "java-crun"
@@ -18,23 +18,6 @@ MIB = 1024 * 1024
 
 
 # -- what the tests read ---------------------------------------------------------------------
-def probe_report(stdout: str) -> dict[str, list[str]]:
-    """fsprobe's "key: value" lines; a key may repeat (cgroup), so each maps to a list."""
-    report: dict[str, list[str]] = {}
-    for line in stdout.splitlines():
-        key, sep, value = line.partition(": ")
-        if sep:
-            report.setdefault(key, []).append(value)
-    assert "fsprobe done" in stdout, f"fsprobe did not finish; its output:\n{stdout}"
-    return report
-
-
-def one(report: dict[str, list[str]], key: str) -> str:
-    values = report.get(key)
-    assert values and len(values) == 1, f"fsprobe reported {key!r} as {values}"
-    return values[0]
-
-
 def driver_state(api, agent) -> dict:
     return api.driver_info(agent.node_id, DRIVER)
 
@@ -99,11 +82,11 @@ def test_jar_runs_in_crun_container_as_pid1_with_own_hostname_readonly_root_and_
     probe.wait_dead()
     assert probe.exit_codes() == [0], probe.event_types()
     alloc_id = probe.alloc()["ID"]
-    report = probe_report(probe.logs())
+    report = fsprobe.report(probe.logs())
     problems = []
 
     def expect(key, want):
-        got = one(report, key)
+        got = fsprobe.one(report, key)
         if not (want(got) if callable(want) else got == want):
             problems.append(f"{key}: {got!r}, expected {want if not callable(want) else 'ok'}")
 
@@ -231,11 +214,11 @@ def test_artifacts_are_mounted_at_local_inside_the_container(jobs, jars, artifac
 
     assert run.exit_codes() == [0], run.event_types()
     assert "Downloading Artifacts" in run.event_types()
-    report = probe_report(run.logs())
-    assert one(report, "file /local/fsprobe.jar") == \
+    report = fsprobe.report(run.logs())
+    assert fsprobe.one(report, "file /local/fsprobe.jar") == \
         f"readable size={jars['fsprobe'].stat().st_size}"
-    assert one(report, f"file /local/conf/{name}") == f"readable size={len(data)}"
-    assert one(report, "file /local/conf/absent.bin") == "missing"
+    assert fsprobe.one(report, f"file /local/conf/{name}") == f"readable size={len(data)}"
+    assert fsprobe.one(report, "file /local/conf/absent.bin") == "missing"
 
 
 def test_shared_alloc_dir_passes_a_file_between_two_tasks_of_one_group(jobs):

@@ -4,6 +4,7 @@ outside its directories, runs with no_new_privileges and without dangerous capab
 
 from __future__ import annotations
 
+from lab import fsprobe
 from lab.wait import Pending, until
 
 # Capabilities that would let a task escape or take over the host (or its network).
@@ -13,23 +14,6 @@ DANGEROUS_CAPS = {
     "CAP_BPF", "CAP_PERFMON", "CAP_SYS_RESOURCE", "CAP_LINUX_IMMUTABLE", "CAP_MAC_ADMIN",
     "CAP_MAC_OVERRIDE", "CAP_SYSLOG", "CAP_AUDIT_CONTROL", "CAP_CHECKPOINT_RESTORE",
 }
-
-
-def probe_report(stdout: str) -> dict[str, list[str]]:
-    """fsprobe's "key: value" lines; a key may repeat (cgroup), so each maps to a list."""
-    report: dict[str, list[str]] = {}
-    for line in stdout.splitlines():
-        key, sep, value = line.partition(": ")
-        if sep:
-            report.setdefault(key, []).append(value)
-    assert "fsprobe done" in stdout, f"fsprobe did not finish; its output:\n{stdout}"
-    return report
-
-
-def one(report: dict[str, list[str]], key: str) -> str:
-    values = report.get(key)
-    assert values and len(values) == 1, f"fsprobe reported {key!r} as {values}"
-    return values[0]
 
 
 def event_text(event: dict) -> str:
@@ -94,34 +78,37 @@ def test_app_is_isolated_from_host_processes_and_files_with_no_new_privs_nor_dan
     for who, run in (("nobody", as_nobody), ("root", as_root)):
         run.wait_dead()
         assert run.exit_codes() == [0], (who, run.event_types())
-        report = probe_report(run.logs())
+        report = fsprobe.report(run.logs())
 
         def check(ok: bool, what: str) -> None:
             if not ok:
                 problems.append(f"{who}: {what}")  # noqa: B023 - used at once, in this loop
 
-        visible = one(report, "proc pids")
+        visible = fsprobe.one(report, "proc pids")
         check(visible == "1", f"sees processes other than itself: {visible}")
         for path in ("/", "/usr", "/etc"):
-            got = one(report, f"write {path}")
+            got = fsprobe.one(report, f"write {path}")
             check(got.startswith("denied"), f"could write to {path}: {got}")
         for path in ("/local", "/alloc", "/secrets", "/tmp"):
-            got = one(report, f"write {path}")
+            got = fsprobe.one(report, f"write {path}")
             check(got == "ok", f"cannot write to its own {path}: {got}")
         for path in hidden:
-            got = one(report, f"file {path}")
+            got = fsprobe.one(report, f"file {path}")
             check(got == "missing", f"sees the host's {path}: {got}")
-        check(one(report, "nonewprivs") == "1", f"NoNewPrivs={one(report, 'nonewprivs')}")
-        held = set(one(report, "capeff names").split(",")) - {"none"}
+        nnp = fsprobe.one(report, "nonewprivs")
+        check(nnp == "1", f"NoNewPrivs={nnp}")
+        held = set(fsprobe.one(report, "capeff names").split(",")) - {"none"}
         dangerous = sorted(held & DANGEROUS_CAPS)
         check(not dangerous, f"holds dangerous capabilities {dangerous}")
         if who == "nobody":
-            check(one(report, "uid") == "65534", f"uid {one(report, 'uid')}, expected nobody")
+            uid = fsprobe.one(report, "uid")
+            check(uid == "65534", f"uid {uid}, expected nobody")
             check(not held, f"holds capabilities {sorted(held)}")
-            shadow = one(report, "file /etc/shadow")
+            shadow = fsprobe.one(report, "file /etc/shadow")
             check(shadow.startswith("unreadable"), f"can read the host's /etc/shadow: {shadow}")
         else:
-            check(one(report, "uid") == "0", f"uid {one(report, 'uid')}, expected root")
+            uid = fsprobe.one(report, "uid")
+            check(uid == "0", f"uid {uid}, expected root")
             # Proves the probe sees capabilities at all: root keeps the harmless default set.
             check("CAP_CHOWN" in held, f"root lacks even CAP_CHOWN: {sorted(held)}")
     assert not problems, "\n".join(problems)
