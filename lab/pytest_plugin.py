@@ -53,18 +53,16 @@ def lab_config(pytestconfig) -> LabConfig:
 
 
 @pytest.fixture(scope="session")
-def lab_host(request, lab_config):
+def lab_host(lab_config):
     from lab import target
 
-    lock = target.exclusive(lab_config)
-    lock.__enter__()
-    request.addfinalizer(lambda: lock.__exit__(None, None, None))
-    host = target.connect(lab_config)
-    swept = janitor.sweep(host)  # heal what a crashed run left before we start
-    if swept:
-        print(f"\nlab: swept leftovers of an earlier run: {janitor.describe(swept)}")
-    yield host
-    host.close()
+    with target.exclusive(lab_config):
+        host = target.connect(lab_config)
+        swept = janitor.sweep(host)  # heal what a crashed run left before we start
+        if swept:
+            print(f"\nlab: swept leftovers of an earlier run: {janitor.describe(swept)}")
+        yield host
+        host.close()
 
 
 @pytest.fixture(scope="session")
