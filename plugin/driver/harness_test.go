@@ -283,6 +283,34 @@ func TestHarnessStopRunsShutdownHook(t *testing.T) {
 	h.assertGone(t, cfg)
 }
 
+// A stop that arrives while the JVM is still starting must still end
+// gracefully: the JVM is PID 1 of its namespace, which drops SIGTERM until
+// Java installs its handler, so the driver holds the signal until then.
+func TestHarnessStopDuringJVMStartIsGraceful(t *testing.T) {
+	requireRuntime(t)
+	h := newHarness(t)
+	cfg, cleanup := h.taskConfig(t, "sleeper.jar", 256, nil)
+	defer cleanup()
+	h.start(t, cfg)
+	const timeout = 30 * time.Second
+	began := time.Now()
+	if err := h.StopTask(cfg.ID, timeout, "SIGTERM"); err != nil {
+		t.Fatalf("StopTask: %v", err)
+	}
+	res := h.wait(t, cfg.ID, time.Minute)
+	t.Logf("stop right after StartTask took %s", time.Since(began))
+	if res.ExitCode != 143 || res.Signal != 15 {
+		t.Fatalf("stop during JVM start: %+v (want exit 143 from SIGTERM; 137 means the signal was lost and the driver fell back to SIGKILL)", res)
+	}
+	if took := time.Since(began); took >= timeout {
+		t.Fatalf("graceful stop took %s, the whole kill timeout", took)
+	}
+	if err := h.DestroyTask(cfg.ID, false); err != nil {
+		t.Fatal(err)
+	}
+	h.assertGone(t, cfg)
+}
+
 func TestHarnessSignalAndForceDestroy(t *testing.T) {
 	requireRuntime(t)
 	h := newHarness(t)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/nomad/plugins/drivers"
+	"golang.org/x/sys/unix"
 
 	"github.com/nomad-lab/nomad-driver-java-crun/crun"
 	"github.com/nomad-lab/nomad-driver-java-crun/shim"
@@ -115,12 +116,21 @@ func (h *Handle) Signal(ctx context.Context, sig string) error {
 	return err
 }
 
-// Stop delivers sig, waits up to timeout for the container to exit, then
-// kills it through crun. The crun process itself is never signalled: that
-// would orphan the container.
+// Stop delivers sig once the task can receive it, waits until timeout
+// (counted from the call) for the container to exit, then kills it through
+// crun. The crun process itself is never signalled: that would orphan the
+// container.
 func (h *Handle) Stop(ctx context.Context, sig string, timeout time.Duration) error {
 	if !h.IsRunning() {
 		return nil
+	}
+	deadline := time.Now().Add(timeout)
+	if num := unix.SignalNum(sig); num != 0 {
+		waited, caught := h.awaitHandler(num, deadline)
+		if waited >= handlerPollInterval {
+			h.logger.Info("held the stop signal until the task could catch it", "signal", sig,
+				"waited", waited.Round(time.Millisecond), "handler_installed", caught)
+		}
 	}
 	if err := h.Signal(ctx, sig); err != nil {
 		h.logger.Warn("stop signal failed, killing", "signal", sig, "error", err)
@@ -128,7 +138,7 @@ func (h *Handle) Stop(ctx context.Context, sig string, timeout time.Duration) er
 		select {
 		case <-h.done:
 			return nil
-		case <-time.After(timeout):
+		case <-time.After(time.Until(deadline)):
 			h.logger.Info("task did not exit in time, killing", "signal", sig, "timeout", timeout)
 		}
 	}
