@@ -48,12 +48,20 @@ var DefaultCapabilities = []string{
 	"CAP_SETGID", "CAP_SETPCAP", "CAP_SETUID", "CAP_SYS_CHROOT",
 }
 
-// maskedPaths and readonlyPaths are runc's defaults.
+// maskedPaths are runc's defaults plus the host's secrets under /etc: /etc
+// is bound from the host (Java needs its certificates, time zones and
+// passwd), and a task running as root holds CAP_DAC_OVERRIDE, so without a
+// mask it could read password hashes and SSH host keys. crun skips paths
+// that do not exist.
 var maskedPaths = []string{
 	"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
 	"/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
 	"/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
+	"/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-",
+	"/etc/ssh", "/etc/ssl/private",
 }
+
+// readonlyPaths are runc's defaults.
 
 var readonlyPaths = []string{
 	"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",

@@ -172,6 +172,9 @@ func TestSpecNamespacesAndSecurity(t *testing.T) {
 	if !slices.Contains(s.Linux.MaskedPaths, "/proc/kcore") || !slices.Contains(s.Linux.ReadonlyPaths, "/proc/sys") {
 		t.Error("runc's masked/readonly paths missing")
 	}
+	if !slices.Contains(s.Linux.MaskedPaths, "/etc/shadow") || !slices.Contains(s.Linux.MaskedPaths, "/etc/ssh") {
+		t.Error("the host's secrets under /etc are not masked")
+	}
 	if s.Hostname != "web-0b5d9c2e" {
 		t.Errorf("hostname %q", s.Hostname)
 	}
