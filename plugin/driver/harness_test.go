@@ -179,6 +179,25 @@ func (h *harness) wait(t *testing.T, id string, timeout time.Duration) *drivers.
 	return nil
 }
 
+// startSleeper starts sleeper.jar (runs until signalled) on a fresh harness.
+func startSleeper(t *testing.T) (*harness, *drivers.TaskConfig, *drivers.TaskHandle) {
+	t.Helper()
+	requireRuntime(t)
+	h := newHarness(t)
+	cfg, cleanup := h.taskConfig(t, "sleeper.jar", 256, nil)
+	t.Cleanup(cleanup) // runs after start's forced destroy: cleanups are LIFO
+	return h, cfg, h.start(t, cfg)
+}
+
+// destroyAndAssertGone destroys an exited task and checks nothing remains.
+func (h *harness) destroyAndAssertGone(t *testing.T, cfg *drivers.TaskConfig) {
+	t.Helper()
+	if err := h.DestroyTask(cfg.ID, false); err != nil {
+		t.Fatal(err)
+	}
+	h.assertGone(t, cfg)
+}
+
 // assertGone checks DestroyTask left nothing: no crun entry, bundle or cgroup.
 func (h *harness) assertGone(t *testing.T, cfg *drivers.TaskConfig) {
 	t.Helper()
@@ -228,10 +247,7 @@ func TestHarnessHelloExitCodeAndLogs(t *testing.T) {
 	if errOut := readLog(t, cfg, "stderr"); !strings.Contains(errOut, "hello on stderr") {
 		t.Errorf("stderr: %q", errOut)
 	}
-	if err := h.DestroyTask(cfg.ID, false); err != nil {
-		t.Fatal(err)
-	}
-	h.assertGone(t, cfg)
+	h.destroyAndAssertGone(t, cfg)
 	// Over gRPC the sentinel arrives as its message.
 	if _, err := h.InspectTask(cfg.ID); err == nil || !strings.Contains(err.Error(), drivers.ErrTaskNotFound.Error()) {
 		t.Fatalf("InspectTask after destroy: %v", err)
@@ -257,11 +273,7 @@ func TestHarnessExitCode(t *testing.T) {
 }
 
 func TestHarnessStopRunsShutdownHook(t *testing.T) {
-	requireRuntime(t)
-	h := newHarness(t)
-	cfg, cleanup := h.taskConfig(t, "sleeper.jar", 256, nil)
-	defer cleanup()
-	h.start(t, cfg)
+	h, cfg, _ := startSleeper(t)
 	waitRunningJVM(t, h, cfg)
 	if err := h.StopTask(cfg.ID, 30*time.Second, ""); err != nil {
 		t.Fatalf("StopTask: %v", err)
@@ -277,21 +289,14 @@ func TestHarnessStopRunsShutdownHook(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(cfg.TaskDir().SharedAllocDir, "data", "shutdown-main")); err != nil {
 		t.Errorf("shutdown marker in the alloc dir: %v", err)
 	}
-	if err := h.DestroyTask(cfg.ID, false); err != nil {
-		t.Fatal(err)
-	}
-	h.assertGone(t, cfg)
+	h.destroyAndAssertGone(t, cfg)
 }
 
 // A stop that arrives while the JVM is still starting must still end
 // gracefully: the JVM is PID 1 of its namespace, which drops SIGTERM until
 // Java installs its handler, so the driver holds the signal until then.
 func TestHarnessStopDuringJVMStartIsGraceful(t *testing.T) {
-	requireRuntime(t)
-	h := newHarness(t)
-	cfg, cleanup := h.taskConfig(t, "sleeper.jar", 256, nil)
-	defer cleanup()
-	h.start(t, cfg)
+	h, cfg, _ := startSleeper(t)
 	const timeout = 30 * time.Second
 	began := time.Now()
 	if err := h.StopTask(cfg.ID, timeout, "SIGTERM"); err != nil {
@@ -305,18 +310,11 @@ func TestHarnessStopDuringJVMStartIsGraceful(t *testing.T) {
 	if took := time.Since(began); took >= timeout {
 		t.Fatalf("graceful stop took %s, the whole kill timeout", took)
 	}
-	if err := h.DestroyTask(cfg.ID, false); err != nil {
-		t.Fatal(err)
-	}
-	h.assertGone(t, cfg)
+	h.destroyAndAssertGone(t, cfg)
 }
 
 func TestHarnessSignalAndForceDestroy(t *testing.T) {
-	requireRuntime(t)
-	h := newHarness(t)
-	cfg, cleanup := h.taskConfig(t, "sleeper.jar", 256, nil)
-	defer cleanup()
-	h.start(t, cfg)
+	h, cfg, _ := startSleeper(t)
 	waitRunningJVM(t, h, cfg)
 	if err := h.SignalTask(cfg.ID, "SIGBOGUS"); err == nil {
 		t.Fatal("unknown signal accepted")
@@ -345,11 +343,7 @@ func TestHarnessSignalAndForceDestroy(t *testing.T) {
 }
 
 func TestHarnessRecoverAfterPluginRestart(t *testing.T) {
-	requireRuntime(t)
-	h := newHarness(t)
-	cfg, cleanup := h.taskConfig(t, "sleeper.jar", 256, nil)
-	defer cleanup()
-	th := h.start(t, cfg)
+	h, cfg, th := startSleeper(t)
 	waitRunningJVM(t, h, cfg)
 
 	// A new plugin process: fresh driver, same state root, handle from Nomad.
@@ -368,18 +362,11 @@ func TestHarnessRecoverAfterPluginRestart(t *testing.T) {
 	if res.ExitCode != 143 {
 		t.Fatalf("exit after recovery %+v, want the real code 143", res)
 	}
-	if err := h2.DestroyTask(cfg.ID, false); err != nil {
-		t.Fatal(err)
-	}
-	h2.assertGone(t, cfg)
+	h2.destroyAndAssertGone(t, cfg)
 }
 
 func TestHarnessRecoverVanishedContainer(t *testing.T) {
-	requireRuntime(t)
-	h := newHarness(t)
-	cfg, cleanup := h.taskConfig(t, "sleeper.jar", 256, nil)
-	defer cleanup()
-	th := h.start(t, cfg)
+	h, cfg, th := startSleeper(t)
 	waitRunningJVM(t, h, cfg)
 	hd, _ := h.driver.tasks.Get(cfg.ID)
 	// Simulate the worst case: container, its supervisor and its record gone.
@@ -520,11 +507,7 @@ func pluginConfigForTest(root string) map[string]any {
 }
 
 func TestHarnessExecAndIsolation(t *testing.T) {
-	requireRuntime(t)
-	h := newHarness(t)
-	cfg, cleanup := h.taskConfig(t, "sleeper.jar", 256, nil)
-	defer cleanup()
-	h.start(t, cfg)
+	h, cfg, _ := startSleeper(t)
 	waitRunningJVM(t, h, cfg)
 	run := func(argv ...string) (string, int) {
 		t.Helper()
@@ -569,8 +552,5 @@ func TestHarnessRecoverAfterExitWhilePluginDown(t *testing.T) {
 	if res := h2.wait(t, cfg.ID, 30*time.Second); res.ExitCode != 3 {
 		t.Fatalf("recovered exit %+v, want the recorded code 3", res)
 	}
-	if err := h2.DestroyTask(cfg.ID, false); err != nil {
-		t.Fatal(err)
-	}
-	h2.assertGone(t, cfg)
+	h2.destroyAndAssertGone(t, cfg)
 }
