@@ -74,6 +74,9 @@ def test_app_is_isolated_from_host_processes_and_files_with_no_new_privs_nor_dan
     as_nobody = jobs.run("fsprobe", args=probes)
     as_root = jobs.submit(jobs.job(jobs.task("fsprobe", args=probes, user="root"),
                                    job_id=jobs.id("root")))
+    # The secrets must exist on the lab host, or "missing" inside would prove nothing.
+    absent = lab_host.sudo(" ".join(f"[ -s {p} ] || echo {p};" for p in secrets)).stdout.split()
+    assert not absent, f"the lab host lacks {absent}: the box should have them"
     host_pids = int(lab_host.sudo("ls /proc | grep -c '^[0-9]*$'").stdout.strip())
     assert host_pids > 20, f"the lab host shows only {host_pids} processes"
 
