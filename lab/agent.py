@@ -8,6 +8,7 @@ tunnel. Readiness is one deadline over: unit alive, leader elected, node ready, 
 
 from __future__ import annotations
 
+import base64
 import json
 import shlex
 import time
@@ -17,7 +18,8 @@ from dataclasses import dataclass, field
 from invoke.exceptions import ThreadException
 
 from lab.api import TRANSIENT, LabApi
-from lab.errors import LabError, LabTimeout
+from lab.config import ROOT
+from lab.errors import CommandFailed, LabError, LabTimeout
 from lab.host import LabHost
 from lab.wait import Pending, until
 
@@ -32,6 +34,25 @@ CRUN_STATE_ROOT = "/run/java-crun"
 # Fingerprinters that probe cloud metadata addresses: never in a sealed lab.
 DENIED_FINGERPRINTERS = "env_aws,env_gce,env_azure,env_digitalocean,consul,vault"
 DENIED_DRIVERS = "docker,podman,qemu,java,exec,raw_exec"
+START_SCRIPT = (ROOT / "lab" / "scripts" / "agent-start.sh").read_text()
+STEPS = ("unit_started", "http_listening", "leader", "node_registered", "node_ready",
+         "driver_healthy")
+
+
+def parse_start_output(text: str) -> tuple[dict[str, float], str | None, str]:
+    """agent-start.sh's output: ({step: seconds since launch}, node id or None, last seen)."""
+    steps: dict[str, float] = {}
+    node_id, last = None, ""
+    for line in text.splitlines():
+        kind, _, rest = line.partition(" ")
+        if kind == "step":
+            ms, _, name = rest.partition(" ")
+            steps[name] = int(ms) / 1000
+        elif kind == "node":
+            node_id = rest.strip()
+        elif kind == "last":
+            last = rest.strip()
+    return steps, node_id, last
 
 
 @dataclass
@@ -42,13 +63,22 @@ class AgentOptions:
     artifact: dict[str, str] = field(default_factory=dict)  # client artifact {} block
     plugin_config: dict[str, object] = field(default_factory=dict)
     log_level: str = "DEBUG"
+    # A persisting (non -dev) agent keeps client state across restarts: the recovery tests
+    # need it; every other test gets a -dev agent, ready seconds sooner.
+    persist: bool = False
+
+
+def state_root(agent_id: str) -> str:
+    """The driver's state root for one agent: its containers are its own, even when another
+    agent runs on the same host (a prefetched one, or a parallel test's)."""
+    return f"{CRUN_STATE_ROOT}/{agent_id}"
 
 
 def render_config(agent_id: str, data_dir: str, ports: dict[str, int],
                   options: AgentOptions) -> str:
     """The agent's HCL: server+client on loopback only, our plugin, nothing that phones out."""
     plugin_cfg = {"fingerprint_period": options.fingerprint_period,
-                  "state_root": CRUN_STATE_ROOT, **options.plugin_config}
+                  "state_root": state_root(agent_id), **options.plugin_config}
     artifact = "".join(f"\n    {k} = {json.dumps(v)}" for k, v in options.artifact.items())
     return f"""# rendered by lab/agent.py for {agent_id}
 name                 = "{agent_id}"
@@ -124,26 +154,19 @@ class NomadAgent:
         self.node_id: str | None = None
         self._tunnel = ExitStack()
         self.started_at = self.ready_at = 0.0
+        self.timeline: dict[str, float] = {}  # step -> seconds after launch (agent-start.sh)
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> NomadAgent:
+        """Launch the unit and wait until ready, in one SSH round trip (see START_SCRIPT)."""
         self.started_at = time.monotonic()
         self.ports = dict(zip(("http", "rpc", "serf"), self.host.free_ports(3), strict=True))
         config = render_config(self.id, self.dir, self.ports, self.options)
-        self.host.sudo(f"mkdir -p {self.dir}/data && chmod 0711 {self.dir}")
-        self.host.write_file(f"{self.dir}/agent.hcl", config)
-        self.host.sudo(
-            f"systemd-run --unit={self.unit} --collect --quiet "
-            f"-p StandardOutput=append:{self.log_path} -p StandardError=append:{self.log_path} "
-            # As Nomad's own unit: stopping the agent must not kill the driver's per-container
-            # shims, or a restarted agent could not recover its tasks' exit codes.
-            f"-p KillMode=process -p TimeoutStopSec=20 "
-            f"{NOMAD_BIN} agent -config={self.dir}/agent.hcl",
-            hint="is systemd running on the lab host? the lab needs it for transient units")
-        local_port = self._tunnel.enter_context(self.host.forward_local(self.ports["http"]))
-        self.api = LabApi("127.0.0.1", local_port, timeout=self.api_timeout)
+        mode = "persist" if self.options.persist else "dev"
         try:
-            self.wait_ready()
+            self._run_start_script(mode, config)
+            local_port = self._tunnel.enter_context(self.host.forward_local(self.ports["http"]))
+            self.api = LabApi("127.0.0.1", local_port, timeout=self.api_timeout)
         except BaseException:
             self.stop(check=False)
             raise
@@ -152,46 +175,34 @@ class NomadAgent:
 
     def wait_ready(self, timeout: float | None = None) -> None:
         """Leader elected, our node ready, driver java-crun detected and healthy."""
+        self._run_start_script("wait", "", timeout)
+
+    def _run_start_script(self, mode: str, config: str, timeout: float | None = None) -> None:
         timeout = timeout or self.ready_timeout
-
-        listening = {"http": False}
-
-        def ready():
-            self.assert_alive()
-            # Through the tunnel a refused connection hangs until the client times out, so
-            # first ask the lab host itself whether the HTTP port is listening yet.
-            if not listening["http"]:
-                port = self.ports["http"]
-                res = self.host.run(f"ss -Htln 'sport = :{port}'", check=False)
-                if str(port) not in res.stdout:
-                    return Pending(f"unit active; HTTP port {port} not listening yet")
-                listening["http"] = True
-            if not self.api.leader():
-                return Pending("no leader elected yet")
-            node = self.api.node_by_name(self.id)
-            if node is None:
-                return Pending("leader elected; client node not registered yet")
-            if node["Status"] != "ready":
-                return Pending(f"node status={node['Status']}")
-            full = self.api.node(node["ID"])
-            info = (full.get("Drivers") or {}).get(DRIVER)
-            if not info:
-                return Pending(f"node ready; driver {DRIVER} not fingerprinted yet "
-                               f"(drivers: {sorted(full.get('Drivers') or {})})")
-            if not (info.get("Detected") and info.get("Healthy")):
-                return Pending(f"driver {DRIVER} Detected={info.get('Detected')} "
-                               f"Healthy={info.get('Healthy')}: {info.get('HealthDescription')}")
-            self.node_id = node["ID"]
-            return True
-
-        try:
-            until(ready, timeout, f"Nomad agent {self.id} ready with driver {DRIVER} healthy",
-                  # TRANSIENT includes ApiError: python-nomad turns a refused connection and
-                  # Nomad's 500 "No cluster leader" into API errors; both mean not ready yet.
-                  retry_on=TRANSIENT, interval=0.3)
-        except LabTimeout as exc:
-            raise LabTimeout(exc.what, exc.timeout, exc.last,
-                             f"agent log tail ({self.log_path}):\n{self.log_tail()}") from None
+        args = [self.unit, self.dir, str(self.ports["http"]), self.id, DRIVER,
+                str(max(1, round(timeout))), mode,
+                base64.b64encode(config.encode()).decode() or "-", NOMAD_BIN]
+        what = f"Nomad agent {self.id} ready with driver {DRIVER} healthy"
+        res = self.host.sudo(f"bash -c {shlex.quote(START_SCRIPT)} agent-start "
+                             + " ".join(shlex.quote(a) for a in args), check=False,
+                             timeout=timeout + 30,
+                             hint="is systemd running on the lab host? the lab needs it for "
+                             "transient units")
+        steps, node_id, last = parse_start_output(res.stdout)
+        self.timeline.update(steps)
+        if res.rc == 0 and node_id:
+            self.node_id = node_id
+            return
+        tail = f"agent log tail ({self.log_path}):\n{self.log_tail()}"
+        if res.rc == 4:
+            raise LabTimeout(what, timeout, last, tail)
+        if res.rc == 3:
+            raise LabError(f"Nomad agent {self.id} is not running (unit {self.unit} died; "
+                           f"last seen: {last}).\n{tail}")
+        raise CommandFailed(self.host.name, f"agent-start.sh {self.unit}", res.rc,
+                            res.stderr, res.stdout,
+                            hint="is systemd running on the lab host? the lab needs it for "
+                            "transient units")
 
     def assert_alive(self) -> None:
         """Fail fast (with the log tail) when the agent's unit has died."""
@@ -233,8 +244,6 @@ class NomadAgent:
         Nomad leaves tasks running when the agent stops, so this must come before stop().
         Returns problems (empty when clean) rather than raising: teardown goes on regardless.
         """
-        from lab import janitor
-
         api = self.api
         try:
             for job in api.jobs():
@@ -250,7 +259,8 @@ class NomadAgent:
             api.client_gc()
 
             def no_containers():
-                left = janitor.scan(self.host, include_faults=False).get("container", [])
+                left = self.host.sudo(f"crun --root {self.crun_root} list -q 2>/dev/null",
+                                      check=False).stdout.split()
                 return True if not left else Pending(f"containers: {left}")
 
             until(no_containers, self.stop_timeout,
@@ -276,6 +286,11 @@ class NomadAgent:
             "true",
             check=False).stdout
         return out.split()
+
+    @property
+    def crun_root(self) -> str:
+        """crun's --root for this agent's containers on the lab host."""
+        return f"{state_root(self.id)}/crun"
 
     @property
     def startup_seconds(self) -> float:

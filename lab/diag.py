@@ -13,7 +13,7 @@ from pathlib import Path
 
 from lab.agent import PLUGIN_BINARY, NomadAgent
 from lab.host import LabHost
-from lab.janitor import CRUN_ROOT
+from lab.janitor import CRUN_ROOTS
 from lab.jobrun import summarize_alloc
 
 PARTS = ("agent.log", "plugin.log", "allocations.json", "crun.txt", "cgroups.txt",
@@ -66,8 +66,9 @@ def collect(host: LabHost, agent: NomadAgent | None, out: Path) -> list[str]:
                         part(name, lambda a=alloc, t=task, s=stream:
                              agent.api.logs(a["ID"], t, s))
     part("crun.txt", lambda: host.sudo(
-        f"crun --root {CRUN_ROOT} list; for c in $(crun --root {CRUN_ROOT} list -q);"
-        f" do crun --root {CRUN_ROOT} state $c; done", check=False).stdout)
+        f"for r in {CRUN_ROOTS}; do [ -d $r ] || continue; echo \"== crun --root $r\"; "
+        f"crun --root $r list; for c in $(crun --root $r list -q); do crun --root $r state $c;"
+        f" done; done", check=False).stdout)
     part("cgroups.txt", lambda: host.sudo(
         "for d in $(find /sys/fs/cgroup/nomad.slice -name '*.scope' 2>/dev/null); do "
         "echo \"== $d\"; for f in cgroup.procs memory.max memory.current memory.events "

@@ -9,15 +9,15 @@ so a crashed or Ctrl-C'd run heals itself (Jepsen's "teardown before setup").
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 
 from lab.agent import AGENTS_ROOT, CRUN_STATE_ROOT, PLUGIN_BINARY, UNIT_PREFIX
 from lab.host import LabHost
 
-# The plugin keeps crun's state in <state_root>/crun and each container's bundle in
-# <state_root>/bundles/<id>; a shim runs as `<plugin binary> <bundle dir>` (plugin/driver/launch.go,
-# plugin/shim/run.go).
-CRUN_ROOT = f"{CRUN_STATE_ROOT}/crun"
-BUNDLES_DIR = f"{CRUN_STATE_ROOT}/bundles"
+# Each agent's driver keeps crun's state in <state_root>/crun and each container's bundle in
+# <state_root>/bundles/<id>, its state root being <CRUN_STATE_ROOT>/<agent id> (agent.state_root);
+# a shim runs as `<plugin binary> <bundle dir>` (plugin/driver/launch.go, plugin/shim/run.go).
+CRUN_ROOTS = f"{CRUN_STATE_ROOT}/*/crun"
 
 # One round trip: each probe prints "<kind> <item>" lines.
 # pgrep/pkill -f patterns start with a [x] class so they cannot match the command line of the
@@ -28,10 +28,13 @@ systemctl list-units '{UNIT_PREFIX}*' --all --plain --no-legend 2>/dev/null \
   | awk '{{print "unit", $1}}'
 ls -1 {AGENTS_ROOT} 2>/dev/null | sed 's/^/data_dir /'
 if command -v crun >/dev/null; then
-  crun --root {CRUN_ROOT} list -q 2>/dev/null | sed 's/^/container /'
+  for root in {CRUN_ROOTS}; do
+    [ -d "$root" ] && crun --root "$root" list -q 2>/dev/null | sed 's/^/container /'
+  done
 fi
 find {CRUN_STATE_ROOT} -name config.json 2>/dev/null | sed 's/^/bundle /'
-pgrep -a -f '[{PLUGIN_BINARY[0]}]{PLUGIN_BINARY[1:]} {BUNDLES_DIR}/' | sed 's/^/shim /'
+pgrep -a -f '[{PLUGIN_BINARY[0]}]{PLUGIN_BINARY[1:]} {CRUN_STATE_ROOT}/[^ ]*/bundles/' \
+  | sed 's/^/shim /'
 pgrep -a -x java | sed 's/^/java_process /'
 find /sys/fs/cgroup -mindepth 1 -type d \( -name '*.scope' -path '*nomad*' \
   -o -path '*/java-crun*' \) 2>/dev/null | sed 's/^/cgroup /'
@@ -45,9 +48,12 @@ for u in $(systemctl list-units '{UNIT_PREFIX}*' --all --plain --no-legend | awk
   systemctl stop "$u"; systemctl kill --signal=KILL "$u"; systemctl reset-failed "$u"
 done 2>/dev/null
 if command -v crun >/dev/null; then
-  for c in $(crun --root {CRUN_ROOT} list -q 2>/dev/null); do
-    crun --root {CRUN_ROOT} kill "$c" KILL 2>/dev/null
-    crun --root {CRUN_ROOT} delete --force "$c"
+  for root in {CRUN_ROOTS}; do
+    [ -d "$root" ] || continue
+    for c in $(crun --root "$root" list -q 2>/dev/null); do
+      crun --root "$root" kill "$c" KILL 2>/dev/null
+      crun --root "$root" delete --force "$c"
+    done
   done
 fi
 pkill -KILL -f '[{PLUGIN_BINARY[0]}]{PLUGIN_BINARY[1:]}' 2>/dev/null
@@ -62,12 +68,18 @@ true
 """
 
 
-def scan(host: LabHost, include_faults: bool = True) -> dict[str, list[str]]:
-    """Every lab trace on the host by kind; with include_faults, unhealed faults too."""
+def scan(host: LabHost, include_faults: bool = True,
+         exclude_agents: Iterable[str] = ()) -> dict[str, list[str]]:
+    """Every lab trace on the host by kind; with include_faults, unhealed faults too.
+
+    Traces that name an agent in `exclude_agents` (its unit, data dir, state root, mounts)
+    are left out: a live agent started ahead for the next test is not this test's leftover.
+    """
+    excluded = tuple(exclude_agents)
     found: dict[str, list[str]] = {}
     for line in host.sudo(SCAN_SCRIPT, check=False).stdout.splitlines():
         kind, _, item = line.strip().partition(" ")
-        if kind and item:
+        if kind and item and not any(agent_id in item for agent_id in excluded):
             found.setdefault(kind, []).append(item)
     if include_faults:
         from lab import faults

@@ -20,12 +20,18 @@ import pytest
 
 from lab import diag, facts, janitor
 from lab.agent import AgentOptions, NomadAgent
+from lab.agent_pool import AgentPool
 from lab.config import LabConfig
 from lab.errors import LabError
 from lab.jobrun import JobRun
 
 _agent_seq = itertools.count(1)
 _FACTS_KEY = pytest.StashKey[dict]()
+_POOL_KEY = pytest.StashKey[AgentPool]()
+_NEXT_KEY = pytest.StashKey[pytest.Item | None]()
+# Fixtures whose tests change the lab host for everybody: an inner pytest session sweeps the
+# host when it starts, so nothing else may run there meanwhile.
+_EXCLUSIVE_FIXTURES = {"inner_runs", "pytester"}
 
 
 def pytest_addoption(parser):
@@ -41,7 +47,26 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "agent(**options): options for this test's Nomad agent "
-                            "(artifact={...} client artifact block, fingerprint_period=...)")
+                            "(artifact={...} client artifact block, fingerprint_period=..., "
+                            "persist=True for a client that keeps its state across restarts)")
+    config.addinivalue_line("markers", "exclusive: the test changes the lab host for everybody "
+                            "(faults, plugin kill, agent restart, inner runs): nothing else "
+                            "runs on that host meanwhile, not even the next test's agent")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if _EXCLUSIVE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.exclusive)
+
+
+def is_exclusive(item) -> bool:
+    return item.get_closest_marker("exclusive") is not None
+
+
+def agent_options(item) -> AgentOptions:
+    marker = item.get_closest_marker("agent")
+    return AgentOptions(**(marker.kwargs if marker else {}))
 
 
 @pytest.fixture(scope="session")
@@ -98,15 +123,46 @@ def artifacts(lab_host, jars):
             yield server
 
 
+@pytest.fixture(scope="session")
+def agent_pool(request, lab_config, lab_host):
+    """Starts each test's agent ahead, while the test before it runs (see lab.agent_pool)."""
+    def make(options: AgentOptions) -> NomadAgent:
+        return NomadAgent(lab_host, lab_config.run_id, next(_agent_seq),
+                          ready_timeout=lab_config.timeout("agent_ready"),
+                          stop_timeout=lab_config.timeout("agent_stop"), options=options)
+
+    pool = AgentPool(make)
+    request.config.stash[_POOL_KEY] = pool
+    yield pool
+    del request.config.stash[_POOL_KEY]
+    pool.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    item.stash[_NEXT_KEY] = nextitem
+    yield
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item):
+    """As the test body begins, start the next test's agent, unless either test is exclusive
+    (a fault would hit the other agent; a test may need its agent started after its own
+    set-up, like the occupied-ports one)."""
+    pool = item.config.stash.get(_POOL_KEY, None)
+    nxt = item.stash.get(_NEXT_KEY, None)
+    if (pool is not None and nxt is not None and "agent" in nxt.fixturenames
+            and not is_exclusive(item) and not is_exclusive(nxt)):
+        pool.start_ahead(nxt.nodeid, agent_options(nxt))
+
+
 @pytest.fixture
-def agent(request, lab_config, lab_host, lab_facts):
-    marker = request.node.get_closest_marker("agent")
-    options = AgentOptions(**(marker.kwargs if marker else {}))
-    agent = NomadAgent(lab_host, lab_config.run_id, next(_agent_seq),
-                       ready_timeout=lab_config.timeout("agent_ready"),
-                       stop_timeout=lab_config.timeout("agent_stop"), options=options)
-    agent.start()
-    request.node.user_properties.append(("agent_startup_s", round(agent.startup_seconds, 2)))
+def agent(request, lab_config, lab_host, lab_facts, agent_pool):
+    agent, waited = agent_pool.take(request.node.nodeid, agent_options(request.node))
+    props = request.node.user_properties
+    props.append(("agent_wait_s", round(waited, 2)))
+    props.append(("agent_startup_s", round(agent.startup_seconds, 2)))
+    props.append(("agent_timeline", " ".join(f"{k}={v:.2f}" for k, v in agent.timeline.items())))
     yield agent
     failed = getattr(request.node, "_lab_call_failed", False)
     if failed and lab_config.keep:
@@ -115,8 +171,9 @@ def agent(request, lab_config, lab_host, lab_facts):
         return
     problems = agent.drain()
     agent.stop(check=False)
-    leftovers = janitor.scan(lab_host)
+    leftovers = janitor.scan(lab_host, exclude_agents=agent_pool.live_ids())
     if leftovers:
+        agent_pool.drop_ahead()  # the sweep below removes every agent on the host
         janitor.sweep(lab_host)
     problems += [f"left on the lab host after the test: {janitor.describe(leftovers)}"] \
         if leftovers else []

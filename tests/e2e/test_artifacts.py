@@ -298,6 +298,7 @@ def netem_counters(lab_host) -> dict[str, int]:
     return {"bytes": int(sent[1]), "packets": int(sent[2]), "dropped": int(sent[3])}
 
 
+@pytest.mark.exclusive
 def test_download_survives_packet_loss_and_delay_in_the_vm(jobs, own_artifact, artifacts,
                                                            jars, lab_host, tmp_path):
     """tc netem on the artifact tunnel's port inside the VM (100 ms +-20 ms delay, 15% loss):
@@ -320,6 +321,7 @@ def test_download_survives_packet_loss_and_delay_in_the_vm(jobs, own_artifact, a
     assert shaped["bytes"] >= jar.size and shaped["dropped"] > 0, shaped
 
 
+@pytest.mark.exclusive
 @pytest.mark.agent(artifact={"http_read_timeout": "5s"})
 @pytest.mark.parametrize("fault", ["total-packet-loss", "connection-reset"])
 def test_download_fails_cleanly_under_a_network_fault_and_recovers_on_restart_once_healed(

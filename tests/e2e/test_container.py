@@ -10,7 +10,9 @@ import re
 import secrets
 import shlex
 
-from lab import faults, fsprobe, janitor
+import pytest
+
+from lab import faults, fsprobe
 from lab.wait import Pending, until
 
 DRIVER = "java-crun"
@@ -44,9 +46,9 @@ def event_text(event: dict) -> str:
                                                          "Message", "Details"))
 
 
-def container_on_host(lab_host, alloc_id: str) -> dict:
+def container_on_host(lab_host, agent, alloc_id: str) -> dict:
     """`crun state` of the one container of this allocation, from the lab host's crun."""
-    root = shlex.quote(janitor.CRUN_ROOT)
+    root = shlex.quote(agent.crun_root)
     ids = [c for c in lab_host.sudo(f"crun --root {root} list -q").stdout.split()
            if c.startswith(alloc_id)]
     assert len(ids) == 1, f"crun containers of alloc {alloc_id}: {ids}"
@@ -55,7 +57,7 @@ def container_on_host(lab_host, alloc_id: str) -> dict:
 
 # -- the container ---------------------------------------------------------------------------
 def test_jar_runs_in_crun_container_as_pid1_with_own_hostname_readonly_root_and_memory_limit(
-        jobs, lab_host):
+        jobs, agent, lab_host):
     """The JAR runs in a crun container: the app sees itself as PID 1 of its own pid namespace,
     has its own hostname, a read-only root (writing to /usr fails), writable /local, /alloc and
     /secrets, and a cgroup whose memory.max is the task's memory. The lab host's side agrees:
@@ -66,7 +68,7 @@ def test_jar_runs_in_crun_container_as_pid1_with_own_hostname_readonly_root_and_
 
     # The host's view of a live container.
     sleeper.wait_running()
-    state = container_on_host(lab_host, sleeper.alloc()["ID"])
+    state = container_on_host(lab_host, agent, sleeper.alloc()["ID"])
     assert state["status"] == "running", state
     pid = int(state["pid"])
     host = lab_host.sudo(f"readlink /proc/{pid}/ns/pid /proc/1/ns/pid; "
@@ -110,6 +112,7 @@ def test_jar_runs_in_crun_container_as_pid1_with_own_hostname_readonly_root_and_
     sleeper.wait_dead()
 
 
+@pytest.mark.exclusive
 def test_missing_jre_library_makes_driver_unhealthy_naming_it_and_job_is_not_placed_until_healed(
         jobs, api, agent, lab_host, lab_config):
     """A missing Java runtime dependency (libjli.so of the JRE hidden) is detected: the driver
@@ -140,6 +143,7 @@ def test_missing_jre_library_makes_driver_unhealthy_naming_it_and_job_is_not_pla
     assert "hello from java-crun" in run.logs()
 
 
+@pytest.mark.exclusive
 def test_crun_failing_to_create_the_container_reports_cruns_own_message(jobs, lab_host):
     """A container creation failure is caught and reported with crun's own message in the task
     events (Driver Failure), and the task fails without running the app."""
@@ -156,6 +160,7 @@ def test_crun_failing_to_create_the_container_reports_cruns_own_message(jobs, la
     assert "Started" not in run.event_types(), run.event_types()
 
 
+@pytest.mark.exclusive
 def test_crun_missing_makes_driver_undetected_and_job_not_placed(
         jobs, api, agent, lab_host, lab_config):
     """crun missing is caught before any container: the driver reports it (not detected, with a

@@ -60,6 +60,7 @@ def driver_health(api, agent) -> dict:
     return api.driver_info(agent.node_id, "java-crun")
 
 
+@pytest.mark.exclusive
 def test_java_missing_makes_the_driver_unhealthy_and_placement_fails_saying_why(
         jobs, api, agent, lab_host, lab_config):
     """Java missing: the driver is unhealthy with a description naming the java runtime,

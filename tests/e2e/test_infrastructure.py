@@ -267,6 +267,7 @@ def holders(lab_host, ports) -> set[str]:
     return {part.split('"')[1].rstrip("-") for part in out.split("users:((")[1:]}
 
 
+@pytest.mark.exclusive
 @pytest.mark.usefixtures("usual_nomad_ports_taken")  # set up before `agent`
 def test_agent_starts_when_its_usual_ports_are_occupied(agent, jobs, lab_host):
     """With 4646-4648 taken inside the lab host, the test's agent still starts on ports the

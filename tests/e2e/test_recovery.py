@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import json
 
-from lab import faults, janitor
+import pytest
+
+from lab import faults
 
 EXIT_CODE = 7  # sleeper's exit code: distinctive, so a recovered result cannot be a default
 TICK_MS = 500
 
 
-def running_containers(lab_host) -> dict[str, int]:
+def running_containers(lab_host, agent) -> dict[str, int]:
     """crun's running containers of the lab's driver: container id -> init pid."""
     out = lab_host.sudo(
-        f"for c in $(crun --root {janitor.CRUN_ROOT} list -q 2>/dev/null); do "
-        f"crun --root {janitor.CRUN_ROOT} state \"$c\"; done", check=False).stdout
+        f"for c in $(crun --root {agent.crun_root} list -q 2>/dev/null); do "
+        f"crun --root {agent.crun_root} state \"$c\"; done", check=False).stdout
     states = json.loads("[" + out.replace("}\n{", "},{").strip() + "]") if out.strip() else []
     return {s["id"]: s["pid"] for s in states if s.get("status") == "running"}
 
@@ -45,21 +47,23 @@ def assert_ran_once_and_reported(run) -> None:
     assert f"sleeper finished, exiting with {EXIT_CODE}" in run.logs()
 
 
+@pytest.mark.exclusive
+@pytest.mark.agent(persist=True)  # the client must keep its state through the restart
 def test_task_keeps_running_through_a_plugin_kill9_and_reports_its_real_exit_code(
-        jobs, lab_host, lab_config):
+        jobs, agent, lab_host, lab_config):
     """kill -9 of the plugin while a task runs: Nomad relaunches the plugin, the task's
     container is the same one, still running and still logging, the task is recovered (not
     restarted) and its real exit code (7) is reported when it ends."""
     # Long enough to outlive the kill, the relaunch (well under a second) and the checks.
     run = sleeper_for(10 + 3 * lab_config.scale, jobs)
     run.wait_log("tick 1")
-    before = running_containers(lab_host)
+    before = running_containers(lab_host, agent)
     assert len(before) == 1, before
 
     old_pid = faults.kill_plugin(lab_host)
     faults.wait_plugin_restarted(lab_host, old_pid, lab_config.timeout("agent_ready"))
 
-    assert running_containers(lab_host) == before, "the container did not survive the plugin"
+    assert running_containers(lab_host, agent) == before, "the container did not survive the plugin"
     run.wait_log(f"tick {ticks(run) + 2}", timeout=lab_config.timeout("event"))
     assert run.task_state()["State"] == "running"
 
@@ -67,6 +71,8 @@ def test_task_keeps_running_through_a_plugin_kill9_and_reports_its_real_exit_cod
     assert_ran_once_and_reported(run)
 
 
+@pytest.mark.exclusive
+@pytest.mark.agent(persist=True)  # the client must keep its state through the restart
 def test_task_keeps_running_through_an_agent_restart_and_reports_its_real_exit_code(
         jobs, agent, lab_host, lab_config):
     """Restart of the Nomad agent while a task runs: the container is the same one, still
@@ -75,13 +81,14 @@ def test_task_keeps_running_through_an_agent_restart_and_reports_its_real_exit_c
     # Long enough to outlive the agent's restart (~10 s under TCG) and the checks.
     run = sleeper_for(20 + 5 * lab_config.scale, jobs)
     run.wait_log("tick 1")
-    before = running_containers(lab_host)
+    before = running_containers(lab_host, agent)
     assert len(before) == 1, before
     alloc_id = run.alloc()["ID"]
 
     agent.restart()
 
-    assert running_containers(lab_host) == before, "the container did not survive the restart"
+    assert running_containers(lab_host, agent) == before, \
+        "the container did not survive the restart"
     run.wait_log(f"tick {ticks(run) + 2}", timeout=lab_config.timeout("event"))
     assert run.alloc()["ID"] == alloc_id and run.task_state()["State"] == "running"
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
+import shlex
 import subprocess
+import time
 
 import pytest
 from fakes import (
@@ -28,9 +31,10 @@ from lab.agent import (
     NomadAgent,
     render_config,
 )
-from lab.api import ApiError, LabApi
+from lab.api import ApiError
 from lab.config import ROOT
 from lab.errors import LabError, LabTimeout
+from lab.host import CommandResult
 
 PORTS = {"http": 24646, "rpc": 24647, "serf": 24648}
 
@@ -117,7 +121,8 @@ def test_render_config_loads_our_plugin_with_a_short_fingerprint_period():
     cfg = rendered(AgentOptions(fingerprint_period="250ms"))
     plugin = cfg["plugin"][PLUGIN_BINARY]["config"]
     assert plugin["fingerprint_period"] == "250ms"
-    assert plugin["state_root"] == agent_mod.CRUN_STATE_ROOT
+    assert plugin["state_root"] == f"{agent_mod.CRUN_STATE_ROOT}/nomad-lab-abc123-1", \
+        "each agent's driver has its own state root"
     assert list(cfg["plugin"]) == [PLUGIN_BINARY], "Nomad >= 1.10 loads only named plugins"
 
 
@@ -158,41 +163,125 @@ def test_rendered_config_passes_nomad_config_validate(tmp_path, options):
     assert "Configuration is valid" in res.stdout
 
 
-# -- readiness -------------------------------------------------------------------------------
+# -- readiness: agent-start.sh, run for real against a fake Nomad -----------------------------
 
+NAME = "nomad-lab-abc123-1"
+
+
+@pytest.fixture
+def fake_systemd(tmp_path):
+    """systemd-run and systemctl stand-ins on PATH: the unit is "alive" while a file exists."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    alive = tmp_path / "alive"
+    (bin_dir / "systemd-run").write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path}/launched\n"
+                                         f"touch {alive}\n")
+    (bin_dir / "systemctl").write_text(f"#!/bin/sh\ntest -e {alive}\n")
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    return tmp_path
+
+
+def run_script(fake_systemd, port: int, mode: str = "dev", timeout_s: int = 20,
+               config: str = "name = 1\n") -> subprocess.CompletedProcess:
+    import base64
+    import os
+
+    env = {**os.environ, "PATH": f"{fake_systemd / 'bin'}:{os.environ['PATH']}"}
+    args = [NAME + ".service", str(fake_systemd / "agent"), str(port), NAME, DRIVER,
+            str(timeout_s), mode, base64.b64encode(config.encode()).decode(), "/opt/nomad"]
+    return subprocess.run(["bash", "-c", agent_mod.START_SCRIPT, "agent-start", *args],
+                          env=env, capture_output=True, text=True, timeout=timeout_s + 10)
+
+
+def nomad_routes(nomad, leader=(200, "127.0.0.1:4647"), status="ready", drivers=None):
+    nomad.route("GET", "/v1/status/leader", *([leader] if isinstance(leader, tuple) else leader))
+    nomad.route("GET", "/v1/nodes", (200, [{"ID": "n1", "Name": NAME, "Status": status},
+                                           {"ID": "n0", "Name": "someone-else",
+                                            "Status": "ready"}]))
+    nomad.route("GET", "/v1/node/n1", (200, {"ID": "n1", "Status": status,
+                                             "Drivers": HEALTHY if drivers is None else drivers}))
+
+
+def test_start_script_launches_the_unit_and_walks_every_step_to_healthy(fake_systemd):
+    with FakeNomadServer() as nomad:
+        nomad_routes(nomad, leader=[(500, Text("No cluster leader")), (200, ""),
+                                    (200, "127.0.0.1:4647")])
+        res = run_script(fake_systemd, nomad.port, config="name = \"x\"\n")
+    assert res.returncode == 0, res.stdout + res.stderr
+    steps, node_id, last = agent_mod.parse_start_output(res.stdout)
+    assert list(steps) == list(agent_mod.STEPS), res.stdout
+    assert sorted(steps.values()) == list(steps.values()), "steps come in order"
+    assert node_id == "n1" and last == ""
+    launched = (fake_systemd / "launched").read_text()
+    assert f"--unit={NAME}.service" in launched and "KillMode=process" in launched
+    assert f"/opt/nomad agent -dev -config={fake_systemd}/agent/agent.hcl" in launched
+    assert (fake_systemd / "agent" / "agent.hcl").read_text() == 'name = "x"\n'
+
+
+def test_start_script_persist_mode_is_not_dev_and_wait_mode_launches_nothing(fake_systemd):
+    with FakeNomadServer() as nomad:
+        nomad_routes(nomad)
+        assert run_script(fake_systemd, nomad.port, mode="persist").returncode == 0
+        launched = (fake_systemd / "launched").read_text()
+        assert "agent -config=" in launched and "-dev" not in launched
+        (fake_systemd / "launched").unlink()
+        res = run_script(fake_systemd, nomad.port, mode="wait")
+    assert res.returncode == 0 and not (fake_systemd / "launched").exists()
+
+
+@pytest.mark.parametrize("routes, seen", [
+    ({"leader": (500, Text("No cluster leader"))}, "HTTP port"),
+    ({"leader": (200, "")}, "no leader elected yet"),
+    ({"status": "initializing"}, "node status=initializing"),
+    ({"drivers": {"docker": {}}}, "driver java-crun not fingerprinted yet"),
+    ({"drivers": {DRIVER: {"Detected": True, "Healthy": False,
+                           "HealthDescription": "java runtime not usable: exit 1"}}},
+     "driver java-crun Detected/Healthy: true false java runtime not usable: exit 1"),
+])
+def test_start_script_deadline_names_the_last_state(fake_systemd, routes, seen):
+    with FakeNomadServer() as nomad:
+        nomad_routes(nomad, **routes)
+        res = run_script(fake_systemd, nomad.port, timeout_s=1)
+    assert res.returncode == 4, res.stdout + res.stderr
+    assert seen in agent_mod.parse_start_output(res.stdout)[2], res.stdout
+
+
+def test_start_script_fails_at_once_when_the_unit_dies(fake_systemd):
+    """The unit dies while the agent is still electing: exit 3 now, not at the deadline."""
+    import threading
+
+    with FakeNomadServer() as nomad:
+        nomad_routes(nomad, leader=(200, ""))
+        (fake_systemd / "alive").touch()
+        threading.Timer(0.5, (fake_systemd / "alive").unlink).start()
+        started = time.monotonic()
+        res = run_script(fake_systemd, nomad.port, mode="wait", timeout_s=60)
+    assert res.returncode == 3, res.stdout + res.stderr
+    assert time.monotonic() - started < 10
+    assert agent_mod.parse_start_output(res.stdout)[2] == "HTTP up; no leader elected yet"
+
+
+def test_start_script_passes_shellcheck():
+    import shutil
+
+    if not shutil.which("shellcheck"):
+        pytest.skip("shellcheck not installed (apt-get install shellcheck)")
+    res = subprocess.run(["shellcheck", str(ROOT / "lab" / "scripts" / "agent-start.sh")],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout
+
+
+# -- NomadAgent over the script's answers ------------------------------------------------------
+
+READY_OUTPUT = "".join(f"step {100 * (i + 1)} {s}\n" for i, s in enumerate(agent_mod.STEPS)) \
+    + "node node-0001\n"
 LOG_TAIL = "==> Nomad agent started!\n[ERROR] plugin: java runtime not usable: exit 1\n"
 
 
-def unit_active(host, *states: str, rc: int = 0) -> None:
-    """Answer `systemctl is-active <unit>`; the remains probe (which also runs
-    `systemctl is-active`) keeps finding nothing."""
-    host.on("systemctl is-active", *states, rc=rc)
-    host.on("echo unit:", "")
-
-
-def http_listening(host) -> None:
-    """Answer a readiness probe of the agent's HTTP port on the lab host (`ss -Htln`)."""
-
-    def listening(cmd: str) -> str:
-        port = re.search(r":(\d+)", cmd)
-        return f"LISTEN 0 4096 127.0.0.1:{port[1]} 0.0.0.0:*\n" if port else ""
-
-    host.on("ss -Htln", listening)
-
-
-def make_agent(host, api=None, ready_timeout=60.0) -> NomadAgent:
-    unit_active(host, "active\n")
-    http_listening(host)
+def script_answers(host, *answers) -> None:
+    host.on("agent-start", *answers)
     host.on("tail -n 40", LOG_TAIL)
-    agent = NomadAgent(host, "abc123", 1, ready_timeout=ready_timeout, stop_timeout=30)
-    agent.ports = dict(PORTS)
-    agent.api = api
-    return agent
-
-
-def unhealthy(description="java runtime not usable: exit 1"):
-    return cluster_state(drivers={DRIVER: {"Detected": True, "Healthy": False,
-                                           "HealthDescription": description}})
 
 
 def test_agent_names_are_tagged_with_the_run_id(host):
@@ -201,124 +290,24 @@ def test_agent_names_are_tagged_with_the_run_id(host):
     assert agent.unit == "nomad-lab-abc123-7.service"
     assert agent.dir == f"{AGENTS_ROOT}/nomad-lab-abc123-7"
     assert agent.log_path == f"{AGENTS_ROOT}/nomad-lab-abc123-7/agent.log"
+    assert agent.crun_root == f"{agent_mod.CRUN_STATE_ROOT}/nomad-lab-abc123-7/crun"
 
 
-def test_wait_ready_walks_every_stage_to_healthy(host, fast_waits):
-    api = FakeApi(cluster=[
-        ApiError("status/leader", "connection refused"),  # HTTP not listening yet
-        cluster_state(leader=""),
-        cluster_state(node_status=None),
-        cluster_state(node_status="initializing"),
-        cluster_state(drivers={"docker": {}}),
-        unhealthy(),
-        cluster_state(drivers=HEALTHY, node_id="node-42"),
-    ])
-    agent = make_agent(host, api)
-    agent.wait_ready()
-    assert agent.node_id == "node-42"
-    assert api.cluster.calls == 7
-    assert api.called("node_by_name") == [("nomad-lab-abc123-1",)] * 5
-    assert len(host.ran("systemctl is-active nomad-lab-abc123-1.service")) == 7
-    assert sum(fast_waits.sleeps) < 60
-
-
-def test_wait_ready_first_waits_for_the_http_port_on_the_lab_host(host, fast_waits):
-    """Through the tunnel a refused connection hangs: ask the lab host (ss) first, once."""
-    api = FakeApi()
-    agent = make_agent(host, api)
-    host.on("ss -Htln", "", "", f"LISTEN 0 4096 127.0.0.1:{PORTS['http']} 0.0.0.0:*\n")
-    agent.wait_ready()
-    probes = host.ran("ss -Htln")
-    assert len(probes) == 3 and f"sport = :{PORTS['http']}" in probes[0].cmd
-    assert api.cluster.calls == 1, "no API call before the port listens"
-
-
-def test_wait_ready_timeout_while_the_port_is_closed(host, fast_waits):
-    agent = make_agent(host, FakeApi(), ready_timeout=10)
-    host.on("ss -Htln", "")
-    with pytest.raises(LabTimeout, match="HTTP port 24646 not listening yet"):
-        agent.wait_ready()
-
-
-@pytest.mark.parametrize("state, seen", [
-    (cluster_state(leader=""), "no leader elected yet"),
-    (cluster_state(node_status=None), "client node not registered yet"),
-    (cluster_state(node_status="initializing"), "node status=initializing"),
-    (cluster_state(drivers={"docker": {}}), "driver java-crun not fingerprinted yet "
-                                            "(drivers: ['docker'])"),
-    (unhealthy(), "driver java-crun Detected=True Healthy=False: java runtime not usable"),
-    (ApiError("status/leader", "No cluster leader"), "No cluster leader"),
+@pytest.mark.parametrize("rc, last, error, text", [
+    (4, "node status=initializing", LabTimeout, "timed out after 10.0s waiting for Nomad agent"),
+    (3, "HTTP up; no leader elected yet", LabError, "is not running"),
 ])
-def test_wait_ready_timeout_names_the_last_state_and_the_log_tail(host, fast_waits, state, seen):
-    agent = make_agent(host, FakeApi(cluster=[state]), ready_timeout=20)
-    with pytest.raises(LabTimeout) as info:
-        agent.wait_ready()
+def test_a_failed_start_says_what_was_seen_with_the_log_tail_and_tears_down(
+        host, fake_labapi, rc, last, error, text):
+    script_answers(host, CommandResult("", rc, f"step 5 unit_started\nlast {last}\n", ""))
+    agent = NomadAgent(host, "abc123", 1, ready_timeout=10, stop_timeout=30)
+    with pytest.raises(error) as info:
+        agent.start()
     msg = str(info.value)
-    assert "timed out after 20.0s waiting for Nomad agent nomad-lab-abc123-1 ready" in msg
-    assert seen in msg
-    assert f"agent log tail ({agent.log_path}):" in msg
-    assert "[ERROR] plugin: java runtime not usable" in msg
-    assert fast_waits.now == pytest.approx(1020.0)
-
-
-def test_wait_ready_timeout_argument_overrides_the_default(host, fast_waits):
-    agent = make_agent(host, FakeApi(cluster=[cluster_state(leader="")]), ready_timeout=60)
-    with pytest.raises(LabTimeout, match="after 5.0s"):
-        agent.wait_ready(timeout=5)
-
-
-@pytest.mark.parametrize("state", ["failed", "inactive", "unknown"])
-def test_a_dead_unit_fails_at_once_with_the_log_tail(host, fast_waits, state):
-    agent = make_agent(host, FakeApi(cluster=[cluster_state(leader="")]))
-    unit_active(host, f"{state}\n", rc=3)
-    with pytest.raises(LabError) as info:
-        agent.wait_ready()
-    assert not isinstance(info.value, LabTimeout)
-    msg = str(info.value)
-    assert f"unit nomad-lab-abc123-1.service: {state}" in msg
-    assert "java runtime not usable" in msg
-    assert fast_waits.sleeps == [], "must not wait out the deadline for a dead agent"
-
-
-def test_a_unit_that_dies_while_waiting_stops_the_wait(host, fast_waits):
-    agent = make_agent(host, FakeApi(cluster=[cluster_state(leader="")]))
-    unit_active(host, "active\n", "activating\n", "failed\n")
-    with pytest.raises(LabError, match="is not running"):
-        agent.wait_ready()
-    assert len(fast_waits.sleeps) == 2
-
-
-@pytest.mark.parametrize("state", ["active", "activating", "reloading"])
-def test_assert_alive_accepts_live_states(host, state):
-    agent = make_agent(host)
-    unit_active(host, f"{state}\n")
-    agent.assert_alive()
-
-
-def test_wait_ready_with_the_real_api_retries_nomad_http_errors(host, fast_waits):
-    """Nomad answers 500 "No cluster leader" before the election: that is not-ready-yet."""
-    agent = make_agent(host)
-    with FakeNomadServer() as nomad:
-        nomad.route("GET", "/v1/status/leader", (500, Text("No cluster leader")),
-                    (200, "127.0.0.1:24647"))
-        nomad.route("GET", "/v1/nodes", (200, [{"ID": "n1", "Name": agent.id,
-                                                "Status": "ready"}]))
-        nomad.route("GET", "/v1/node/n1", (200, {"ID": "n1", "Status": "ready",
-                                                 "Drivers": HEALTHY}))
-        agent.api = LabApi("127.0.0.1", nomad.port, timeout=5)
-        agent.wait_ready()
-    assert agent.node_id == "n1"
-    assert [r.path for r in nomad.requests] == [
-        "/v1/status/leader", "/v1/status/leader", "/v1/nodes", "/v1/node/n1"]
-
-
-def test_wait_ready_with_the_real_api_retries_a_refused_connection(host, fast_waits):
-    from lab.host import free_local_port
-
-    agent = make_agent(host, LabApi("127.0.0.1", free_local_port(), timeout=1), ready_timeout=3)
-    with pytest.raises(LabTimeout) as info:
-        agent.wait_ready()
-    assert "ApiError" in str(info.value) and "status/leader" in str(info.value)
+    assert text in msg and last in msg, msg
+    assert f"agent log tail ({agent.log_path}):" in msg and "java runtime not usable" in msg
+    assert host.open_tunnels == 0
+    assert host.ran(f"systemctl stop {agent.unit}") and host.ran(f"rm -rf {agent.dir}")
 
 
 # -- start, stop, remains --------------------------------------------------------------------
@@ -340,26 +329,27 @@ def fake_labapi(monkeypatch):
     return factory
 
 
-def test_start_renders_launches_tunnels_and_waits(host, fast_waits, fake_labapi):
+def test_start_renders_launches_tunnels_and_waits(host, fake_labapi):
     host.on("ss -Htanu", "127.0.0.1:22\n")
-    http_listening(host)
-    unit_active(host, "active\n")
+    script_answers(host, READY_OUTPUT)
     agent = NomadAgent(host, "abc123", 1, ready_timeout=60, stop_timeout=30, api_timeout=9)
     assert agent.start() is agent
 
     assert sorted(agent.ports) == ["http", "rpc", "serf"] and len(set(agent.ports.values())) == 3
-    cfg = parse_hcl(host.files[f"{agent.dir}/agent.hcl"])
-    assert cfg["ports"] == agent.ports
-    assert host.ran(f"mkdir -p {agent.dir}/data")
-    (launch,) = host.ran("systemd-run")
+    (launch,) = host.ran("agent-start")
     assert launch.sudo
-    assert f"--unit={agent.unit}" in launch.cmd
-    assert f"StandardOutput=append:{agent.log_path}" in launch.cmd
-    assert f"{NOMAD_BIN} agent -config={agent.dir}/agent.hcl" in launch.cmd
+    args = shlex.split(launch.cmd)[4:]
+    assert args[:7] == [agent.unit, agent.dir, str(agent.ports["http"]), agent.id, DRIVER, "60",
+                        "dev"], args
+    cfg = parse_hcl(base64.b64decode(args[7]).decode())
+    assert cfg["ports"] == agent.ports and cfg["name"] == agent.id
+    assert args[8] == NOMAD_BIN
     assert host.tunnels == [agent.ports["http"]] and host.open_tunnels == 1
     (api,) = fake_labapi.made
     assert api.address == ("127.0.0.1", 40001, 9) and agent.api is api
     assert agent.node_id == "node-0001" and agent.startup_seconds >= 0
+    assert agent.timeline == pytest.approx(
+        {s: 0.1 * (i + 1) for i, s in enumerate(agent_mod.STEPS)})
 
     assert agent.stop() == []
     assert host.open_tunnels == 0
@@ -367,15 +357,12 @@ def test_start_renders_launches_tunnels_and_waits(host, fast_waits, fake_labapi)
     assert host.ran(f"rm -rf {agent.dir}")
 
 
-def test_a_start_that_never_gets_ready_tears_the_agent_down(host, fast_waits, fake_labapi):
-    fake_labapi.cluster[0] = [unhealthy()]
-    http_listening(host)
-    unit_active(host, "active\n")
-    agent = NomadAgent(host, "abc123", 1, ready_timeout=10, stop_timeout=30)
-    with pytest.raises(LabTimeout, match="Healthy=False"):
-        agent.start()
-    assert host.open_tunnels == 0
-    assert host.ran(f"systemctl stop {agent.unit}") and host.ran(f"rm -rf {agent.dir}")
+def test_a_persisting_agent_is_started_in_persist_mode(host, fake_labapi):
+    script_answers(host, READY_OUTPUT)
+    NomadAgent(host, "abc123", 1, ready_timeout=60, stop_timeout=30,
+               options=AgentOptions(persist=True)).start()
+    (launch,) = host.ran("agent-start")
+    assert shlex.split(launch.cmd)[4:][6] == "persist"
 
 
 def test_stop_reports_what_remains(host):
@@ -407,23 +394,24 @@ def test_remains_probe_run_by_a_real_shell_finds_nothing(host):
     assert out.stdout.split() == []
 
 
-def test_restart_restarts_the_unit_and_waits_again(host, fast_waits):
-    api = FakeApi()
-    agent = make_agent(host, api)
+def test_restart_restarts_the_unit_and_waits_again(host):
+    script_answers(host, READY_OUTPUT)
+    agent = NomadAgent(host, "abc123", 1, ready_timeout=60, stop_timeout=30)
+    agent.ports = dict(PORTS)
     agent.restart()
     assert host.ran(f"systemctl restart {agent.unit}")[0].sudo
-    assert api.cluster.calls == 1 and agent.node_id == "node-0001"
+    (wait,) = host.ran("agent-start")
+    assert shlex.split(wait.cmd)[4:][6] == "wait" and agent.node_id == "node-0001"
 
 
-def test_every_command_the_agent_runs_parses_as_bash(host, fast_waits, fake_labapi):
+def test_every_command_the_agent_runs_parses_as_bash(host, fake_labapi):
     host.on("ss -Htanu", "")
-    http_listening(host)
-    unit_active(host, "active\n")
+    script_answers(host, READY_OUTPUT)
     agent = NomadAgent(host, "abc123", 1, ready_timeout=60, stop_timeout=30).start()
     agent.log_tail()
     agent.restart()
     agent.stop()
-    assert len(host.calls) > 8
+    assert len(host.calls) > 6
     for call in host.calls:
         assert bash_syntax_errors(call.cmd) == "", call.cmd
 
@@ -443,13 +431,13 @@ def test_drain_purges_jobs_waits_for_allocations_then_gcs_and_waits_for_containe
         [alloc("running"), alloc("complete", alloc_id="ffff0000-1")],
         ApiError("allocations", "timeout"),
         [alloc("complete"), alloc("failed", alloc_id="ffff0000-1")]])
-    host.on("list-units", "container 3f2a.app\n", "")
+    host.on("crun --root /run/java-crun/nomad-lab-abc123-1/crun list -q", "3f2a.app\n", "")
     assert drain_agent(host, api).drain() == []
     assert api.called("deregister") == [("lab-abc123-a", True), ("lab-abc123-b", True)]
     methods = [m for m, _ in api.calls]
     assert methods.index("client_gc") > max(i for i, m in enumerate(methods)
                                             if m == "allocations")
-    assert len(host.ran("list-units")) == 2
+    assert len(host.ran("crun --root")) == 2
 
 
 def test_drain_reports_live_allocations_instead_of_raising(host, fast_waits):
@@ -461,6 +449,6 @@ def test_drain_reports_live_allocations_instead_of_raising(host, fast_waits):
 
 
 def test_drain_reports_containers_that_survive_client_gc(host, fast_waits):
-    host.on("list-units", "container 3f2a.app\n")
+    host.on("crun --root", "3f2a.app\n")
     (problem,) = drain_agent(host, FakeApi(alloc_lists=[[]])).drain()
     assert "containers destroyed after client GC" in problem and "['3f2a.app']" in problem

@@ -12,7 +12,7 @@ from fakes import FakeApi, alloc, bash_syntax_errors
 from lab import diag, facts
 from lab.api import ApiError
 from lab.errors import CommandFailed
-from lab.janitor import CRUN_ROOT
+from lab.janitor import CRUN_ROOTS
 
 AGENT_LOG = """==> Nomad agent started!
     2025-01-01T00:00:00Z [INFO]  agent: plugin loaded: plugin=nomad-driver-java-crun
@@ -38,7 +38,7 @@ def api_with_alloc():
 @pytest.fixture
 def diag_host(host):
     host.on("cat /var/lib/nomad-lab/nomad-lab-abc123-1/agent.log", AGENT_LOG)
-    host.on(f"crun --root {CRUN_ROOT} list", "NAME PID STATUS\n3f2a.app 4242 running\n")
+    host.on(f"for r in {CRUN_ROOTS}", "NAME PID STATUS\n3f2a.app 4242 running\n")
     host.on("dmesg", "[  1.0] oom-kill: java\n")
     host.on("nomad.slice", "== /sys/fs/cgroup/nomad.slice/x.scope\n")
     host.on("list-units", "container 3f2a.app\n")
@@ -92,7 +92,7 @@ def test_collect_without_an_agent_still_collects_the_host_parts(diag_host, tmp_p
 def test_a_failing_part_is_recorded_and_the_others_are_still_written(diag_host, tmp_path):
     api = api_with_alloc()
     api.log_script.answers = [ApiError("logs", "task not started")]
-    diag_host.on(f"crun --root {CRUN_ROOT} list", CommandFailed("vm", "crun list", None,
+    diag_host.on(f"for r in {CRUN_ROOTS}", CommandFailed("vm", "crun list", None,
                                                                "SSH failed: reset"))
     out = tmp_path / "b"
     written = diag.collect(diag_host, fake_agent(api), out)

@@ -96,7 +96,8 @@ def test_a_failing_fault_heal_is_not_swallowed(host, monkeypatch):
 def test_sweep_removes_every_root_it_scans():
     script = janitor.SWEEP_SCRIPT
     assert f"rm -rf {AGENTS_ROOT}/* {CRUN_STATE_ROOT}" in script
-    assert f"crun --root {janitor.CRUN_ROOT} delete --force" in script
+    assert f"for root in {janitor.CRUN_ROOTS}" in script
+    assert 'crun --root "$root" delete --force' in script
     assert script.index("delete --force") < script.index("rm -rf"), \
         "containers are deleted through crun before their state is removed"
     assert "umount -l" in script and script.index("umount -l") < script.index("rm -rf")
@@ -110,7 +111,7 @@ def process_patterns(script: str) -> list[tuple[str, str]]:
 
 
 PLUGIN_CMDLINE = f"{PLUGIN_DIR}/{PLUGIN_BINARY}"
-SHIM_CMDLINE = f"{PLUGIN_DIR}/{PLUGIN_BINARY} {CRUN_STATE_ROOT}/bundles/3f2a.app"
+SHIM_CMDLINE = f"{PLUGIN_DIR}/{PLUGIN_BINARY} {CRUN_STATE_ROOT}/nomad-lab-ab12-3/bundles/3f2a.app"
 
 
 @pytest.mark.parametrize("script", [janitor.SCAN_SCRIPT, janitor.SWEEP_SCRIPT],
@@ -164,8 +165,8 @@ def test_crun_root_and_bundles_match_the_plugins_layout():
     bundles = re.search(r'BundleDir:\s*filepath\.Join\(d\.config\(\)\.StateRoot, "([^"]+)"',
                         launch)
     assert crun_dir and bundles, "plugin/driver/launch.go changed: update lab/janitor.py"
-    assert janitor.CRUN_ROOT == f"{CRUN_STATE_ROOT}/{crun_dir[1]}"
-    assert janitor.BUNDLES_DIR == f"{CRUN_STATE_ROOT}/{bundles[1]}"
+    assert janitor.CRUN_ROOTS == f"{CRUN_STATE_ROOT}/*/{crun_dir[1]}"
+    assert f"{CRUN_STATE_ROOT}/[^ ]*/{bundles[1]}/" in janitor.SCAN_SCRIPT
 
 
 def test_shims_run_as_the_plugin_binary_with_the_bundle_dir():
@@ -178,3 +179,11 @@ def test_shims_run_as_the_plugin_binary_with_the_bundle_dir():
                          ids=["scan", "sweep"])
 def test_scripts_parse_as_bash(script):
     assert bash_syntax_errors(script) == ""
+
+
+def test_scan_leaves_out_the_traces_of_agents_started_ahead(host):
+    """The next test's agent, started while this test runs, is not this test's leftover."""
+    host.on("list-units", "unit nomad-lab-ab12-4.service\ndata_dir nomad-lab-ab12-4\n"
+            "data_dir nomad-lab-ab12-3\ncontainer 3f2a.app\n")
+    found = janitor.scan(host, include_faults=False, exclude_agents=["nomad-lab-ab12-4"])
+    assert found == {"data_dir": ["nomad-lab-ab12-3"], "container": ["3f2a.app"]}

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Start one lab Nomad agent as a transient systemd unit and wait, on the lab host itself,
+# until it is ready: HTTP answering, leader elected, node registered, node ready, driver
+# healthy. Polling here instead of over SSH turns a dozen round trips into one.
+#
+# usage: agent-start.sh UNIT DIR HTTP_PORT NODE_NAME DRIVER TIMEOUT_S MODE CONFIG_B64 NOMAD
+# MODE: dev (nomad agent -dev), persist (client state kept in DIR), or wait (the unit is
+# already running, e.g. after a restart: only wait for it).
+# Prints "step <ms since start> <name>" once per step reached (the timeline that
+# `invoke bench` and `invoke test -v` show), then "node <id>" when ready.
+# Exit 0: ready. 2: the unit could not be started. 3: the agent died. 4: deadline reached.
+# On failure the last line is "last <what was seen>".
+set -u
+unit=$1 dir=$2 port=$3 name=$4 driver=$5 timeout_s=$6 mode=$7 config_b64=$8 nomad=$9
+
+t0=$(date +%s%N)
+declare -A reached=()
+mark() {  # mark STEP: print the step the first time it is reached
+  [ -n "${reached[$1]:-}" ] && return
+  reached[$1]=1
+  echo "step $(( ($(date +%s%N) - t0) / 1000000 )) $1"
+}
+
+if [ "$mode" != wait ]; then
+  mkdir -p "$dir/data" && chmod 0711 "$dir" || exit 2
+  echo "$config_b64" | base64 -d >"$dir/agent.hcl" || exit 2
+  flags=(agent "-config=$dir/agent.hcl")
+  # -dev: in-memory state; the client retries registration after 1 s (a persisting client
+  # retries a registration that raced the leader election only after 15-30 s).
+  [ "$mode" = dev ] && flags=(agent -dev "-config=$dir/agent.hcl")
+  # KillMode=process as Nomad's own unit: stopping the agent must not kill the driver's
+  # per-container shims, or a restarted agent could not recover its tasks' exit codes.
+  systemd-run --unit="$unit" --collect --quiet \
+    -p "StandardOutput=append:$dir/agent.log" -p "StandardError=append:$dir/agent.log" \
+    -p KillMode=process -p TimeoutStopSec=20 "$nomad" "${flags[@]}" || exit 2
+fi
+mark unit_started
+
+api="http://127.0.0.1:$port"
+deadline=$(( $(date +%s) + timeout_s ))
+last="unit started; HTTP port $port not answering yet"
+while :; do
+  if ! systemctl is-active --quiet "$unit"; then
+    echo "last $last"
+    exit 3
+  fi
+  if leader=$(curl -sf -m 2 "$api/v1/status/leader"); then
+    mark http_listening
+    if [ "$leader" = '""' ] || [ -z "$leader" ]; then
+      last="HTTP up; no leader elected yet"
+    else
+      mark leader
+      node=$(curl -sf -m 2 "$api/v1/nodes" |
+        jq -r --arg n "$name" 'map(select(.Name == $n))[0] // empty | "\(.ID) \(.Status)"')
+      if [ -z "$node" ]; then
+        last="leader elected; client node $name not registered yet"
+      else
+        mark node_registered
+        id=${node% *} status=${node#* }
+        if [ "$status" != ready ]; then
+          last="node status=$status"
+        else
+          mark node_ready
+          health=$(curl -sf -m 2 "$api/v1/node/$id" | jq -r --arg d "$driver" \
+            '.Drivers[$d] // empty | "\(.Detected) \(.Healthy) \(.HealthDescription)"')
+          if [ -z "$health" ]; then
+            last="node ready; driver $driver not fingerprinted yet"
+          elif [ "${health%% *}" = true ] && [ "$(echo "$health" | cut -d' ' -f2)" = true ]; then
+            mark driver_healthy
+            echo "node $id"
+            exit 0
+          else
+            last="driver $driver Detected/Healthy: $health"
+          fi
+        fi
+      fi
+    fi
+  fi
+  if [ "$(date +%s)" -ge "$deadline" ]; then
+    echo "last $last"
+    exit 4
+  fi
+  sleep 0.1
+done
