@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from invoke.exceptions import ThreadException
 
 from lab.api import TRANSIENT, LabApi
-from lab.config import ROOT
 from lab.errors import CommandFailed, LabError, LabTimeout
 from lab.host import LabHost
 from lab.wait import Pending, until
@@ -34,7 +33,6 @@ CRUN_STATE_ROOT = "/run/java-crun"
 # Fingerprinters that probe cloud metadata addresses: never in a sealed lab.
 DENIED_FINGERPRINTERS = "env_aws,env_gce,env_azure,env_digitalocean,consul,vault"
 DENIED_DRIVERS = "docker,podman,qemu,java,exec,raw_exec"
-START_SCRIPT = (ROOT / "lab" / "scripts" / "agent-start.sh").read_text()
 STEPS = ("unit_started", "http_listening", "leader", "node_registered", "node_ready",
          "driver_healthy")
 
@@ -158,7 +156,7 @@ class NomadAgent:
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> NomadAgent:
-        """Launch the unit and wait until ready, in one SSH round trip (see START_SCRIPT)."""
+        """Launch the unit and wait until ready, in one SSH round trip (agent-start.sh)."""
         self.started_at = time.monotonic()
         self.ports = dict(zip(("http", "rpc", "serf"), self.host.free_ports(3), strict=True))
         config = render_config(self.id, self.dir, self.ports, self.options)
@@ -183,11 +181,7 @@ class NomadAgent:
                 str(max(1, round(timeout))), mode,
                 base64.b64encode(config.encode()).decode() or "-", NOMAD_BIN]
         what = f"Nomad agent {self.id} ready with driver {DRIVER} healthy"
-        res = self.host.sudo(f"bash -c {shlex.quote(START_SCRIPT)} agent-start "
-                             + " ".join(shlex.quote(a) for a in args), check=False,
-                             timeout=timeout + 30,
-                             hint="is systemd running on the lab host? the lab needs it for "
-                             "transient units")
+        res = self.host.run_script("agent-start.sh", args, check=False, timeout=timeout + 30)
         steps, node_id, last = parse_start_output(res.stdout)
         self.timeline.update(steps)
         if res.rc == 0 and node_id:

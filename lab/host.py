@@ -23,6 +23,8 @@ import paramiko
 
 from lab.errors import CommandFailed, LabError
 
+SCRIPTS_DIR = Path(__file__).resolve().parent / "scripts"
+
 
 @dataclass(frozen=True)
 class SSHSpec:
@@ -108,6 +110,10 @@ class LabHost:
     def sudo(self, cmd: str, **kwargs) -> CommandResult:
         return self.run(cmd, sudo=True, **kwargs)
 
+    def run_script(self, name: str, args: list, **kwargs) -> CommandResult:
+        """Run lab/scripts/<name> with `args` on the lab host, in one round trip (as root)."""
+        return self.sudo(script_command(name, args), **kwargs)
+
     def exists(self, path: str) -> bool:
         return self.sudo(f"test -e {shlex.quote(path)}", check=False).ok
 
@@ -161,6 +167,12 @@ class LabHost:
 
     def close(self) -> None:
         self._conn.close()
+
+
+def script_command(name: str, args: list) -> str:
+    """The command line that runs lab/scripts/<name> remotely: its text travels inline."""
+    script = (SCRIPTS_DIR / name).read_text()
+    return f"bash -c {shlex.quote(script)} {name} " + " ".join(shlex.quote(str(a)) for a in args)
 
 
 def free_local_port() -> int:

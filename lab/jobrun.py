@@ -99,8 +99,10 @@ class JobRun:
             return result if result else Pending(summarize_alloc(alloc))
 
         try:
+            # A poll is two API calls over the tunnel (tens of ms): a short cap on the backoff
+            # keeps a job's end from being seen up to 2 s late.
             return until(poll, timeout, f"job {self.id}: {what}", retry_on=TRANSIENT,
-                         interval=0.3)
+                         interval=0.2, max_interval=0.5)
         except LabTimeout as exc:
             hint = self.diag_hint or ""
             raise LabTimeout(exc.what, exc.timeout, exc.last, hint) from None

@@ -80,5 +80,5 @@ while :; do
     echo "last $last"
     exit 4
   fi
-  sleep 0.1
+  sleep 0.05
 done

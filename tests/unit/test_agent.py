@@ -190,7 +190,8 @@ def run_script(fake_systemd, port: int, mode: str = "dev", timeout_s: int = 20,
     env = {**os.environ, "PATH": f"{fake_systemd / 'bin'}:{os.environ['PATH']}"}
     args = [NAME + ".service", str(fake_systemd / "agent"), str(port), NAME, DRIVER,
             str(timeout_s), mode, base64.b64encode(config.encode()).decode(), "/opt/nomad"]
-    return subprocess.run(["bash", "-c", agent_mod.START_SCRIPT, "agent-start", *args],
+    script = (ROOT / "lab" / "scripts" / "agent-start.sh").read_text()
+    return subprocess.run(["bash", "-c", script, "agent-start", *args],
                           env=env, capture_output=True, text=True, timeout=timeout_s + 10)
 
 
