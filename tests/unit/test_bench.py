@@ -9,7 +9,7 @@ AGENT_LOG = """==> Loaded configuration from /var/lib/nomad-lab/x/agent.hcl
 2026-11-29T18:40:01.100Z [INFO]  nomad: raft: initial configuration: index=1
 2026-11-29T18:40:02.350Z [INFO]  nomad: cluster leadership acquired
 2026-11-29T18:40:02.900Z [INFO]  client: node registration complete
-2026-11-29T18:40:03.050Z [DEBUG] client.driver_mgr: initial driver fingerprint: driver=java-crun health=healthy
+2026-11-29T18:40:03.050Z [DEBUG] client.driver_mgr: driver=java-crun health=healthy
 2026-11-29T18:40:09.000Z [INFO]  client: node registration complete
 """
 
