@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 
 from invoke import Collection, Exit, task
@@ -170,7 +169,9 @@ def plugin_test(c, target=None):
 
 # -- test -----------------------------------------------------------------------------------
 def _pytest(args: list[str]) -> None:
-    rc = subprocess.call([sys.executable, "-m", "pytest", *args])
+    from lab.subrun import run_forwarding_interrupts
+
+    rc = run_forwarding_interrupts([sys.executable, "-m", "pytest", *args])
     if rc:
         raise Exit(code=rc)
 

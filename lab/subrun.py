@@ -1,0 +1,38 @@
+"""Run a child command (pytest) so that Ctrl-C reaches it and it can clean up.
+
+`subprocess.call` SIGKILLs its child when the parent gets KeyboardInterrupt, so pytest never
+runs its teardown. Here the parent keeps waiting instead: in a terminal, Ctrl-C is delivered
+to the whole foreground process group, so the child got its own SIGINT; when the parent alone
+was interrupted (a signal sent to it only), it passes SIGINT on. A second Ctrl-C reaches the
+child too (pytest then stops tearing down; the next run's sweep heals the lab host).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+
+
+def run_forwarding_interrupts(cmd: list[str], **popen_kwargs) -> int:
+    """Run `cmd` to completion and return its exit code, whatever Ctrl-C does to us."""
+    proc = subprocess.Popen(cmd, **popen_kwargs)
+    while True:
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            if proc.poll() is None and not _same_foreground_group(proc.pid):
+                proc.send_signal(signal.SIGINT)
+
+
+def _same_foreground_group(pid: int) -> bool:
+    """True when a terminal's Ctrl-C already reached the child (it is in our terminal's
+    foreground process group, as a child of ours is unless started in a new session)."""
+    try:
+        tty_group = os.tcgetpgrp(0)
+    except OSError:
+        return False  # no terminal: the interrupt was sent to us alone
+    try:
+        return os.getpgid(pid) == tty_group
+    except ProcessLookupError:
+        return True
