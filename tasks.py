@@ -179,7 +179,13 @@ def _pytest(args: list[str]) -> None:
 @task(default=True, help={"k": "pytest -k expression", "target": "lab target",
                           "extra": "more pytest arguments"})
 def e2e(c, k=None, target=None, extra=""):
-    """Run the live e2e suite against the lab (a fresh Nomad agent per test)."""
+    """Build and push what changed, then run the live e2e suite (a fresh agent per test)."""
+    from lab.up import build_and_push
+
+    try:
+        build_and_push(_config(c, target=target))
+    except LabError as exc:
+        raise _fail(exc) from None
     args = ["tests/e2e", "--junitxml=reports/junit-e2e.xml", *extra.split()]
     args += ["-k", k] if k else []
     args += ["--lab-target", target] if target else []

@@ -83,11 +83,24 @@ def lab_host(lab_config):
 
     with target.exclusive(lab_config):
         host = target.connect(lab_config)
+        _refuse_a_stale_lab_host(host, lab_config)
         swept = janitor.sweep(host)  # heal what a crashed run left before we start
         if swept:
             print(f"\nlab: swept leftovers of an earlier run: {janitor.describe(swept)}")
         yield host
         host.close()
+
+
+def _refuse_a_stale_lab_host(host, config: LabConfig) -> None:
+    """Never test a plugin or Nomad other than this tree's build."""
+    from lab.push import stale
+
+    differs = stale(host, config)
+    if differs:
+        raise LabError(f"the lab host {host.spec.url} does not run this tree's build:\n  "
+                       + "\n  ".join(differs)
+                       + "\nfix: `./invoke test` builds and pushes before it runs pytest; "
+                       "or run `./invoke plugin.build lab.push` first")
 
 
 @pytest.fixture(scope="session")

@@ -44,6 +44,18 @@ def up(config: LabConfig, out=print) -> Steps:
     return steps
 
 
+def build_and_push(config: LabConfig, out=print) -> Steps:
+    """What `invoke test` does first: rebuild what changed and push it (seconds when nothing
+    did), so a test never runs against a plugin or Nomad other than this tree's."""
+    steps = Steps("build and push", out)
+    with steps.step("build"):
+        build_all(config, out)
+    with steps.step("push"):
+        with target.exclusive(config, out):
+            push(target.connect(config, check_ready=False), config, out)
+    return steps
+
+
 def build_all(config: LabConfig, out=print) -> None:
     build.build_nomad(config, log=out)
     build.build_plugin(config, log=out)

@@ -63,20 +63,44 @@ def test_sha256_of_a_file_larger_than_one_read(tmp_path):
     assert push.sha256(path) == digest(data)
 
 
-def test_remote_sums_parses_sha256sum_output(host):
-    host.on("sha256sum",
-            f"{'a' * 64}  /opt/lab/bin/nomad\n\n{'b' * 64}  /opt/lab/jars/my app.jar\n")
-    sums = push.remote_sums(host, ["/opt/lab/bin/nomad", "/opt/lab/jars/my app.jar",
-                                   "/opt/lab/missing"])
-    assert sums == {"/opt/lab/bin/nomad": "a" * 64, "/opt/lab/jars/my app.jar": "b" * 64}
+def stat_answer(files: dict[str, bytes], manifest: dict | None = None, mtime: int = 1700000000):
+    """What the lab host answers to remote_sums' first command: MANIFEST, then stat lines."""
+    import json
+
+    stats = "".join(f"{len(data)} {mtime} {path}\n" for path, data in files.items())
+    return (json.dumps(manifest) if manifest is not None else "") + "\n--- stat\n" + stats
+
+
+def vouched(files: dict[str, bytes], mtime: int = 1700000000) -> dict:
+    return {p: {"sha256": digest(d), "size": len(d), "mtime": mtime} for p, d in files.items()}
+
+
+def test_remote_sums_trusts_the_manifest_when_size_and_mtime_match(host):
+    files = {NOMAD_BIN: b"nomad binary", "/opt/lab/jars/my app.jar": b"jar"}
+    host.on("--- stat", stat_answer(files, vouched(files)))
+    sums = push.remote_sums(host, [*files, "/opt/lab/missing"])
+    assert sums == {p: digest(d) for p, d in files.items()}
     (call,) = host.calls
     assert "'/opt/lab/jars/my app.jar'" in call.cmd and call.sudo and not call.check
+    assert not host.ran("sha256sum"), "one round trip: nothing hashed on the lab host"
 
 
-def test_push_uploads_only_what_changed(config, host):
-    host.on("sha256sum", f"{digest(b'nomad binary')}  {NOMAD_BIN}\n"
-                         f"{digest(b'plugin binary v1')}  {PLUGIN_REMOTE}\n"
-                         f"{digest(b'sleeper jar')}  {push.JAR_DIR}/sleeper.jar\n")
+def test_remote_sums_hashes_what_the_manifest_cannot_vouch_for(host):
+    files = {NOMAD_BIN: b"nomad binary", PLUGIN_REMOTE: b"plugin"}
+    record = vouched(files)
+    record[PLUGIN_REMOTE]["mtime"] += 5  # replaced behind push's back
+    host.on("--- stat", stat_answer(files, record))
+    host.on("sha256sum", f"{'b' * 64}  {PLUGIN_REMOTE}\n")
+    assert push.remote_sums(host, list(files)) == {NOMAD_BIN: digest(b"nomad binary"),
+                                                  PLUGIN_REMOTE: "b" * 64}
+    (hashing,) = host.ran("sha256sum")
+    assert PLUGIN_REMOTE in hashing.cmd and NOMAD_BIN not in hashing.cmd
+
+
+def test_push_uploads_only_what_changed_and_records_the_manifest(config, host):
+    current = {NOMAD_BIN: b"nomad binary", PLUGIN_REMOTE: b"plugin binary v1",
+               f"{push.JAR_DIR}/sleeper.jar": b"sleeper jar"}
+    host.on("--- stat", stat_answer(current, vouched(current)))
     lines: list[str] = []
     changed = push.push(host, config, out=lines.append)
     assert changed == [PLUGIN_REMOTE, f"{push.JAR_DIR}/hello.jar"]
@@ -85,17 +109,29 @@ def test_push_uploads_only_what_changed(config, host):
                          (build / "jars" / "hello.jar", f"{push.JAR_DIR}/hello.jar", "0644")]
     assert lines[-1] == "push: 2 updated, 2 unchanged"
     assert lines[0].startswith(f"push: {PLUGIN_BINARY} -> {PLUGIN_REMOTE} (")
+    assert push.MANIFEST in host.files
 
 
-def test_push_when_everything_is_current_uploads_nothing(config, host):
-    files = push.manifest(config)
-    host.on("sha256sum", "".join(f"{push.sha256(local)}  {remote}\n"
-                                 for remote, (local, _) in files.items()))
+def test_push_when_everything_is_current_uploads_nothing_in_one_round_trip(config, host):
+    files = {remote: local.read_bytes() for remote, (local, _) in push.manifest(config).items()}
+    host.on("--- stat", stat_answer(files, vouched(files)))
     lines: list[str] = []
     assert push.push(host, config, out=lines.append) == []
     assert host.puts == [] and lines == ["push: 0 updated, 4 unchanged"]
+    assert len(host.calls) == 1 and push.MANIFEST not in host.files
 
 
 def test_push_to_a_fresh_host_uploads_everything(config, host):
     assert len(push.push(host, config, out=lambda line: None)) == 4
     assert len(host.puts) == 4
+
+
+def test_stale_names_each_file_that_differs_from_this_trees_build(config, host):
+    files = {remote: local.read_bytes() for remote, (local, _) in push.manifest(config).items()}
+    files[PLUGIN_REMOTE] = b"an older plugin"
+    del files[f"{push.JAR_DIR}/hello.jar"]
+    host.on("--- stat", stat_answer(files, vouched(files)))
+    assert push.stale(host, config) == [
+        f"{PLUGIN_REMOTE} differs from {config.build_dir / PLUGIN_BINARY}",
+        f"{push.JAR_DIR}/hello.jar is not on the lab host; build: "
+        f"{config.build_dir / 'jars' / 'hello.jar'}"]
