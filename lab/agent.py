@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import shlex
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -213,20 +212,16 @@ class NomadAgent:
         self.host.sudo(f"systemctl restart {self.unit}")
         self.wait_ready()
 
-    def stop(self, check: bool = True) -> list[str]:
-        """Stop the unit, close the tunnel, remove the data dir; return what would not go."""
+    def stop(self, check: bool = True, graceful: bool = False) -> list[str]:
+        """Stop the unit, close the tunnel, remove the data dir and the driver's state root;
+        return what would not go. After a clean drain() the agent is KILLed at once (nothing of
+        value runs in it); `graceful` lets Nomad shut down first (agent-stop.sh)."""
         self.close_tunnel()
-        # After drain() nothing of value runs in the unit: KILL what KillMode=process leaves.
-        self.host.sudo(f"systemctl stop {self.unit} 2>/dev/null; "
-                       f"systemctl kill -s KILL {self.unit} 2>/dev/null; "
-                       f"systemctl reset-failed {self.unit} 2>/dev/null; true", check=False,
-                       timeout=self.stop_timeout + 30)
-        # Nomad mounts secrets/ (tmpfs) and may leave alloc mounts: unmount before rm.
-        self.host.sudo(f"if [ -d {self.dir} ]; then "
-                       f"grep -o ' {self.dir}/[^ ]*' /proc/self/mountinfo | sort -r | "
-                       f"xargs -r -n1 umount -l; rm -rf {shlex.quote(self.dir)}; fi",
-                       check=False)
-        remains = self.remains()
+        res = self.host.run_script(
+            "agent-stop.sh", [self.unit, self.dir, state_root(self.id),
+                              "graceful" if graceful else "kill"],
+            check=False, timeout=self.stop_timeout + 30)
+        remains = res.stdout.split()
         if check and remains:
             raise LabError(f"agent {self.id} left things behind after stop: {remains}; "
                            "clean up with `invoke lab.clean`")
@@ -270,16 +265,6 @@ class NomadAgent:
             self._tunnel.close()
         except ThreadException:
             pass
-
-    def remains(self) -> list[str]:
-        out = self.host.sudo(
-            f"systemctl is-active {self.unit} >/dev/null 2>&1 && echo unit:{self.unit}; "
-            f"test -e {self.dir} && echo dir:{self.dir}; "
-            # [g]: the pattern must not match this very command line (our own shell).
-            f"pgrep -f -- '-confi[g]={self.dir}/' >/dev/null && echo process:nomad-{self.id}; "
-            "true",
-            check=False).stdout
-        return out.split()
 
     @property
     def crun_root(self) -> str:

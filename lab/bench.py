@@ -61,7 +61,7 @@ LOG_MARKS = {
     "node_registered": re.compile(r"node registration complete"),
     "driver_healthy": re.compile(rf"driver={DRIVER} health=healthy"),
 }
-LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)(Z|[+-]\d\d:?\d\d)")
+LOG_TIME = re.compile(r"^\s*(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)(Z|[+-]\d\d:?\d\d)")
 JOB_STEPS = ("placed", "artifact_downloaded", "task_started", "first_output", "exited",
              "seen_dead")
 

@@ -183,7 +183,7 @@ def agent(request, lab_config, lab_host, lab_facts, agent_pool):
               f"(`./invoke lab.ssh`, then `./invoke lab.clean` when done)")
         return
     problems = agent.drain()
-    agent.stop(check=False)
+    agent.stop(check=False, graceful=bool(problems))
     leftovers = janitor.scan(lab_host, exclude_agents=agent_pool.live_ids())
     if leftovers:
         agent_pool.drop_ahead()  # the sweep below removes every agent on the host

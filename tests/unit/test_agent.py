@@ -30,6 +30,7 @@ from lab.agent import (
     AgentOptions,
     NomadAgent,
     render_config,
+    state_root,
 )
 from lab.api import ApiError
 from lab.config import ROOT
@@ -308,7 +309,7 @@ def test_a_failed_start_says_what_was_seen_with_the_log_tail_and_tears_down(
     assert text in msg and last in msg, msg
     assert f"agent log tail ({agent.log_path}):" in msg and "java runtime not usable" in msg
     assert host.open_tunnels == 0
-    assert host.ran(f"systemctl stop {agent.unit}") and host.ran(f"rm -rf {agent.dir}")
+    assert stop_args(host) == [agent.unit, agent.dir, state_root(agent.id), "kill"]
 
 
 # -- start, stop, remains --------------------------------------------------------------------
@@ -354,8 +355,7 @@ def test_start_renders_launches_tunnels_and_waits(host, fake_labapi):
 
     assert agent.stop() == []
     assert host.open_tunnels == 0
-    assert host.ran(f"systemctl stop {agent.unit}")
-    assert host.ran(f"rm -rf {agent.dir}")
+    assert stop_args(host) == [agent.unit, agent.dir, state_root(agent.id), "kill"]
 
 
 def test_a_persisting_agent_is_started_in_persist_mode(host, fake_labapi):
@@ -366,33 +366,54 @@ def test_a_persisting_agent_is_started_in_persist_mode(host, fake_labapi):
     assert shlex.split(launch.cmd)[4:][6] == "persist"
 
 
+def stop_args(host) -> list[str]:
+    (call,) = host.ran("agent-stop.sh")
+    assert call.sudo
+    return shlex.split(call.cmd)[4:]
+
+
 def test_stop_reports_what_remains(host):
     agent = NomadAgent(host, "abc123", 1, ready_timeout=1, stop_timeout=1)
     left = f"unit:{agent.unit}\ndir:{agent.dir}\n"
-    host.on("echo unit:", left)
-    assert agent.stop(check=False) == [f"unit:{agent.unit}", f"dir:{agent.dir}"]
+    host.on("agent-stop.sh", left)
+    assert agent.stop(check=False, graceful=True) == [f"unit:{agent.unit}", f"dir:{agent.dir}"]
+    assert stop_args(host)[-1] == "graceful"
     with pytest.raises(LabError) as info:
         agent.stop()
     assert f"dir:{agent.dir}" in str(info.value) and "invoke lab.clean" in str(info.value)
 
 
-def test_remains_process_probe_does_not_match_its_own_command_line(host):
-    """pgrep -f sees the shell running the probe, whose command line holds the pattern."""
-    agent = NomadAgent(host, "abc123", 1, ready_timeout=1, stop_timeout=1)
-    agent.remains()
-    (probe,) = host.ran("pgrep")
-    pattern = re.search(r"pgrep -f -- '([^']+)'", probe.cmd)[1]
-    assert not re.search(pattern, probe.cmd), f"{pattern!r} matches the probe itself"
-    assert re.search(pattern, f"{NOMAD_BIN} agent -config={agent.dir}/agent.hcl")
+def run_stop_script(tmp_path, containers: str = "") -> subprocess.CompletedProcess:
+    """agent-stop.sh run by a real bash, with systemctl and crun stand-ins on PATH."""
+    import os
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "systemctl").write_text("#!/bin/sh\n[ \"$1\" = is-active ] && exit 3\nexit 0\n")
+    (bin_dir / "crun").write_text(f"#!/bin/sh\nprintf '{containers}'\n")
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    agent_dir, root = tmp_path / "agent", tmp_path / "state"
+    (agent_dir / "data").mkdir(parents=True)
+    (root / "crun").mkdir(parents=True)
+    script = (ROOT / "lab" / "scripts" / "agent-stop.sh").read_text()
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    return subprocess.run(["bash", "-c", script, "agent-stop.sh", "u.service", str(agent_dir),
+                           str(root), "kill"], env=env, capture_output=True, text=True,
+                          timeout=20)
 
 
-def test_remains_probe_run_by_a_real_shell_finds_nothing(host):
-    """The probe itself, run locally by bash as sshd would: no unit, no dir, no process."""
-    agent = NomadAgent(host, "zz-unit-test", 1, ready_timeout=1, stop_timeout=1)
-    agent.remains()
-    (probe,) = host.ran("pgrep")
-    out = subprocess.run(["bash", "-c", probe.cmd], capture_output=True, text=True, timeout=10)
-    assert out.stdout.split() == []
+def test_stop_script_removes_the_dirs_and_finds_nothing_left(tmp_path):
+    res = run_stop_script(tmp_path)
+    assert res.returncode == 0 and res.stdout.split() == [], res.stdout + res.stderr
+    assert not (tmp_path / "agent").exists() and not (tmp_path / "state").exists()
+
+
+def test_stop_script_keeps_a_state_root_that_still_holds_a_container(tmp_path):
+    """A leaked container must stay visible to the leftover scan and the sweep."""
+    res = run_stop_script(tmp_path, containers="3f2a.app\\n")
+    assert res.stdout.split() == [f"state_root:{tmp_path / 'state'}"], res.stdout + res.stderr
+    assert (tmp_path / "state" / "crun").exists()
 
 
 def test_restart_restarts_the_unit_and_waits_again(host):
@@ -412,7 +433,7 @@ def test_every_command_the_agent_runs_parses_as_bash(host, fake_labapi):
     agent.log_tail()
     agent.restart()
     agent.stop()
-    assert len(host.calls) > 6
+    assert len(host.calls) == 6, "ports, start, log tail, restart, wait, stop"
     for call in host.calls:
         assert bash_syntax_errors(call.cmd) == "", call.cmd
 

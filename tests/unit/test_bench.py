@@ -6,7 +6,7 @@ from lab import bench
 
 AGENT_LOG = """==> Loaded configuration from /var/lib/nomad-lab/x/agent.hcl
 ==> Starting Nomad agent...
-2026-11-29T18:40:01.100Z [INFO]  nomad: raft: initial configuration: index=1
+    2026-11-29T18:40:01.100Z [INFO]  nomad: raft: initial configuration: index=1
 2026-11-29T18:40:02.350Z [INFO]  nomad: cluster leadership acquired
 2026-11-29T18:40:02.900Z [INFO]  client: node registration complete
 2026-11-29T18:40:03.050Z [DEBUG] client.driver_mgr: driver=java-crun health=healthy
