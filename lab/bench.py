@@ -62,8 +62,8 @@ LOG_MARKS = {
     "driver_healthy": re.compile(rf"driver={DRIVER} health=healthy"),
 }
 LOG_TIME = re.compile(r"^\s*(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)(Z|[+-]\d\d:?\d\d)")
-JOB_STEPS = ("placed", "artifact_downloaded", "task_started", "first_output", "exited",
-             "seen_dead")
+JOB_STEPS = ("placed", "received", "task_setup", "downloading_artifacts",
+             "artifact_downloaded", "task_started", "first_output", "exited", "seen_dead")
 
 
 def run(config: LabConfig, cold: bool = False, rounds: int = 3, out=print) -> dict:
@@ -166,6 +166,9 @@ def _job_timeline(config: LabConfig, host: LabHost, agent: NomadAgent, server: A
     downloads = [r.finished_at for r in server.requests("hello.jar")
                  if r.finished_at and r.started_at >= registered]
     at = {"placed": alloc.get("CreateTime", 0) / 1e9 - offset,
+          "received": events.get("Received"),
+          "task_setup": events.get("Task Setup"),
+          "downloading_artifacts": events.get("Downloading Artifacts"),
           "artifact_downloaded": max(downloads) if downloads else None,
           "task_started": events.get("Started"),
           "first_output": int(first[1]) / 1e9 - offset if first else None,
