@@ -84,8 +84,10 @@ def lab_host(lab_config):
     with target.exclusive(lab_config):
         host = target.connect(lab_config)
         _refuse_a_stale_lab_host(host, lab_config)
-        swept = janitor.sweep(host)  # heal what a crashed run left before we start
+        # Heal what a crashed run left before we start (Jepsen's teardown before setup).
+        swept = janitor.scan(host)
         if swept:
+            janitor.sweep(host)
             print(f"\nlab: swept leftovers of an earlier run: {janitor.describe(swept)}")
         yield host
         host.close()
