@@ -253,13 +253,57 @@ def _go_build(config, what: str, extra: list[str], out: Path, package: str, log:
     out.parent.mkdir(parents=True, exist_ok=True)
     cmd = [go, "build", *GO_FLAGS, *extra, "-o", str(out), package]
     started = time.monotonic()
-    # Not captured live: a cold Nomad build takes minutes and prints nothing until it fails.
-    result = run(cmd, cwd=plugin_dir, env={**os.environ, **GO_ENV},
-                 capture_output=True, text=True)
+    env = {**os.environ, **GO_ENV}
+    if run is subprocess.run:
+        # A cold Nomad build takes minutes: show that it is alive and how far it has got.
+        result = _go_build_with_progress([go, "build", "-v", *cmd[2:]], plugin_dir, env,
+                                         out.name, package, log)
+    else:
+        result = run(cmd, cwd=plugin_dir, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         raise BuildFailed(what, cmd, result.returncode, result.stderr + result.stdout,
                           hint=f"run the command in {plugin_dir} to see the full output")
     log(f"{out.name}: built {what} in {time.monotonic() - started:.1f} s")
+
+
+GO_BUILD_DEADLINE_S = 3600  # a cold Nomad build under load takes ~10 min here
+PROGRESS_EVERY_S = 20
+
+
+def _go_build_with_progress(cmd: list[str], cwd: Path, env: dict, name: str, package: str,
+                            log: Log) -> subprocess.CompletedProcess:
+    """`go build -v` prints each package it compiles: count them against the package's
+    dependencies (`go list -deps`) and report every PROGRESS_EVERY_S, under one deadline."""
+    import threading
+
+    deps = subprocess.run([cmd[0], "list", "-deps", package], cwd=cwd, env=env,
+                          capture_output=True, text=True)
+    total = len(deps.stdout.split()) if deps.returncode == 0 else 0
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+    reader.start()
+    started = time.monotonic()
+    while True:
+        try:
+            proc.wait(timeout=PROGRESS_EVERY_S)
+            break
+        except subprocess.TimeoutExpired:
+            elapsed = time.monotonic() - started
+            if elapsed > GO_BUILD_DEADLINE_S:
+                proc.kill()
+                proc.wait()
+                return subprocess.CompletedProcess(cmd, None, "", "".join(lines) + (
+                    f"\nkilled after {GO_BUILD_DEADLINE_S} s (the build's deadline)"))
+            compiled = sum(1 for line in lines if not line.startswith(("#", " ")))
+            of = f"/{total}" if total else ""
+            log(f"{name}: building, {compiled}{of} packages compiled ({elapsed:.0f} s)")
+    reader.join(timeout=10)
+    stdout = proc.stdout.read() if proc.stdout else ""
+    # -v lists every package on stderr: keep only what is not a package path for errors.
+    errors = [line for line in lines if line.startswith(("#", " ")) or ":" in line]
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, "".join(errors))
 
 
 def go_binary() -> str:
