@@ -6,6 +6,7 @@ last saw (allocation status, task state, last events) and where the diagnostics 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from lab.api import TRANSIENT, ApiError, LabApi
@@ -41,6 +42,9 @@ class JobRun:
         self.timeout = timeout
         self.diag_hint = diag_hint
         self.register_result: dict | None = None
+        self.submitted_at: float | None = None
+        # (what, seconds after submit) for each wait that succeeded: the test's phases.
+        self.milestones: list[tuple[str, float]] = []
 
     def __repr__(self) -> str:
         return f"JobRun({self.id})"
@@ -50,8 +54,13 @@ class JobRun:
         return [t["Name"] for g in self.job["Job"]["TaskGroups"] for t in g["Tasks"]]
 
     def submit(self) -> JobRun:
+        self.submitted_at = time.monotonic()
         self.register_result = self.api.register(self.job)
         return self
+
+    def _milestone(self, what: str) -> None:
+        if self.submitted_at is not None:
+            self.milestones.append((what, time.monotonic() - self.submitted_at))
 
     # -- reading state -------------------------------------------------------------------
     def allocs(self) -> list[dict]:
@@ -118,10 +127,14 @@ class JobRun:
         return self._wait(check, f"task {task} {state}", timeout)
 
     def wait_running(self, task: str | None = None, timeout: float | None = None) -> dict:
-        return self.wait_task_state("running", task, timeout)
+        alloc = self.wait_task_state("running", task, timeout)
+        self._milestone("running")
+        return alloc
 
     def wait_dead(self, task: str | None = None, timeout: float | None = None) -> dict:
-        return self.wait_task_state("dead", task, timeout)
+        alloc = self.wait_task_state("dead", task, timeout)
+        self._milestone("dead")
+        return alloc
 
     def wait_alloc_terminal(self, timeout: float | None = None) -> dict:
         return self._wait(lambda a: a if a and a.get("ClientStatus") in TERMINAL_ALLOC else None,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,7 @@ _agent_seq = itertools.count(1)
 _FACTS_KEY = pytest.StashKey[dict]()
 _POOL_KEY = pytest.StashKey[AgentPool]()
 _NEXT_KEY = pytest.StashKey[pytest.Item | None]()
+_PHASES_KEY = pytest.StashKey[list]()  # [(phase, seconds)] of one test, shown with -v
 # Fixtures whose tests change the lab host for everybody: an inner pytest session sweeps the
 # host when it starts, so nothing else may run there meanwhile.
 _EXCLUSIVE_FIXTURES = {"inner_runs", "pytester"}
@@ -174,6 +176,8 @@ def pytest_runtest_call(item):
 @pytest.fixture
 def agent(request, lab_config, lab_host, lab_facts, agent_pool):
     agent, waited = agent_pool.take(request.node.nodeid, agent_options(request.node))
+    phases = request.node.stash.setdefault(_PHASES_KEY, [])
+    phases.append(("agent ready", waited))
     props = request.node.user_properties
     props.append(("agent_wait_s", round(waited, 2)))
     props.append(("agent_startup_s", round(agent.startup_seconds, 2)))
@@ -184,9 +188,16 @@ def agent(request, lab_config, lab_host, lab_facts, agent_pool):
         print(f"\nlab: --lab-keep: agent {agent.id} left running for debugging "
               f"(`./invoke lab.ssh`, then `./invoke lab.clean` when done)")
         return
-    problems = agent.drain()
-    agent.stop(check=False, graceful=bool(problems))
-    leftovers = janitor.scan(lab_host, exclude_agents=agent_pool.live_ids())
+    jobs = request.node.funcargs.get("jobs")
+    for run in getattr(jobs, "runs", []):
+        phases.extend((f"job {run.id.rsplit('-', 1)[-1]} {what}", secs)
+                      for what, secs in run.milestones)
+    with _phase(phases, "drained"):
+        problems = agent.drain()
+    with _phase(phases, "stopped"):
+        agent.stop(check=False, graceful=bool(problems))
+    with _phase(phases, "scanned"):
+        leftovers = janitor.scan(lab_host, exclude_agents=agent_pool.live_ids())
     if leftovers:
         agent_pool.drop_ahead()  # the sweep below removes every agent on the host
         janitor.sweep(lab_host)
@@ -194,6 +205,45 @@ def agent(request, lab_config, lab_host, lab_facts, agent_pool):
         if leftovers else []
     if problems and not failed:
         pytest.fail("\n".join(problems), pytrace=False)
+
+
+@contextmanager
+def _phase(phases: list, name: str):
+    began = time.monotonic()
+    try:
+        yield
+    finally:
+        phases.append((name, time.monotonic() - began))
+
+
+def pytest_runtest_logreport(report):
+    """With -v, one line per test after its teardown: each phase and how long it took."""
+    if report.when != "teardown":
+        return
+    phases = _phases_of.pop(report.nodeid, None)
+    if phases and _terminal and _terminal.verbosity > 0:
+        _terminal.write_line("    phases: " + " | ".join(f"{name} {secs:.1f}s"
+                                                       for name, secs in phases))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item):
+    yield
+    phases = item.stash.get(_PHASES_KEY, None)
+    if phases:
+        _phases_of[item.nodeid] = phases
+        item.user_properties.append(("phases", " ".join(f"{n.replace(' ', '_')}={s:.2f}"
+                                                          for n, s in phases)))
+
+
+_phases_of: dict[str, list] = {}
+_terminal = None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionstart(session):
+    global _terminal
+    _terminal = session.config.pluginmanager.get_plugin("terminalreporter")
 
 
 @pytest.fixture
@@ -206,6 +256,7 @@ class Jobs:
 
     def __init__(self, request, agent: NomadAgent, artifacts, config: LabConfig):
         self.request, self.agent, self.artifacts, self.config = request, agent, artifacts, config
+        self.runs: list[JobRun] = []
 
     def jar_url(self, name: str) -> str:
         name = name if name.endswith(".jar") else f"{name}.jar"
@@ -228,7 +279,9 @@ class Jobs:
 
     def submit(self, job: dict) -> JobRun:
         hint = f"diagnostics: {diag.bundle_dir(self.config.reports_dir, self.request.node.nodeid)}"
-        return JobRun(self.agent.api, job, self.config.timeout, diag_hint=hint).submit()
+        run = JobRun(self.agent.api, job, self.config.timeout, diag_hint=hint).submit()
+        self.runs.append(run)
+        return run
 
     def run(self, jar: str = "hello", *, job_kwargs: dict | None = None, **task_kwargs) -> JobRun:
         """One task group, one task named 'app' running `jar`; returns the submitted JobRun."""
