@@ -33,6 +33,15 @@ class LabApi:
         # NOMAD_REGION and NOMAD_NAMESPACE from the environment (a developer's own cluster).
         self.client = nomad.Nomad(address=self.address, region="global", namespace="default",
                                   timeout=timeout)
+        # Every allocation this agent ever reported: its tasks' cgroups and java processes
+        # carry these ids, which is how a leftover scan tells this agent's traces from others'.
+        self.seen_alloc_ids: set[str] = set()
+
+    def _seen(self, allocs):
+        for alloc in allocs if isinstance(allocs, list) else [allocs]:
+            if isinstance(alloc, dict) and alloc.get("ID"):
+                self.seen_alloc_ids.add(alloc["ID"])
+        return allocs
 
     def _call(self, name: str, fn, *args, **kwargs):
         try:
@@ -81,8 +90,8 @@ class LabApi:
                           job_id, purge=purge)
 
     def job_allocations(self, job_id: str) -> list[dict]:
-        return self._call(f"allocations of job {job_id}",
-                          self.client.job.get_allocations, job_id)
+        return self._seen(self._call(f"allocations of job {job_id}",
+                                     self.client.job.get_allocations, job_id))
 
     def job_evaluations(self, job_id: str) -> list[dict]:
         return self._call(f"evaluations of job {job_id}",
@@ -93,11 +102,11 @@ class LabApi:
 
     # -- allocations ---------------------------------------------------------------------
     def allocation(self, alloc_id: str) -> dict:
-        return self._call(f"allocation {alloc_id}",
-                          self.client.allocation.get_allocation, alloc_id)
+        return self._seen(self._call(f"allocation {alloc_id}",
+                                     self.client.allocation.get_allocation, alloc_id))
 
     def allocations(self) -> list[dict]:
-        return self._call("allocations", self.client.allocations.get_allocations)
+        return self._seen(self._call("allocations", self.client.allocations.get_allocations))
 
     def logs(self, alloc_id: str, task: str, stream: str = "stdout") -> str:
         """The whole stdout or stderr of a task so far, as plain text."""

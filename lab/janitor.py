@@ -90,6 +90,28 @@ def scan(host: LabHost, include_faults: bool = True,
     return found
 
 
+def scan_agent(host: LabHost, agent_id: str, alloc_ids: Iterable[str],
+               include_faults: bool = True) -> dict[str, list[str]]:
+    """The traces of one agent and its allocations only (scan-agent.sh): what its test must
+    leave behind clean while other tests' agents run on the same host."""
+    from lab.agent import state_root
+
+    res = host.run_script("scan-agent.sh", [agent_id, AGENTS_ROOT, state_root(agent_id),
+                                            PLUGIN_BINARY, *sorted(alloc_ids)], check=False)
+    found: dict[str, list[str]] = {}
+    for line in res.stdout.splitlines():
+        kind, _, item = line.strip().partition(" ")
+        if kind and item:
+            found.setdefault(kind, []).append(item)
+    if include_faults:
+        from lab import faults
+
+        traces = faults.scan(host)
+        if traces:
+            found["fault"] = traces
+    return found
+
+
 def describe(found: dict[str, list[str]]) -> str:
     return json.dumps(found, indent=2, sort_keys=True)
 

@@ -187,3 +187,34 @@ def test_scan_leaves_out_the_traces_of_agents_started_ahead(host):
             "data_dir nomad-lab-ab12-3\ncontainer 3f2a.app\n")
     found = janitor.scan(host, include_faults=False, exclude_agents=["nomad-lab-ab12-4"])
     assert found == {"data_dir": ["nomad-lab-ab12-3"], "container": ["3f2a.app"]}
+
+
+def test_scan_agent_reports_only_that_agents_traces(tmp_path, monkeypatch):
+    """scan-agent.sh run by a real bash, with systemctl and crun stand-ins: the agent's data
+    dir, container and bundle are found; another agent's are not."""
+    import os
+
+    from lab.host import SCRIPTS_DIR
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "systemctl").write_text('#!/bin/sh\necho "$2 loaded active running x"\n')
+    (bin_dir / "crun").write_text("#!/bin/sh\necho \"c-of-$(basename $(dirname $2))\"\n")
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    agents, states = tmp_path / "agents", tmp_path / "states"
+    for agent in ("nomad-lab-r-1", "nomad-lab-r-2"):
+        (agents / agent).mkdir(parents=True)
+        (states / agent / "crun").mkdir(parents=True)
+        (states / agent / "bundles" / "a1.app").mkdir(parents=True)
+        (states / agent / "bundles" / "a1.app" / "config.json").write_text("{}")
+    script = (SCRIPTS_DIR / "scan-agent.sh").read_text()
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    res = subprocess.run(["bash", "-c", script, "scan-agent.sh", "nomad-lab-r-1", str(agents),
+                          str(states / "nomad-lab-r-1"), PLUGIN_BINARY, "0000-no-such-alloc"],
+                         env=env, capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines == ["unit nomad-lab-r-1.service", "data_dir nomad-lab-r-1",
+                     "container c-of-nomad-lab-r-1",
+                     f"bundle {states}/nomad-lab-r-1/bundles/a1.app/config.json"], res.stdout
