@@ -110,6 +110,22 @@ class LabHost:
     def sudo(self, cmd: str, **kwargs) -> CommandResult:
         return self.run(cmd, sudo=True, **kwargs)
 
+    def open_channel(self, cmd: str, sudo: bool = False):
+        """Start `cmd` on a channel of its own and return it (paramiko Channel): for a
+        command that must live as long as we hold the channel (the lab host's lease)."""
+        wrapped = f"bash -c {shlex.quote(cmd)}"
+        if sudo and not self.is_root:
+            wrapped = f"sudo -n {wrapped}"
+        try:
+            self._conn.open()
+            channel = self._conn.client.get_transport().open_session()
+            channel.exec_command(wrapped)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise CommandFailed(self.name, cmd, None, f"SSH failed: {exc}",
+                                hint=f"is the lab host up? `invoke lab.status` "
+                                f"(target {self.spec.url})") from exc
+        return channel
+
     def run_script(self, name: str, args: list, **kwargs) -> CommandResult:
         """Run lab/scripts/<name> with `args` on the lab host, in one round trip (as root)."""
         return self.sudo(script_command(name, args), **kwargs)

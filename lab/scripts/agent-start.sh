@@ -37,48 +37,56 @@ fi
 mark unit_started
 
 api="http://127.0.0.1:$port"
+pid=$(systemctl show -p MainPID --value "$unit" 2>/dev/null)
 deadline=$(( $(date +%s) + timeout_s ))
 last="unit started; HTTP port $port not answering yet"
+alive() { [ -n "$pid" ] && [ "$pid" != 0 ] && kill -0 "$pid" 2>/dev/null; }
+give_up() { echo "last $last"; exit "$1"; }
+# Under TCG every process spawned costs CPU that the agent itself needs: poll the HTTP port
+# and the leader every 0.1 s, then follow the node with Nomad's blocking queries.
+index=0
 while :; do
-  if ! systemctl is-active --quiet "$unit"; then
-    echo "last $last"
-    exit 3
-  fi
-  if leader=$(curl -sf -m 2 "$api/v1/status/leader"); then
-    mark http_listening
-    if [ "$leader" = '""' ] || [ -z "$leader" ]; then
-      last="HTTP up; no leader elected yet"
-    else
-      mark leader
-      node=$(curl -sf -m 2 "$api/v1/nodes" |
-        jq -r --arg n "$name" 'map(select(.Name == $n))[0] // empty | "\(.ID) \(.Status)"')
-      if [ -z "$node" ]; then
-        last="leader elected; client node $name not registered yet"
+  alive || give_up 3
+  [ "$(date +%s)" -ge "$deadline" ] && give_up 4
+  if [ -z "${reached[leader]:-}" ]; then
+    if leader=$(curl -sf -m 2 "$api/v1/status/leader"); then
+      mark http_listening
+      if [ -n "$leader" ] && [ "$leader" != '""' ]; then
+        mark leader
       else
-        mark node_registered
-        id=${node% *} status=${node#* }
-        if [ "$status" != ready ]; then
-          last="node status=$status"
-        else
-          mark node_ready
-          health=$(curl -sf -m 2 "$api/v1/node/$id" | jq -r --arg d "$driver" \
-            '.Drivers[$d] // empty | "\(.Detected) \(.Healthy) \(.HealthDescription)"')
-          if [ -z "$health" ]; then
-            last="node ready; driver $driver not fingerprinted yet"
-          elif [ "${health%% *}" = true ] && [ "$(echo "$health" | cut -d' ' -f2)" = true ]; then
-            mark driver_healthy
-            echo "node $id"
-            exit 0
-          else
-            last="driver $driver Detected/Healthy: $health"
-          fi
-        fi
+        last="HTTP up; no leader elected yet"
       fi
     fi
+    [ -z "${reached[leader]:-}" ] && { sleep 0.1; continue; }
   fi
-  if [ "$(date +%s)" -ge "$deadline" ]; then
-    echo "last $last"
-    exit 4
+  # Blocks until the node list changes (or 2 s pass); the index comes back in a header.
+  out=$(curl -sf -m 5 -D - "$api/v1/nodes?index=$index&wait=2s") || { sleep 0.1; continue; }
+  index=$(printf '%s' "$out" | tr -d '\r' | sed -n 's/^[Xx]-[Nn]omad-[Ii]ndex: //p' | head -n1)
+  index=${index:-0}
+  node=$(printf '%s' "$out" | sed -n '/^\[/,$p' |
+    jq -r --arg n "$name" --arg d "$driver" 'map(select(.Name == $n))[0] // empty |
+      "\(.ID) \(.Status) " + (.Drivers[$d] | if . == null then "none none"
+                                           else "\(.Detected) \(.Healthy)" end)')
+  if [ -z "$node" ]; then
+    last="leader elected; client node $name not registered yet"
+    continue
   fi
-  sleep 0.05
+  mark node_registered
+  read -r id status detected healthy <<<"$node"
+  if [ "$status" != ready ]; then
+    last="node status=$status"
+    continue
+  fi
+  mark node_ready
+  if [ "$detected" = true ] && [ "$healthy" = true ]; then
+    mark driver_healthy
+    echo "node $id"
+    exit 0
+  fi
+  if [ "$detected" = none ]; then
+    last="node ready; driver $driver not fingerprinted yet"
+  else
+    why=$(curl -sf -m 2 "$api/v1/node/$id" | jq -r --arg d "$driver" '.Drivers[$d].HealthDescription')
+    last="driver $driver Detected/Healthy: $detected $healthy $why"
+  fi
 done

@@ -171,13 +171,15 @@ NAME = "nomad-lab-abc123-1"
 
 @pytest.fixture
 def fake_systemd(tmp_path):
-    """systemd-run and systemctl stand-ins on PATH: the unit is "alive" while a file exists."""
+    """systemd-run and systemctl stand-ins on PATH: the unit's main pid is the one in the
+    file `mainpid` (this test process unless a test writes another)."""
+    import os
+
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    alive = tmp_path / "alive"
-    (bin_dir / "systemd-run").write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path}/launched\n"
-                                         f"touch {alive}\n")
-    (bin_dir / "systemctl").write_text(f"#!/bin/sh\ntest -e {alive}\n")
+    (tmp_path / "mainpid").write_text(str(os.getpid()))
+    (bin_dir / "systemd-run").write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path}/launched\n")
+    (bin_dir / "systemctl").write_text(f"#!/bin/sh\ncat {tmp_path}/mainpid\n")
     for f in bin_dir.iterdir():
         f.chmod(0o755)
     return tmp_path
@@ -198,11 +200,12 @@ def run_script(fake_systemd, port: int, mode: str = "dev", timeout_s: int = 20,
 
 def nomad_routes(nomad, leader=(200, "127.0.0.1:4647"), status="ready", drivers=None):
     nomad.route("GET", "/v1/status/leader", *([leader] if isinstance(leader, tuple) else leader))
-    nomad.route("GET", "/v1/nodes", (200, [{"ID": "n1", "Name": NAME, "Status": status},
+    drivers = HEALTHY if drivers is None else drivers
+    nomad.route("GET", "/v1/nodes", (200, [{"ID": "n1", "Name": NAME, "Status": status,
+                                            "Drivers": drivers},
                                            {"ID": "n0", "Name": "someone-else",
-                                            "Status": "ready"}]))
-    nomad.route("GET", "/v1/node/n1", (200, {"ID": "n1", "Status": status,
-                                             "Drivers": HEALTHY if drivers is None else drivers}))
+                                            "Status": "ready", "Drivers": HEALTHY}]))
+    nomad.route("GET", "/v1/node/n1", (200, {"ID": "n1", "Status": status, "Drivers": drivers}))
 
 
 def test_start_script_launches_the_unit_and_walks_every_step_to_healthy(fake_systemd):
@@ -250,13 +253,13 @@ def test_start_script_deadline_names_the_last_state(fake_systemd, routes, seen):
 
 
 def test_start_script_fails_at_once_when_the_unit_dies(fake_systemd):
-    """The unit dies while the agent is still electing: exit 3 now, not at the deadline."""
-    import threading
-
+    """The agent dies while it is still electing: exit 3 now, not at the deadline."""
     with FakeNomadServer() as nomad:
         nomad_routes(nomad, leader=(200, ""))
-        (fake_systemd / "alive").touch()
-        threading.Timer(0.5, (fake_systemd / "alive").unlink).start()
+        # Not our child (a zombie answers kill -0): a sleep whose parent shell has exited.
+        doomed = subprocess.run(["sh", "-c", "sleep 0.5 >/dev/null & echo $!"],
+                                capture_output=True, text=True).stdout.strip()
+        (fake_systemd / "mainpid").write_text(doomed)
         started = time.monotonic()
         res = run_script(fake_systemd, nomad.port, mode="wait", timeout_s=60)
     assert res.returncode == 3, res.stdout + res.stderr
