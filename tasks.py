@@ -50,7 +50,8 @@ def push(c, target=None):
 
     config = _config(c, target=target)
     try:
-        lab_push(lab_target.connect(config, check_ready=False), config)
+        with lab_target.leased(config, "invoke lab.push") as host:
+            lab_push(host, config)
     except LabError as exc:
         raise _fail(exc) from None
 
@@ -88,12 +89,29 @@ def ssh(c, target=None):
     os.execvp("ssh", [*cmd, f"{spec.user}@{spec.host}"])
 
 
+def _while_leased(config, what: str, action) -> None:
+    """Run `action` holding the VM's lease when it is up (a running test session keeps its
+    lab host); a VM that is not running has nobody to wait for."""
+    from lab import target as lab_target
+    from lab.vm import VagrantVM
+
+    if VagrantVM(config).domain_state() != "running":
+        action()
+        return
+    try:
+        with lab_target.leased(config, what):
+            action()
+    except LabError as exc:
+        raise _fail(exc) from None
+
+
 @task
 def down(c):
     """Stop the VM (keeps its disk)."""
     from lab.vm import VagrantVM
 
-    VagrantVM(_config(c)).halt()
+    config = _config(c)
+    _while_leased(config, "invoke lab.down", VagrantVM(config).halt)
 
 
 @task
@@ -101,7 +119,8 @@ def destroy(c):
     """Destroy the VM and its disk (the cached box stays)."""
     from lab.vm import VagrantVM
 
-    VagrantVM(_config(c)).destroy()
+    config = _config(c)
+    _while_leased(config, "invoke lab.destroy", VagrantVM(config).destroy)
 
 
 @task
@@ -112,8 +131,7 @@ def clean(c, target=None):
 
     config = _config(c, target=target)
     try:
-        with lab_target.exclusive(config):
-            host = lab_target.connect(config, check_ready=False)
+        with lab_target.leased(config, "invoke lab.clean") as host:
             swept = janitor.sweep(host)
             left = janitor.scan(host)
     except LabError as exc:
@@ -180,16 +198,21 @@ def _pytest(args: list[str]) -> None:
                           "extra": "more pytest arguments"})
 def e2e(c, k=None, target=None, extra=""):
     """Build and push what changed, then run the live e2e suite (a fresh agent per test)."""
+    from lab import target as lab_target
     from lab.up import build_and_push
 
-    try:
-        build_and_push(_config(c, target=target))
-    except LabError as exc:
-        raise _fail(exc) from None
+    config = _config(c, target=target)
     args = ["tests/e2e", "--junitxml=reports/junit-e2e.xml", *extra.split()]
     args += ["-k", k] if k else []
     args += ["--lab-target", target] if target else []
-    _pytest(args)
+    try:
+        # One lease for the push and the run: pytest inherits it (LAB_LEASE), and no other
+        # run can push another plugin in between.
+        with lab_target.leased(config, "invoke test"):
+            build_and_push(config)
+            _pytest(args)
+    except LabError as exc:
+        raise _fail(exc) from None
 
 
 @task

@@ -77,8 +77,7 @@ def run(config: LabConfig, cold: bool = False, rounds: int = 3, out=print) -> di
     results["lab_up"] = {"total_s": round(steps.total, 1),
                          **{k: round(v, 1) for k, v in steps.timings.items()},
                          "kind": "cold (VM destroyed first)" if cold else "warm"}
-    with target.exclusive(config, out):
-        host = target.connect(config)
+    with target.leased(config, "invoke bench", out, check_ready=True) as host:
         results.update(_measure(config, host, rounds, out))
     config.reports_dir.mkdir(exist_ok=True)
     (config.reports_dir / "bench.json").write_text(json.dumps(results, indent=2))

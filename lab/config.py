@@ -30,6 +30,8 @@ DEFAULT_TIMEOUTS = {
     "job": 90.0,
     "event": 60.0,
     "fingerprint": 45.0,
+    # Waiting for another run's lease on the lab host (lab.lease).
+    "lease": 300.0,
 }
 
 

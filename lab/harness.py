@@ -36,14 +36,13 @@ def compile_tests(config: LabConfig) -> list:
 
 
 def run(config: LabConfig, out=print, run_filter: str = HARNESS_TESTS) -> None:
-    with target.exclusive(config, out):
-        _run(config, out, run_filter)
+    with target.leased(config, "invoke plugin.test", out, check_ready=True) as host:
+        _run(config, host, out, run_filter)
 
 
-def _run(config: LabConfig, out, run_filter: str) -> None:
+def _run(config: LabConfig, host, out, run_filter: str) -> None:
     start = time.monotonic()
     binaries = compile_tests(config)
-    host = target.connect(config)
     failed = []
     for binary in binaries:
         remote = f"{REMOTE_DIR}/{binary.name}"

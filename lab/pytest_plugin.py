@@ -13,6 +13,7 @@ failing one gets a diagnostics bundle under reports/diag/ with a summary in its 
 from __future__ import annotations
 
 import itertools
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -83,8 +84,8 @@ def lab_config(pytestconfig) -> LabConfig:
 def lab_host(lab_config):
     from lab import target
 
-    with target.exclusive(lab_config):
-        host = target.connect(lab_config)
+    with target.leased(lab_config, f"pytest {' '.join(sys.argv[1:])}"[:120],
+                       check_ready=True) as host:
         _refuse_a_stale_lab_host(host, lab_config)
         # Heal what a crashed run left before we start (Jepsen's teardown before setup).
         swept = janitor.scan(host)

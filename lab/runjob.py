@@ -21,8 +21,8 @@ from lab.wait import Pending, until
 
 def run_job(config: LabConfig, path: Path, wait_s: float = 0, out=print) -> None:
     hcl = path.read_text()
-    with target.exclusive(config, out), ArtifactServer() as server:
-        host = target.connect(config)
+    with target.leased(config, "invoke lab.run-job", out, check_ready=True) as host, \
+            ArtifactServer() as server:
         for jar in (config.build_dir / "jars").glob("*.jar"):
             server.add(jar.name, jar)
         with server.expose(host) as exposed:

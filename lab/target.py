@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
-import os
-import re
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -28,40 +24,29 @@ def connect(config: LabConfig, check_ready: bool = True) -> LabHost:
                    connect_timeout=config.timeout("ssh"),
                    command_timeout=config.timeout("command"))
     if check_ready:
-        from lab.agent import NOMAD_BIN, PLUGIN_BINARY, PLUGIN_DIR
-
-        res = host.run(f"test -x {NOMAD_BIN} && test -x {PLUGIN_DIR}/{PLUGIN_BINARY}",
-                       check=False)
-        if not res.ok:
-            raise LabError(f"the lab host {host.spec.url} has no Nomad/plugin binaries "
-                           f"({res.stderr.strip() or 'missing'}): run `./invoke lab.up` "
-                           "(or `./invoke lab.push` after a rebuild)")
+        require_binaries(host)
     return host
 
 
-@contextmanager
-def exclusive(config: LabConfig, out=print) -> Iterator[None]:
-    """Hold the lab host for this process: one Nomad agent per host (nomad.slice is shared).
+def require_binaries(host: LabHost) -> None:
+    from lab.agent import NOMAD_BIN, PLUGIN_BINARY, PLUGIN_DIR
 
-    A lock file per target in the checkout's state dir; a second run waits (and says so)
-    instead of sweeping away the first run's agent.
-    """
-    config.state_dir.mkdir(parents=True, exist_ok=True)
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", config.target)
-    path = config.state_dir / f"lock-{name}"
-    with path.open("a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            out(f"lab: waiting for the run holding {config.target} ({fh.read().strip()}; "
-                f"lock {path})")
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()} since {time.strftime('%H:%M:%S')}\n")
-        fh.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    res = host.run(f"test -x {NOMAD_BIN} && test -x {PLUGIN_DIR}/{PLUGIN_BINARY}", check=False)
+    if not res.ok:
+        raise LabError(f"the lab host {host.spec.url} has no Nomad/plugin binaries "
+                       f"({res.stderr.strip() or 'missing'}): run `./invoke lab.up` "
+                       "(or `./invoke lab.push` after a rebuild)")
+
+
+@contextmanager
+def leased(config: LabConfig, what: str, out=print, host: LabHost | None = None,
+           check_ready: bool = False) -> Iterator[LabHost]:
+    """Connect to the lab host and hold its lease (lab.lease) for the block: every command
+    that changes a lab host runs inside one. A run started by the holder shares it."""
+    from lab import lease
+
+    host = host or connect(config, check_ready=False)
+    with lease.hold(host, what, config.timeout("lease"), out):
+        if check_ready:
+            require_binaries(host)
+        yield host

@@ -34,13 +34,13 @@ def up(config: LabConfig, out=print) -> Steps:
             box.ensure_box(config, out=out)
         with steps.step("vm"):
             vm.VagrantVM(config, out=out).up()
-    host = target.connect(config, check_ready=False)
-    with steps.step("provision"):
-        out("provision: " + json.dumps(provision(host, config)))
-    with steps.step("push"):
-        changed = push(host, config, out)
-    with steps.step("verify"):
-        verify(host, out, run_binaries=bool(changed))
+    with target.leased(config, "invoke lab.up", out) as host:
+        with steps.step("provision"):
+            out("provision: " + json.dumps(provision(host, config)))
+        with steps.step("push"):
+            changed = push(host, config, out)
+        with steps.step("verify"):
+            verify(host, out, run_binaries=bool(changed))
     out(steps.summary())
     return steps
 
@@ -51,9 +51,8 @@ def build_and_push(config: LabConfig, out=print) -> Steps:
     steps = Steps("build and push", out)
     with steps.step("build"):
         build_all(config, out)
-    with steps.step("push"):
-        with target.exclusive(config, out):
-            push(target.connect(config, check_ready=False), config, out)
+    with steps.step("push"), target.leased(config, "invoke build and push", out) as host:
+        push(host, config, out)
     return steps
 
 
