@@ -186,39 +186,63 @@ def plugin_test(c, target=None):
 
 
 # -- test -----------------------------------------------------------------------------------
-def _pytest(args: list[str]) -> None:
+def _pytest(args: list[str]) -> int:
     from lab.subrun import run_forwarding_interrupts
 
-    rc = run_forwarding_interrupts([sys.executable, "-m", "pytest", *args])
-    if rc:
-        raise Exit(code=rc)
+    return run_forwarding_interrupts([sys.executable, "-m", "pytest", *args])
 
 
 @task(default=True, help={"k": "pytest -k expression", "target": "lab target",
-                          "extra": "more pytest arguments"})
-def e2e(c, k=None, target=None, extra=""):
+                          "extra": "more pytest arguments",
+                          "n": "tests at once on the lab host: a number, or auto (from its "
+                               "cores and memory); exclusive tests then run alone after",
+                          "verbose": "show each test and its phases with their timings"})
+def e2e(c, k=None, target=None, extra="", n="1", verbose=False):
     """Build and push what changed, then run the live e2e suite (a fresh agent per test)."""
     from lab import target as lab_target
     from lab.up import build_and_push
 
     config = _config(c, target=target)
-    args = ["tests/e2e", "--junitxml=reports/junit-e2e.xml", *extra.split()]
+    args = ["tests/e2e", *extra.split()]
     args += ["-k", k] if k else []
     args += ["--lab-target", target] if target else []
+    args += ["-v"] if verbose else []
     try:
         # One lease for the push and the run: pytest inherits it (LAB_LEASE), and no other
         # run can push another plugin in between.
-        with lab_target.leased(config, "invoke test"):
+        with lab_target.leased(config, "invoke test") as host:
             build_and_push(config)
-            _pytest(args)
+            workers = _workers(n, host)
+            if workers <= 1:
+                rc = _pytest([*args, "--junitxml=reports/junit-e2e.xml"])
+            else:
+                print(f"test: {workers} tests at once, then the exclusive tests alone")
+                rc = _pytest([*args, "-n", str(workers), "-m", "not exclusive",
+                              "--junitxml=reports/junit-e2e.xml"])
+                rc = _pytest([*args, "-m", "exclusive",
+                              "--junitxml=reports/junit-e2e-exclusive.xml"]) or rc
     except LabError as exc:
         raise _fail(exc) from None
+    if rc and rc != 5:  # 5: this pass selected no test (e.g. -k matched only the other pass)
+        raise Exit(code=rc)
+
+
+def _workers(n: str, host) -> int:
+    """-n: a number, or auto: one worker per core of the lab host, at most one per 1.5 GiB
+    of its available memory (an agent and two JVMs each)."""
+    if n != "auto":
+        return max(1, int(n))
+    out = host.run("nproc; awk '/MemAvailable/ {print $2}' /proc/meminfo").stdout.split()
+    cores, mem_kib = int(out[0]), int(out[1])
+    return max(1, min(cores, int(mem_kib / (1.5 * 1024 * 1024))))
 
 
 @task
 def unit(c):
     """Run the lab library's unit tests (no VM)."""
-    _pytest(["tests/unit", "--junitxml=reports/junit-unit.xml"])
+    rc = _pytest(["tests/unit", "--junitxml=reports/junit-unit.xml"])
+    if rc:
+        raise Exit(code=rc)
 
 
 # -- check ----------------------------------------------------------------------------------

@@ -13,9 +13,10 @@ failing one gets a diagnostics bundle under reports/diag/ with a summary in its 
 from __future__ import annotations
 
 import itertools
+import os
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,7 @@ _agent_seq = itertools.count(1)
 _FACTS_KEY = pytest.StashKey[dict]()
 _POOL_KEY = pytest.StashKey[AgentPool]()
 _NEXT_KEY = pytest.StashKey[pytest.Item | None]()
+_CONTROLLER_KEY = pytest.StashKey[ExitStack]()
 _PHASES_KEY = pytest.StashKey[list]()  # [(phase, seconds)] of one test, shown with -v
 # Fixtures whose tests change the lab host for everybody: an inner pytest session sweeps the
 # host when it starts, so nothing else may run there meanwhile.
@@ -57,10 +59,63 @@ def pytest_configure(config):
                             "runs on that host meanwhile, not even the next test's agent")
 
 
-def pytest_collection_modifyitems(items):
+def pytest_collection_modifyitems(config, items):
     for item in items:
         if _EXCLUSIVE_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.exclusive)
+    if _parallel(config):
+        # Tests in parallel share the lab host: the exclusive ones cannot run among them.
+        # `./invoke test -n N` runs them alone afterwards, in a serial pass.
+        skipped = [item for item in items if is_exclusive(item)]
+        if skipped:
+            config.hook.pytest_deselected(items=skipped)
+            items[:] = [item for item in items if not is_exclusive(item)]
+
+
+def _worker() -> str | None:
+    """The xdist worker id (gw0, gw1...) when this process is one."""
+    return os.environ.get("PYTEST_XDIST_WORKER")
+
+
+def _parallel(config) -> bool:
+    return bool(_worker()) or bool(getattr(config.option, "numprocesses", None))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session):
+    """An xdist controller of an e2e run holds the lab host's lease, checks the build and
+    sweeps once, before its workers start: they inherit the lease and must not sweep (each
+    would remove the others' agents)."""
+    global _terminal
+    config = session.config
+    _terminal = config.pluginmanager.get_plugin("terminalreporter")
+    if _worker() or not getattr(config.option, "numprocesses", None):
+        return
+    if not any("e2e" in str(arg) for arg in config.args):
+        return
+    from lab import target
+
+    lab_config = _lab_config(config)
+    stack = ExitStack()
+    host = stack.enter_context(target.leased(lab_config, "pytest -n (xdist controller)",
+                                             check_ready=True))
+    config.stash[_CONTROLLER_KEY] = stack
+    _refuse_a_stale_lab_host(host, lab_config)
+    _sweep_before_the_run(host)
+
+
+def pytest_sessionfinish(session):
+    stack = session.config.stash.get(_CONTROLLER_KEY, None)
+    if stack is not None:
+        stack.close()
+
+
+def _sweep_before_the_run(host) -> None:
+    """Heal what a crashed run left before we start (Jepsen's teardown before setup)."""
+    swept = janitor.scan(host)
+    if swept:
+        janitor.sweep(host)
+        print(f"\nlab: swept leftovers of an earlier run: {janitor.describe(swept)}")
 
 
 def is_exclusive(item) -> bool:
@@ -72,12 +127,16 @@ def agent_options(item) -> AgentOptions:
     return AgentOptions(**(marker.kwargs if marker else {}))
 
 
-@pytest.fixture(scope="session")
-def lab_config(pytestconfig) -> LabConfig:
-    opt = pytestconfig.getoption
+def _lab_config(config) -> LabConfig:
+    opt = config.getoption
     return LabConfig.load({"target": opt("--lab-target"), "ssh_key": opt("--lab-ssh-key"),
                            "timeout_scale": opt("--lab-timeout-scale"),
                            "keep": opt("--lab-keep")})
+
+
+@pytest.fixture(scope="session")
+def lab_config(pytestconfig) -> LabConfig:
+    return _lab_config(pytestconfig)
 
 
 @pytest.fixture(scope="session")
@@ -86,12 +145,9 @@ def lab_host(lab_config):
 
     with target.leased(lab_config, f"pytest {' '.join(sys.argv[1:])}"[:120],
                        check_ready=True) as host:
-        _refuse_a_stale_lab_host(host, lab_config)
-        # Heal what a crashed run left before we start (Jepsen's teardown before setup).
-        swept = janitor.scan(host)
-        if swept:
-            janitor.sweep(host)
-            print(f"\nlab: swept leftovers of an earlier run: {janitor.describe(swept)}")
+        if not _worker():  # the xdist controller did both for its workers
+            _refuse_a_stale_lab_host(host, lab_config)
+            _sweep_before_the_run(host)
         yield host
         host.close()
 
@@ -198,7 +254,10 @@ def agent(request, lab_config, lab_host, lab_facts, agent_pool):
     with _phase(phases, "stopped"):
         agent.stop(check=False, graceful=bool(problems))
     with _phase(phases, "scanned"):
-        leftovers = janitor.scan(lab_host, exclude_agents=agent_pool.live_ids())
+        if _worker():  # other workers' tests run on this host: look at this agent's only
+            leftovers = janitor.scan_agent(lab_host, agent.id, agent.api.seen_alloc_ids)
+        else:
+            leftovers = janitor.scan(lab_host, exclude_agents=agent_pool.live_ids())
     if leftovers:
         agent_pool.drop_ahead()  # the sweep below removes every agent on the host
         janitor.sweep(lab_host)
@@ -239,12 +298,6 @@ def pytest_runtest_teardown(item):
 
 _phases_of: dict[str, list] = {}
 _terminal = None
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_sessionstart(session):
-    global _terminal
-    _terminal = session.config.pluginmanager.get_plugin("terminalreporter")
 
 
 @pytest.fixture
