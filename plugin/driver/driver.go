@@ -87,6 +87,9 @@ func (d *Driver) StartTask(cfg *drivers.TaskConfig) (*drivers.TaskHandle, *drive
 	if _, ok := d.tasks.Get(cfg.ID); ok {
 		return nil, nil, fmt.Errorf("task %s already started", cfg.ID)
 	}
+	if d.ctx.Err() != nil {
+		return nil, nil, errShuttingDown()
+	}
 	tc, rt, err := d.validateTask(cfg)
 	if err != nil {
 		return nil, nil, err

@@ -41,17 +41,9 @@ func (d *Driver) validateTask(cfg *drivers.TaskConfig) (*TaskConfig, runtimeInfo
 	if err := tc.validate(); err != nil {
 		return nil, runtimeInfo{}, unrecoverable(err)
 	}
-	rt := d.runtime()
-	switch {
-	case rt.CrunPath == "":
-		return nil, rt, recoverable(errors.New("crun is not available on this node yet (fingerprint pending or crun missing)"))
-	case rt.JavaErr != nil:
-		return nil, rt, unrecoverable(rt.JavaErr)
-	case rt.JavaHome == "":
-		return nil, rt, recoverable(errors.New("java home not detected yet: the driver fingerprint has not run"))
-	}
-	if _, err := os.Stat(filepath.Join(rt.JavaHome, "bin", "java")); err != nil {
-		return nil, rt, unrecoverable(fmt.Errorf("java runtime not usable: %v", err))
+	rt, err := d.checkNode(d.ctx, d.runtime())
+	if err != nil {
+		return nil, rt, err
 	}
 	if tc.JarPath != "" {
 		_, host, err := resolveTaskPath("jar_path", tc.JarPath, cfg.TaskDir())
@@ -198,7 +190,7 @@ func waitRunning(ctx context.Context, h *task.Handle, cli *crun.CLI, id string) 
 		case <-h.Done():
 		case <-time.After(50 * time.Millisecond):
 		case <-ctx.Done():
-			return 0, errors.New("driver shutting down")
+			return 0, errShuttingDown()
 		}
 	}
 }
