@@ -49,6 +49,14 @@ var configSpec = hclspec.NewObject(map[string]*hclspec.Spec{
 		hclspec.NewAttr("default_user", "string", false),
 		hclspec.NewLiteral(`"nobody"`),
 	),
+	"crun_timeout": hclspec.NewDefault(
+		hclspec.NewAttr("crun_timeout", "string", false),
+		hclspec.NewLiteral(`"30s"`),
+	),
+	"orphan_grace_period": hclspec.NewDefault(
+		hclspec.NewAttr("orphan_grace_period", "string", false),
+		hclspec.NewLiteral(`"2m"`),
+	),
 })
 
 // taskConfigSpec is the job's `config {...}` block.

@@ -242,6 +242,11 @@ func (d *Driver) config() *Config {
 	return d.cfg
 }
 
+// cli is crun at path on state root root, with the configured deadline.
+func (d *Driver) cli(path, root string) *crun.CLI {
+	return &crun.CLI{Path: path, Root: root, Timeout: d.config().crunTimeout}
+}
+
 func (d *Driver) runtime() runtimeInfo {
 	d.mu.RLock()
 	defer d.mu.RUnlock()

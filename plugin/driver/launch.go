@@ -104,7 +104,7 @@ func (d *Driver) launch(cfg *drivers.TaskConfig, tc *TaskConfig, rt runtimeInfo)
 	if err != nil {
 		return nil, unrecoverable(err)
 	}
-	cli := &crun.CLI{Path: state.CrunPath, Root: state.CrunRoot}
+	cli := d.cli(state.CrunPath, state.CrunRoot)
 	cleanup := func() { _ = d.removeContainer(state, cli) }
 
 	if err := os.MkdirAll(state.CrunRoot, 0o700); err != nil {
@@ -120,7 +120,7 @@ func (d *Driver) launch(cfg *drivers.TaskConfig, tc *TaskConfig, rt runtimeInfo)
 	}
 	if err := shim.WriteConfig(&shim.Config{
 		CrunPath: state.CrunPath, CrunRoot: state.CrunRoot, ContainerID: id,
-		Bundle: state.BundleDir, CgroupDir: cgroupDir,
+		Bundle: state.BundleDir, CgroupDir: cgroupDir, CrunTimeout: cli.Deadline(),
 	}); err != nil {
 		cleanup()
 		return nil, recoverable(err)
