@@ -82,6 +82,7 @@ func (d *Driver) launch(cfg *drivers.TaskConfig, tc *TaskConfig, rt runtimeInfo)
 		return nil, unrecoverable(err)
 	}
 	id := containerID(cfg)
+	d.claim(id)
 	cgroupDir := taskCgroup(cfg, id)
 	state := task.State{
 		ContainerID:     id,
@@ -236,7 +237,15 @@ func (d *Driver) removeContainer(state task.State, cli *crun.CLI) error {
 		_ = os.Remove(ownedCgroupParent) // only succeeds once no other task uses it
 	}
 	if state.BundleDir != "" {
-		if err := os.RemoveAll(state.BundleDir); err != nil {
+		// A shim that is just ending may write exit.json meanwhile: retry.
+		var err error
+		for i := 0; i < 5; i++ {
+			if err = os.RemoveAll(state.BundleDir); err == nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if err != nil {
 			errs = append(errs, fmt.Errorf("remove bundle: %w", err))
 		}
 	}
