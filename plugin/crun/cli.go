@@ -89,9 +89,28 @@ func (c *CLI) RunDetachedCommand(ctx context.Context, id, bundle, logPath, pidFi
 	return cmd
 }
 
-// ExecCommand returns `crun exec` of argv in the running container, in cwd.
-func (c *CLI) ExecCommand(ctx context.Context, id, logPath, cwd string, argv []string) *exec.Cmd {
-	args := append(c.globalArgs(logPath), "exec", "--cwd", cwd, id)
+// ExecOptions are `crun exec` flags.
+type ExecOptions struct {
+	Cwd     string
+	PidFile string // crun writes the exec'd process's host pid here
+	// ConsoleSocket, with TTY, is the unix socket crun sends the pty
+	// master to (SCM_RIGHTS).
+	TTY           bool
+	ConsoleSocket string
+}
+
+// ExecCommand returns `crun exec` of argv in the running container. It has
+// no deadline of its own: the exec'd command lives as long as its caller
+// wants (an interactive `nomad alloc exec`), bounded by ctx.
+func (c *CLI) ExecCommand(ctx context.Context, id, logPath string, o ExecOptions, argv []string) *exec.Cmd {
+	args := append(c.globalArgs(logPath), "exec", "--cwd", o.Cwd)
+	if o.PidFile != "" {
+		args = append(args, "--pid-file", o.PidFile)
+	}
+	if o.TTY {
+		args = append(args, "--tty", "--console-socket", o.ConsoleSocket)
+	}
+	args = append(args, id)
 	args = append(args, argv...)
 	return exec.CommandContext(ctx, c.Path, args...)
 }

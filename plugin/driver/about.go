@@ -70,7 +70,7 @@ var taskConfigSpec = hclspec.NewObject(map[string]*hclspec.Spec{
 
 var capabilities = &drivers.Capabilities{
 	SendSignals: true,
-	Exec:        true, // ExecTask and ExecTaskStreaming (no TTY) via `crun exec`
+	Exec:        true, // ExecTask and ExecTaskStreaming (with or without a TTY) via `crun exec`
 	// The container gets its own root: the client builds plain task dirs and
 	// the driver mounts local/, secrets/ and the alloc dir into it.
 	FSIsolation:  fsisolation.Image,

@@ -47,13 +47,13 @@ func TestPluginConfigValidate(t *testing.T) {
 		t.Fatalf("defaults must be valid: %v", err)
 	}
 	bad := map[string]func(*Config){
-		"crun_path":          func(c *Config) { c.CrunPath = "" },
-		"state_root":         func(c *Config) { c.StateRoot = "run/java-crun" },
-		"java_home":          func(c *Config) { c.JavaHome = "jdk" },
-		"fingerprint_period": func(c *Config) { c.FingerprintPeriod = "soon" },
-		"pids_limit":         func(c *Config) { c.PidsLimit = -1 },
-		"default_user":       func(c *Config) { c.DefaultUser = "" },
-		"crun_timeout":       func(c *Config) { c.CrunTimeout = "0s" },
+		"crun_path":           func(c *Config) { c.CrunPath = "" },
+		"state_root":          func(c *Config) { c.StateRoot = "run/java-crun" },
+		"java_home":           func(c *Config) { c.JavaHome = "jdk" },
+		"fingerprint_period":  func(c *Config) { c.FingerprintPeriod = "soon" },
+		"pids_limit":          func(c *Config) { c.PidsLimit = -1 },
+		"default_user":        func(c *Config) { c.DefaultUser = "" },
+		"crun_timeout":        func(c *Config) { c.CrunTimeout = "0s" },
 		"orphan_grace_period": func(c *Config) { c.OrphanGracePeriod = "later" },
 	}
 	for field, mutate := range bad {
