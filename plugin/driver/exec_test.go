@@ -15,6 +15,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/nomad/plugins/drivers"
+	dtestutil "github.com/hashicorp/nomad/plugins/drivers/testutils"
 
 	"github.com/nomad-lab/nomad-driver-java-crun/crun"
 	"github.com/nomad-lab/nomad-driver-java-crun/driver/task"
@@ -33,6 +34,7 @@ exec "$@"
 
 // fakeCrunTTY does what crun exec --tty --console-socket does: it makes a
 // pty, sends the master over the socket and runs the command on the slave.
+// Without --tty it runs the command on its own stdio.
 const fakeCrunTTY = `#!/usr/bin/env python3
 import os, sys, socket, pty, fcntl, termios
 a = sys.argv[1:]
@@ -44,6 +46,9 @@ while a[0].startswith("--"):
     if a[0] == "--tty": opts["tty"] = True; a = a[1:]
     else: opts[a[0]] = a[1]; a = a[2:]
 a = a[1:]  # container id
+if not opts.get("tty"):
+    open(opts["--pid-file"], "w").write(str(os.getpid()))
+    os.execvp(a[0], a)
 m, s = pty.openpty()
 sock = socket.socket(socket.AF_UNIX)
 sock.connect(opts["--console-socket"])
@@ -189,4 +194,18 @@ func TestExecTTY(t *testing.T) {
 			t.Errorf("output %q lacks %q", out, want)
 		}
 	}
+}
+
+// Nomad's own exec conformance cases (plain and TTY: exit codes, stdout and
+// stderr, streaming, stdin, stty size after resize events, background
+// children) through the plugin's ExecTaskStreaming, over the fake crun.
+// In TTY mode Nomad's test stream never closes stdin, as a real client.
+func TestExecNomadConformanceOverFakeCrun(t *testing.T) {
+	if _, err := exec.LookPath("python3"); err != nil {
+		t.Skip("the fake crun for TTY exec needs python3")
+	}
+	d := New(hclog.NewNullLogger()).(*Driver)
+	t.Cleanup(d.Shutdown)
+	d.tasks.Set("a/main/1", runningHandle(t, fakeCrunTTY))
+	dtestutil.TestExecTaskStreamingBasicResponses(t, dtestutil.NewDriverHarness(t, d), "a/main/1")
 }

@@ -24,6 +24,10 @@ import (
 // merges stdout and stderr), and Nomad's resize events to TIOCSWINSZ on the
 // master.
 
+// ttyDrain is how long a TTY exec reads the terminal after its command
+// ended: output already written is in the pty's buffer.
+const ttyDrain = 250 * time.Millisecond
+
 type ttySession struct {
 	dir        string
 	socketPath string
@@ -101,10 +105,11 @@ func (s *ttySession) run(ctx context.Context, cmd *exec.Cmd, opts *drivers.ExecO
 	go relayResize(master, opts.ResizeCh, stopResize)
 
 	werr := <-waitCh
-	select {
-	case <-outDone:
-	case <-time.After(execOutputGrace):
-	}
+	// Like `docker exec -it`, the session follows the lead process: drain
+	// what it wrote, but do not wait for background children that still
+	// hold the terminal.
+	_ = master.SetReadDeadline(time.Now().Add(ttyDrain))
+	<-outDone
 	return execResult(werr, logPath, opts.Command)
 }
 
