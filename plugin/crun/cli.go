@@ -16,7 +16,15 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 )
+
+// DefaultTimeout bounds one crun invocation when CLI.Timeout is unset. crun
+// answers state/kill/delete in milliseconds and starts a container in about
+// a second under emulation; a crun that takes longer is hung (a stuck
+// filesystem, a cgroup that will not die), and the driver must not hang
+// with it.
+const DefaultTimeout = 30 * time.Second
 
 // ErrNotExist is returned by State for a container crun does not know.
 var ErrNotExist = errors.New("container does not exist")
@@ -27,14 +35,32 @@ type Error struct {
 	Args     []string
 	ExitCode int
 	Msg      string
+	TimedOut bool // crun did not return within the deadline and was killed
 }
 
 func (e *Error) Error() string { return "crun: " + e.Msg }
 
 // CLI runs one crun binary against one state root.
 type CLI struct {
-	Path string // crun executable
-	Root string // state directory, passed as --root
+	Path    string        // crun executable
+	Root    string        // state directory, passed as --root
+	Timeout time.Duration // deadline of each call; 0 = DefaultTimeout
+}
+
+// Deadline is the bound of one crun call.
+func (c *CLI) Deadline() time.Duration {
+	if c.Timeout > 0 {
+		return c.Timeout
+	}
+	return DefaultTimeout
+}
+
+// TimeoutError names the crun command that hung, so that an operator can
+// find what is stuck on the node.
+func (c *CLI) TimeoutError(args []string) *Error {
+	return &Error{Args: args, ExitCode: -1, TimedOut: true, Msg: fmt.Sprintf(
+		"`%s --root %s %s` did not return within %s and was killed: crun is hung on this node (check the state root, stuck mounts or cgroups); raise crun_timeout in the plugin config if crun is just slow",
+		c.Path, c.Root, strings.Join(args, " "), c.Deadline())}
 }
 
 // State is the subset of `crun state` that the driver uses.
@@ -51,16 +77,40 @@ func (c *CLI) globalArgs(logPath string) []string {
 	return []string{"--root", c.Root, "--log", logPath, "--log-format=json"}
 }
 
-// RunCommand returns the foreground `crun run` for the container; the caller
-// wires its stdio and waits for it (see package shim).
-func (c *CLI) RunCommand(id, bundle, logPath string) *exec.Cmd {
-	args := append(c.globalArgs(logPath), "run", "--bundle", bundle, id)
-	return exec.Command(c.Path, args...)
+// RunDetachedCommand returns `crun run --detach` for the container: crun
+// starts it, writes its host pid to pidFile and exits; the caller wires the
+// container's stdio (crun passes its own on) and, as a child subreaper,
+// inherits the container's init (see package shim). ctx should carry the
+// crun deadline.
+func (c *CLI) RunDetachedCommand(ctx context.Context, id, bundle, logPath, pidFile string) *exec.Cmd {
+	args := append(c.globalArgs(logPath), "run", "--detach", "--pid-file", pidFile, "--bundle", bundle, id)
+	cmd := exec.CommandContext(ctx, c.Path, args...)
+	cmd.WaitDelay = time.Second
+	return cmd
 }
 
-// ExecCommand returns `crun exec` of argv in the running container, in cwd.
-func (c *CLI) ExecCommand(ctx context.Context, id, logPath, cwd string, argv []string) *exec.Cmd {
-	args := append(c.globalArgs(logPath), "exec", "--cwd", cwd, id)
+// ExecOptions are `crun exec` flags.
+type ExecOptions struct {
+	Cwd     string
+	PidFile string // crun writes the exec'd process's host pid here
+	// ConsoleSocket, with TTY, is the unix socket crun sends the pty
+	// master to (SCM_RIGHTS).
+	TTY           bool
+	ConsoleSocket string
+}
+
+// ExecCommand returns `crun exec` of argv in the running container. It has
+// no deadline of its own: the exec'd command lives as long as its caller
+// wants (an interactive `nomad alloc exec`), bounded by ctx.
+func (c *CLI) ExecCommand(ctx context.Context, id, logPath string, o ExecOptions, argv []string) *exec.Cmd {
+	args := append(c.globalArgs(logPath), "exec", "--cwd", o.Cwd)
+	if o.PidFile != "" {
+		args = append(args, "--pid-file", o.PidFile)
+	}
+	if o.TTY {
+		args = append(args, "--tty", "--console-socket", o.ConsoleSocket)
+	}
+	args = append(args, id)
 	args = append(args, argv...)
 	return exec.CommandContext(ctx, c.Path, args...)
 }
@@ -125,6 +175,9 @@ func Version(ctx context.Context, path string) (string, error) {
 }
 
 func (c *CLI) call(ctx context.Context, args ...string) ([]byte, error) {
+	parent := ctx
+	ctx, cancel := context.WithTimeout(ctx, c.Deadline())
+	defer cancel()
 	// The log lives outside the state root: reading state must not create it.
 	logFile, err := os.CreateTemp("", "java-crun-cli-*.log")
 	if err != nil {
@@ -136,11 +189,16 @@ func (c *CLI) call(ctx context.Context, args ...string) ([]byte, error) {
 
 	full := append(c.globalArgs(logPath), args...)
 	cmd := exec.CommandContext(ctx, c.Path, full...)
+	// A child crun left behind holding our pipes must not hold us either.
+	cmd.WaitDelay = time.Second
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	runErr := cmd.Run()
 	if runErr == nil {
 		return stdout.Bytes(), nil
+	}
+	if ctx.Err() != nil && parent.Err() == nil {
+		return nil, c.TimeoutError(args)
 	}
 	e := &Error{Args: args, ExitCode: -1}
 	var exitErr *exec.ExitError

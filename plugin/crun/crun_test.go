@@ -1,11 +1,15 @@
 package crun
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -58,5 +62,43 @@ func TestBuildSpecRootGetsCapabilities(t *testing.T) {
 	}
 	if s.Linux.Resources.Devices[0].Allow {
 		t.Fatal("device cgroup must deny by default")
+	}
+}
+
+// fakeCrun writes a shell script standing in for crun.
+func fakeCrun(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "crun")
+	if err := os.WriteFile(p, []byte("#!/bin/sh\n"+body+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestCallHasDeadlineNamingTheCommand(t *testing.T) {
+	cli := &CLI{Path: fakeCrun(t, "exec sleep 60"), Root: "/run/x/crun", Timeout: 300 * time.Millisecond}
+	start := time.Now()
+	err := cli.Kill(context.Background(), "c1", "SIGTERM")
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("a hung crun held the caller for %s", took)
+	}
+	var ce *Error
+	if !errors.As(err, &ce) || !ce.TimedOut {
+		t.Fatalf("want a timeout error, got %v", err)
+	}
+	for _, want := range []string{"--root /run/x/crun kill c1 SIGTERM", "did not return within 300ms", "crun_timeout"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+}
+
+func TestCallReportsCrunMessage(t *testing.T) {
+	// crun writes its JSON log to the file after --log.
+	cli := &CLI{Path: fakeCrun(t, `echo '{"level":"error","msg":"container c1 is not running"}' > "$4"; exit 1`), Root: t.TempDir()}
+	err := cli.Kill(context.Background(), "c1", "SIGTERM")
+	var ce *Error
+	if !errors.As(err, &ce) || ce.TimedOut || err.Error() != "crun: container c1 is not running" {
+		t.Fatalf("got %v", err)
 	}
 }

@@ -49,6 +49,14 @@ var configSpec = hclspec.NewObject(map[string]*hclspec.Spec{
 		hclspec.NewAttr("default_user", "string", false),
 		hclspec.NewLiteral(`"nobody"`),
 	),
+	"crun_timeout": hclspec.NewDefault(
+		hclspec.NewAttr("crun_timeout", "string", false),
+		hclspec.NewLiteral(`"30s"`),
+	),
+	"orphan_grace_period": hclspec.NewDefault(
+		hclspec.NewAttr("orphan_grace_period", "string", false),
+		hclspec.NewLiteral(`"2m"`),
+	),
 })
 
 // taskConfigSpec is the job's `config {...}` block.
@@ -62,7 +70,7 @@ var taskConfigSpec = hclspec.NewObject(map[string]*hclspec.Spec{
 
 var capabilities = &drivers.Capabilities{
 	SendSignals: true,
-	Exec:        true, // ExecTask and ExecTaskStreaming (no TTY) via `crun exec`
+	Exec:        true, // ExecTask and ExecTaskStreaming (with or without a TTY) via `crun exec`
 	// The container gets its own root: the client builds plain task dirs and
 	// the driver mounts local/, secrets/ and the alloc dir into it.
 	FSIsolation:  fsisolation.Image,

@@ -16,8 +16,17 @@ type Config struct {
 	FingerprintPeriod string `codec:"fingerprint_period"`
 	PidsLimit         int64  `codec:"pids_limit"`
 	DefaultUser       string `codec:"default_user"`
+	// CrunTimeout bounds every crun call (state, kill, delete, run --detach);
+	// a call that hangs longer fails with an error naming the command.
+	CrunTimeout string `codec:"crun_timeout"`
+	// OrphanGracePeriod is how long after start-up the plugin waits for
+	// Nomad to claim (recover) each container it finds in its state root
+	// before it kills and deletes the unclaimed ones.
+	OrphanGracePeriod string `codec:"orphan_grace_period"`
 
 	fingerprintPeriod time.Duration
+	crunTimeout       time.Duration
+	orphanGrace       time.Duration
 }
 
 // defaultConfig is what SetConfig starts from (the hclspec defaults).
@@ -28,7 +37,11 @@ func defaultConfig() *Config {
 		FingerprintPeriod: "30s",
 		PidsLimit:         4096,
 		DefaultUser:       "nobody",
+		CrunTimeout:       "30s",
+		OrphanGracePeriod: "2m",
 		fingerprintPeriod: 30 * time.Second,
+		crunTimeout:       30 * time.Second,
+		orphanGrace:       2 * time.Minute,
 	}
 }
 
@@ -48,6 +61,14 @@ func (c *Config) validate() error {
 		return fmt.Errorf("plugin config fingerprint_period %q is not a positive duration such as \"30s\"", c.FingerprintPeriod)
 	}
 	c.fingerprintPeriod = d
+	if d, err = time.ParseDuration(c.CrunTimeout); err != nil || d <= 0 {
+		return fmt.Errorf("plugin config crun_timeout %q is not a positive duration such as \"30s\"", c.CrunTimeout)
+	}
+	c.crunTimeout = d
+	if d, err = time.ParseDuration(c.OrphanGracePeriod); err != nil || d <= 0 {
+		return fmt.Errorf("plugin config orphan_grace_period %q is not a positive duration such as \"2m\" (how long Nomad gets to recover a container before the plugin removes it)", c.OrphanGracePeriod)
+	}
+	c.orphanGrace = d
 	if c.PidsLimit < 0 {
 		return fmt.Errorf("plugin config pids_limit %d must be >= 0 (0 disables the limit)", c.PidsLimit)
 	}

@@ -47,12 +47,14 @@ func TestPluginConfigValidate(t *testing.T) {
 		t.Fatalf("defaults must be valid: %v", err)
 	}
 	bad := map[string]func(*Config){
-		"crun_path":          func(c *Config) { c.CrunPath = "" },
-		"state_root":         func(c *Config) { c.StateRoot = "run/java-crun" },
-		"java_home":          func(c *Config) { c.JavaHome = "jdk" },
-		"fingerprint_period": func(c *Config) { c.FingerprintPeriod = "soon" },
-		"pids_limit":         func(c *Config) { c.PidsLimit = -1 },
-		"default_user":       func(c *Config) { c.DefaultUser = "" },
+		"crun_path":           func(c *Config) { c.CrunPath = "" },
+		"state_root":          func(c *Config) { c.StateRoot = "run/java-crun" },
+		"java_home":           func(c *Config) { c.JavaHome = "jdk" },
+		"fingerprint_period":  func(c *Config) { c.FingerprintPeriod = "soon" },
+		"pids_limit":          func(c *Config) { c.PidsLimit = -1 },
+		"default_user":        func(c *Config) { c.DefaultUser = "" },
+		"crun_timeout":        func(c *Config) { c.CrunTimeout = "0s" },
+		"orphan_grace_period": func(c *Config) { c.OrphanGracePeriod = "later" },
 	}
 	for field, mutate := range bad {
 		c := defaultConfig()
@@ -96,4 +98,20 @@ func TestTaskConfigSpecRejectsUnknownField(t *testing.T) {
 		t.Fatalf("error does not name the field: %s", msg)
 	}
 	_ = drivers.TaskConfig{}
+}
+
+func TestPluginConfigSpecDefaultsNewFields(t *testing.T) {
+	// The lab's agent config sets only some fields: the new ones must default.
+	var c Config
+	hclutils.NewConfigParser(configSpec).ParseHCL(t, `
+config {
+  state_root         = "/run/java-crun-lab"
+  fingerprint_period = "1s"
+}`, &c)
+	if c.CrunTimeout != "30s" || c.OrphanGracePeriod != "2m" {
+		t.Fatalf("defaults: crun_timeout=%q orphan_grace_period=%q", c.CrunTimeout, c.OrphanGracePeriod)
+	}
+	if err := c.validate(); err != nil || c.crunTimeout.Seconds() != 30 || c.orphanGrace.Minutes() != 2 {
+		t.Fatalf("validate: %v %+v", err, c)
+	}
 }

@@ -29,6 +29,9 @@ type Driver struct {
 	tasks  *task.Store
 	probes probes
 
+	claims    sync.Map  // container IDs owned by a task (see orphans.go)
+	sweepOnce sync.Once // the orphan sweep starts after the first SetConfig
+
 	mu      sync.RWMutex
 	cfg     *Config
 	rt      runtimeInfo // last fingerprint's findings
@@ -65,11 +68,12 @@ func (d *Driver) SetConfig(c *base.Config) error {
 		return err
 	}
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	d.cfg = cfg
 	if c.AgentConfig != nil {
 		d.compute = c.AgentConfig.Compute()
 	}
+	d.mu.Unlock()
+	d.sweepOnce.Do(d.startOrphanSweep)
 	return nil
 }
 
@@ -86,6 +90,9 @@ func (d *Driver) Fingerprint(ctx context.Context) (<-chan *drivers.Fingerprint, 
 func (d *Driver) StartTask(cfg *drivers.TaskConfig) (*drivers.TaskHandle, *drivers.DriverNetwork, error) {
 	if _, ok := d.tasks.Get(cfg.ID); ok {
 		return nil, nil, fmt.Errorf("task %s already started", cfg.ID)
+	}
+	if d.ctx.Err() != nil {
+		return nil, nil, errShuttingDown()
 	}
 	tc, rt, err := d.validateTask(cfg)
 	if err != nil {
@@ -114,6 +121,9 @@ func (d *Driver) RecoverTask(th *drivers.TaskHandle) error {
 	if _, ok := d.tasks.Get(th.Config.ID); ok {
 		return nil
 	}
+	// Nomad owns this container from now on, even if recovery fails: then
+	// it calls DestroyTask, which removes it by ID.
+	d.claim(containerID(th.Config))
 	var state task.State
 	if err := th.GetDriverState(&state); err != nil {
 		return fmt.Errorf("recover task %s: decode state: %w", th.Config.ID, err)
@@ -163,7 +173,12 @@ func (d *Driver) StopTask(taskID string, timeout time.Duration, signal string) e
 func (d *Driver) DestroyTask(taskID string, force bool) error {
 	h, ok := d.tasks.Get(taskID)
 	if !ok {
-		return nil // already destroyed
+		// No handle (already destroyed, or never recovered): whatever is
+		// left under the task's container ID goes, by name.
+		if err := d.destroyByID(containerIDFor(taskID)); err != nil {
+			return fmt.Errorf("destroy task %s: %w", taskID, err)
+		}
+		return nil
 	}
 	if h.IsRunning() {
 		if !force {
@@ -237,6 +252,11 @@ func (d *Driver) config() *Config {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	return d.cfg
+}
+
+// cli is crun at path on state root root, with the configured deadline.
+func (d *Driver) cli(path, root string) *crun.CLI {
+	return &crun.CLI{Path: path, Root: root, Timeout: d.config().crunTimeout}
 }
 
 func (d *Driver) runtime() runtimeInfo {

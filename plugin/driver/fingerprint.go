@@ -95,7 +95,13 @@ func fingerprint(ctx context.Context, cfg *Config, p probes, previous runtimeInf
 	mode := p.cgroupMode()
 	attrs[AttrCgroupMode] = structs.NewStringAttribute(mode)
 
-	crunVer, err := p.crunVersion(ctx, crunPath)
+	deadline := cfg.crunTimeout
+	if deadline <= 0 {
+		deadline = crun.DefaultTimeout
+	}
+	vctx, cancel := context.WithTimeout(ctx, deadline)
+	crunVer, err := p.crunVersion(vctx, crunPath)
+	cancel()
 	if err != nil {
 		return fp(drivers.HealthStateUnhealthy, fmt.Sprintf("crun at %s is not runnable: %s", crunPath, firstLine(err.Error()))), info
 	}

@@ -41,17 +41,9 @@ func (d *Driver) validateTask(cfg *drivers.TaskConfig) (*TaskConfig, runtimeInfo
 	if err := tc.validate(); err != nil {
 		return nil, runtimeInfo{}, unrecoverable(err)
 	}
-	rt := d.runtime()
-	switch {
-	case rt.CrunPath == "":
-		return nil, rt, recoverable(errors.New("crun is not available on this node yet (fingerprint pending or crun missing)"))
-	case rt.JavaErr != nil:
-		return nil, rt, unrecoverable(rt.JavaErr)
-	case rt.JavaHome == "":
-		return nil, rt, recoverable(errors.New("java home not detected yet: the driver fingerprint has not run"))
-	}
-	if _, err := os.Stat(filepath.Join(rt.JavaHome, "bin", "java")); err != nil {
-		return nil, rt, unrecoverable(fmt.Errorf("java runtime not usable: %v", err))
+	rt, err := d.checkNode(d.ctx, d.runtime())
+	if err != nil {
+		return nil, rt, err
 	}
 	if tc.JarPath != "" {
 		_, host, err := resolveTaskPath("jar_path", tc.JarPath, cfg.TaskDir())
@@ -90,6 +82,7 @@ func (d *Driver) launch(cfg *drivers.TaskConfig, tc *TaskConfig, rt runtimeInfo)
 		return nil, unrecoverable(err)
 	}
 	id := containerID(cfg)
+	d.claim(id)
 	cgroupDir := taskCgroup(cfg, id)
 	state := task.State{
 		ContainerID:     id,
@@ -112,7 +105,7 @@ func (d *Driver) launch(cfg *drivers.TaskConfig, tc *TaskConfig, rt runtimeInfo)
 	if err != nil {
 		return nil, unrecoverable(err)
 	}
-	cli := &crun.CLI{Path: state.CrunPath, Root: state.CrunRoot}
+	cli := d.cli(state.CrunPath, state.CrunRoot)
 	cleanup := func() { _ = d.removeContainer(state, cli) }
 
 	if err := os.MkdirAll(state.CrunRoot, 0o700); err != nil {
@@ -128,7 +121,7 @@ func (d *Driver) launch(cfg *drivers.TaskConfig, tc *TaskConfig, rt runtimeInfo)
 	}
 	if err := shim.WriteConfig(&shim.Config{
 		CrunPath: state.CrunPath, CrunRoot: state.CrunRoot, ContainerID: id,
-		Bundle: state.BundleDir, CgroupDir: cgroupDir,
+		Bundle: state.BundleDir, CgroupDir: cgroupDir, CrunTimeout: cli.Deadline(),
 	}); err != nil {
 		cleanup()
 		return nil, recoverable(err)
@@ -198,7 +191,7 @@ func waitRunning(ctx context.Context, h *task.Handle, cli *crun.CLI, id string) 
 		case <-h.Done():
 		case <-time.After(50 * time.Millisecond):
 		case <-ctx.Done():
-			return 0, errors.New("driver shutting down")
+			return 0, errShuttingDown()
 		}
 	}
 }
@@ -244,7 +237,15 @@ func (d *Driver) removeContainer(state task.State, cli *crun.CLI) error {
 		_ = os.Remove(ownedCgroupParent) // only succeeds once no other task uses it
 	}
 	if state.BundleDir != "" {
-		if err := os.RemoveAll(state.BundleDir); err != nil {
+		// A shim that is just ending may write exit.json meanwhile: retry.
+		var err error
+		for i := 0; i < 5; i++ {
+			if err = os.RemoveAll(state.BundleDir); err == nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if err != nil {
 			errs = append(errs, fmt.Errorf("remove bundle: %w", err))
 		}
 	}

@@ -19,7 +19,7 @@ import (
 // plugin was down (exit.json says how), or may have vanished: then the task
 // is cleaned up and the error makes Nomad restart it.
 func (d *Driver) recover(cfg *drivers.TaskConfig, state task.State) (*task.Handle, error) {
-	cli := &crun.CLI{Path: state.CrunPath, Root: state.CrunRoot}
+	cli := d.cli(state.CrunPath, state.CrunRoot)
 	logger := d.logger.With("task_id", cfg.ID)
 
 	if shim.Alive(state.ShimPID, state.ShimStartTicks) {

@@ -167,8 +167,12 @@ var containerIDUnsafe = regexp.MustCompile(`[^A-Za-z0-9_.-]+`)
 
 // containerID derives crun's container id from Nomad's task ID
 // ("<alloc id>/<task>/<invocation>"), so it carries the alloc id.
-func containerID(cfg *drivers.TaskConfig) string {
-	return containerIDUnsafe.ReplaceAllString(strings.ReplaceAll(cfg.ID, "/", "."), "_")
+func containerID(cfg *drivers.TaskConfig) string { return containerIDFor(cfg.ID) }
+
+// containerIDFor is containerID from the task ID alone: DestroyTask gets
+// nothing else, and must find the container even without a handle.
+func containerIDFor(taskID string) string {
+	return containerIDUnsafe.ReplaceAllString(strings.ReplaceAll(taskID, "/", "."), "_")
 }
 
 // noFileLimit is 65536 open files, or the plugin's own hard limit when lower:

@@ -13,6 +13,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -22,6 +24,8 @@ const (
 	ExitFile    = "exit.json"       // written by the shim when crun run returns
 	CrunRunLog  = "crun-run.log"    // crun's JSON log for `crun run`
 	ShimLogFile = "shim.log"        // the shim's own diagnostics
+	PidFile     = "container.pid"   // crun --pid-file: the container init's host pid
+	SignalsFile = "signals.sent"    // signal numbers the driver delivered, one a line
 	envMarker   = "_JAVA_CRUN_SHIM" // set in the shim's environment to select shim mode
 )
 
@@ -35,12 +39,18 @@ type Config struct {
 	// container's OOM kills (the parent of the container's own cgroup, which
 	// crun removes when the container exits).
 	CgroupDir string `json:"cgroup_dir"`
+	// CrunTimeout bounds the shim's own crun calls (run --detach, delete);
+	// 0 means crun.DefaultTimeout.
+	CrunTimeout time.Duration `json:"crun_timeout,omitempty"`
 }
 
 // Exit is how the container ended.
 type Exit struct {
-	ExitCode   int       `json:"exit_code"`
+	ExitCode int `json:"exit_code"` // 128+N when the init was killed by signal N
+	// Signal is N when the init was killed by signal N, or exited with
+	// 128+N after the driver had delivered N to it (see Classify).
 	Signal     int       `json:"signal"`
+	WaitStatus *int      `json:"wait_status,omitempty"` // the init's raw wait(2) status, when the shim reaped it
 	OOMKilled  bool      `json:"oom_killed"`
 	CrunError  string    `json:"crun_error,omitempty"` // crun's own failure, from its JSON log
 	Err        string    `json:"error,omitempty"`      // the shim's failure to run crun at all
@@ -69,6 +79,31 @@ func ReadExit(bundle string) (*Exit, error) {
 		return nil, err
 	}
 	return &e, nil
+}
+
+// RecordSignal notes, before the driver delivers sig to the container, that
+// it did: a JVM that handles SIGTERM exits with 143 by itself, and only this
+// record tells that apart from an app that chose exit code 143.
+func RecordSignal(bundle string, sig int) error {
+	f, err := os.OpenFile(filepath.Join(bundle, SignalsFile), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("record signal %d for the exit status: %w", sig, err)
+	}
+	defer f.Close()
+	_, err = fmt.Fprintf(f, "%d\n", sig)
+	return err
+}
+
+// SentSignals returns the signals RecordSignal noted for the bundle.
+func SentSignals(bundle string) []int {
+	data, _ := os.ReadFile(filepath.Join(bundle, SignalsFile))
+	var sigs []int
+	for _, f := range strings.Fields(string(data)) {
+		if n, err := strconv.Atoi(f); err == nil {
+			sigs = append(sigs, n)
+		}
+	}
+	return sigs
 }
 
 // writeJSON writes atomically: a reader never sees half a file.

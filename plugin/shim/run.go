@@ -2,6 +2,7 @@ package shim
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -12,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/nomad-lab/nomad-driver-java-crun/crun"
 )
@@ -54,6 +57,18 @@ func Launch(bundle string, stdout, stderr *os.File) (*exec.Cmd, error) {
 	return cmd, nil
 }
 
+// run supervises one container and records how it ended.
+//
+// How the shim learns the truth about the exit: a foreground `crun run`
+// reaps the container's init itself and exits 128+N when the init was
+// killed by signal N, which cannot be told apart from an app calling
+// exit(128+N). So the shim makes itself a child subreaper and runs
+// `crun run --detach`: crun starts the container, writes the init's pid to
+// container.pid and exits. The init, orphaned by crun, is re-parented to the
+// nearest subreaper, the shim, which reaps it with wait4 and so reads its
+// real wait status (exited with C, or killed by N). Containerd's shims and
+// conmon use the same construction. The JVM stays PID 1 of the container:
+// nothing of ours runs inside it.
 func run(bundle string) int {
 	logf := shimLogger(bundle)
 	cfg, err := ReadConfig(bundle)
@@ -73,42 +88,124 @@ func run(bundle string) int {
 	}()
 
 	oomBefore := oomKills(cfg.CgroupDir)
-	cli := &crun.CLI{Path: cfg.CrunPath, Root: cfg.CrunRoot}
-	logPath := filepath.Join(bundle, CrunRunLog)
-	cmd := cli.RunCommand(cfg.ContainerID, bundle, logPath)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	runErr := cmd.Run()
-
-	exit := &Exit{FinishedAt: time.Now().UTC()}
-	var exitErr *exec.ExitError
-	switch {
-	case runErr == nil:
-	case errors.As(runErr, &exitErr):
-		status := exitErr.Sys().(syscall.WaitStatus)
-		if status.Signaled() {
-			// crun itself was killed: the container may live on unsupervised.
-			exit.ExitCode, exit.Signal = -1, int(status.Signal())
-			exit.Err = fmt.Sprintf("crun run was killed by %v; the container's exit code is unknown", status.Signal())
-		} else {
-			exit.ExitCode = status.ExitStatus()
-		}
-	default:
-		exit.ExitCode = -1
-		exit.Err = fmt.Sprintf("cannot run crun: %v", runErr)
-	}
-	if exit.ExitCode > 128 && exit.ExitCode <= 128+64 {
-		// crun run exits 128+N when the container's init died of signal N.
-		exit.Signal = exit.ExitCode - 128
-	}
-	if msgs := crun.ReadErrorMessages(logPath); exit.ExitCode != 0 && len(msgs) > 0 {
-		exit.CrunError = "crun: " + strings.Join(msgs, "; ")
-	}
+	exit := supervise(cfg, bundle, logf)
+	exit.FinishedAt = time.Now().UTC()
 	exit.OOMKilled = oomKills(cfg.CgroupDir) > oomBefore
 	if err := writeJSON(filepath.Join(bundle, ExitFile), exit); err != nil {
 		logf("record exit: %v", err)
 		return 1
 	}
 	return 0
+}
+
+// supervise starts the container, reaps its init and deletes it.
+func supervise(cfg *Config, bundle string, logf func(string, ...any)) *Exit {
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		return &Exit{ExitCode: -1, Err: fmt.Sprintf("cannot become the container's subreaper (prctl PR_SET_CHILD_SUBREAPER): %v", err)}
+	}
+	cli := &crun.CLI{Path: cfg.CrunPath, Root: cfg.CrunRoot, Timeout: cfg.CrunTimeout}
+	logPath := filepath.Join(bundle, CrunRunLog)
+	pidPath := filepath.Join(bundle, PidFile)
+
+	ctx, cancel := context.WithTimeout(context.Background(), cli.Deadline())
+	cmd := cli.RunDetachedCommand(ctx, cfg.ContainerID, bundle, logPath, pidPath)
+	// crun passes its stdio on to the container: Nomad's log FIFOs.
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	runErr := cmd.Run()
+	timedOut := ctx.Err() != nil
+	cancel()
+	if runErr != nil {
+		reapOrphans() // crun's helper processes, re-parented to us
+		return crunRunFailed(cli, cfg.ContainerID, runErr, timedOut, logPath)
+	}
+
+	pid, err := readPid(pidPath)
+	if err != nil {
+		return &Exit{ExitCode: -1, Err: fmt.Sprintf("crun started container %s but its pid is unknown: %v", cfg.ContainerID, err)}
+	}
+	ws, err := reap(pid)
+	if err != nil {
+		return &Exit{ExitCode: -1, Err: fmt.Sprintf("lost container %s (pid %d): %v; its exit code is unknown", cfg.ContainerID, pid, err)}
+	}
+	exit := &Exit{}
+	raw := int(ws)
+	exit.WaitStatus = &raw
+	exit.ExitCode, exit.Signal = Classify(ws, SentSignals(bundle))
+
+	// A detached container stays in crun's state as "stopped"; delete it as
+	// a foreground `crun run` would have done. DestroyTask force-deletes
+	// anyway, so a failure here only leaves work for it.
+	dctx, dcancel := context.WithTimeout(context.Background(), cli.Deadline())
+	defer dcancel()
+	if err := cli.Delete(dctx, cfg.ContainerID, false); err != nil {
+		logf("delete exited container: %v", err)
+	}
+	return exit
+}
+
+// crunRunFailed records crun's own failure to start the container: with
+// --detach, any non-zero exit of crun is crun's, never the app's.
+func crunRunFailed(cli *crun.CLI, id string, runErr error, timedOut bool, logPath string) *Exit {
+	exit := &Exit{ExitCode: -1}
+	var exitErr *exec.ExitError
+	switch {
+	case timedOut:
+		exit.CrunError = cli.TimeoutError([]string{"run", "--detach", id}).Error()
+	case errors.As(runErr, &exitErr):
+		exit.ExitCode = exitErr.ExitCode()
+		if msgs := crun.ReadErrorMessages(logPath); len(msgs) > 0 {
+			exit.CrunError = "crun: " + strings.Join(msgs, "; ")
+		} else {
+			exit.CrunError = fmt.Sprintf("crun: `crun run --detach %s` failed (%v) without a message in %s", id, runErr, logPath)
+		}
+	default:
+		exit.Err = fmt.Sprintf("cannot run crun: %v", runErr)
+	}
+	return exit
+}
+
+// reap waits for pid, reaping whatever else was re-parented to the shim
+// meanwhile (crun's intermediate processes).
+func reap(pid int) (unix.WaitStatus, error) {
+	for {
+		var ws unix.WaitStatus
+		got, err := unix.Wait4(-1, &ws, 0, nil)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return 0, fmt.Errorf("wait4: %w (the container's init was not re-parented to the shim)", err)
+		case got == pid:
+			reapOrphans()
+			return ws, nil
+		}
+	}
+}
+
+// reapOrphans collects exited children without blocking.
+func reapOrphans() {
+	for {
+		var ws unix.WaitStatus
+		got, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil || got <= 0 {
+			return
+		}
+	}
+}
+
+func readPid(path string) (int, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil || pid <= 0 {
+		return 0, fmt.Errorf("%s holds %q, not a pid", path, data)
+	}
+	return pid, nil
 }
 
 // oomKills reads the oom_kill counter of the cgroup's memory.events, which

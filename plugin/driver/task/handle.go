@@ -109,6 +109,13 @@ func (h *Handle) Signal(ctx context.Context, sig string) error {
 	if !h.IsRunning() {
 		return fmt.Errorf("task %s has exited: cannot deliver %s", h.Config.Name, sig)
 	}
+	// Noted first, so that the shim can tell "exited 143 after our SIGTERM"
+	// from "chose exit code 143" (see shim.Classify).
+	if num := unix.SignalNum(sig); num != 0 {
+		if err := shim.RecordSignal(h.State.BundleDir, int(num)); err != nil {
+			h.logger.Warn("signal not recorded; an exit with 128+signal will be reported as a plain exit code", "signal", sig, "error", err)
+		}
+	}
 	err := h.CLI.Kill(ctx, h.State.ContainerID, sig)
 	if err != nil && h.exitedSoon() {
 		return nil // it ended meanwhile: nothing left to signal
