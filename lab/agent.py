@@ -31,7 +31,7 @@ UNIT_PREFIX = "nomad-lab-"
 CRUN_STATE_ROOT = "/run/java-crun"
 # Fingerprinters that probe cloud metadata addresses: never in a sealed lab.
 DENIED_FINGERPRINTERS = "env_aws,env_gce,env_azure,env_digitalocean,consul,vault"
-DENIED_DRIVERS = "docker,podman,qemu,java,exec,raw_exec"
+DENIED_DRIVERS = "docker,podman,qemu,java,exec,raw_exec,mock_driver"  # -dev adds mock_driver
 STEPS = ("unit_started", "http_listening", "leader", "node_registered", "node_ready",
          "driver_healthy")
 

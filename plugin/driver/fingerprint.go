@@ -55,7 +55,7 @@ func hostProbes() probes {
 		evalSymlinks: filepath.EvalSymlinks,
 		getenv:       os.Getenv,
 		crunVersion:  crun.Version,
-		javaVersion:  javaVersion,
+		javaVersion:  cachedJavaVersion(javaProbeCacheDir, javaVersion, javaInstallKey, time.Now),
 		cgroupMode:   cgroupMode,
 		javaKey:      javaInstallKey,
 		now:          time.Now,
