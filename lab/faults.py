@@ -39,7 +39,10 @@ RULE_TAG = "lab-fault"  # iptables comment prefix
 QDISC_HANDLE = "1ab:"  # root qdisc of network faults ("lab")
 NETEM_HANDLE = "1ac:"
 PLUGIN_BINARY = "nomad-driver-java-crun"
-SWEEP_ROOTS = ("/usr", "/opt")
+# Where faults move files aside or put wrappers (the JREs, crun, a java_home under /opt):
+# walking all of /usr takes seconds under TCG, and scan() runs after every test. A fault
+# elsewhere is still healed from its heal script in STATE_DIR.
+SWEEP_ROOTS = ("/usr/lib/jvm", "/usr/bin", "/usr/sbin", "/usr/local", "/opt")
 HEAL_TIMEOUT = 60.0  # how long a heal keeps retrying while SSH is down
 
 
@@ -674,7 +677,13 @@ def sweep(host: Host, roots: Sequence[str] = SWEEP_ROOTS) -> list[str]:
 
 def scan(host: Host, roots: Sequence[str] = SWEEP_ROOTS) -> list[str]:
     """Fault traces still on the host (empty when every fault was healed)."""
-    script = rf"""
+    return [line for line in host.sudo(scan_script(roots), check=False).stdout.splitlines()
+            if line.strip()]
+
+
+def scan_script(roots: Sequence[str] = SWEEP_ROOTS) -> str:
+    """The shell of scan(): one line per fault trace."""
+    return rf"""
 ls -1 {STATE_DIR}/*.sh 2>/dev/null | sed 's/^/heal-pending /'
 find {' '.join(_q(r) for r in roots)} -xdev \( -name '*{HIDDEN}' -o -name '*.lab-wrapper' \) \
   2>/dev/null | sed 's/^/moved-aside /'
@@ -684,4 +693,3 @@ command -v tc >/dev/null && tc qdisc show 2>/dev/null | grep ' {QDISC_HANDLE} ' 
   | sed 's/^/qdisc /'
 true
 """
-    return [line for line in host.sudo(script, check=False).stdout.splitlines() if line.strip()]

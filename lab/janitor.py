@@ -75,18 +75,17 @@ def scan(host: LabHost, include_faults: bool = True,
     Traces that name an agent in `exclude_agents` (its unit, data dir, state root, mounts)
     are left out: a live agent started ahead for the next test is not this test's leftover.
     """
+    from lab import faults
+
     excluded = tuple(exclude_agents)
+    # One round trip: the lab's traces, then the faults' (each line prefixed "fault ").
+    script = SCAN_SCRIPT + (f"{{\n{faults.scan_script()}\n}} | sed 's/^/fault /'\n"
+                            if include_faults else "")
     found: dict[str, list[str]] = {}
-    for line in host.sudo(SCAN_SCRIPT, check=False).stdout.splitlines():
+    for line in host.sudo(script, check=False).stdout.splitlines():
         kind, _, item = line.strip().partition(" ")
         if kind and item and not any(agent_id in item for agent_id in excluded):
             found.setdefault(kind, []).append(item)
-    if include_faults:
-        from lab import faults
-
-        traces = faults.scan(host)
-        if traces:
-            found["fault"] = traces
     return found
 
 
