@@ -387,3 +387,30 @@ def test_ci_entry_point_runs_the_whole_suite_without_manual_setup():
     check_all = body[body.index("def check_all"):body.index("# -- bench")]
     for step in ("lint(c)", "unit(c)", "up(c)", "plugin_test(c)", "e2e(c)"):
         assert step in check_all, f"check.all does not run {step}"
+
+
+# -- the lab host's lease ------------------------------------------------------------------
+def test_lab_up_during_a_test_run_waits_for_the_lease_instead_of_sweeping_the_runs_agent(
+        jobs, agent, lab_host, lab_config):
+    """`./invoke lab.up` started while this run holds the lab host (its verify step would
+    sweep every agent) waits for the lease, names this run as the holder, and gives up at
+    its deadline; this test's agent and its running job are untouched."""
+    run = jobs.run("sleeper", args=["forever"])
+    run.wait_running()
+    env = {k: v for k, v in os.environ.items() if k not in ("LAB_LEASE", "PYTEST_ADDOPTS")}
+    # 10 s of waiting, unscaled: long enough to see it wait, short enough for the suite.
+    env.update(LAB_TIMEOUT_LEASE="10", LAB_TIMEOUT_SCALE="1", LAB_TARGET=lab_config.target)
+    started = time.monotonic()
+    other = subprocess.run([str(ROOT / "invoke"), "lab.up"], capture_output=True, text=True,
+                           env=env, cwd=ROOT, timeout=lab_config.timeout("command") * 3)
+    out = other.stdout + other.stderr
+    assert other.returncode != 0, out[-3000:]
+    # The holder: this session, or the `invoke test` that started it and shares its lease.
+    assert "is leased by another run" in out, out[-3000:]
+    assert "command='pytest" in out or "command='invoke test'" in out, out[-3000:]
+    assert "timed out after 10.0s waiting for the lease of lab host" in out, out[-3000:]
+    assert "swept" not in out, out[-3000:]
+    assert time.monotonic() - started >= 10
+    assert run.task_state()["State"] == "running", run.event_types()
+    agent.api.node(agent.node_id)  # the agent still answers
+    assert lab_host.sudo(f"systemctl is-active --quiet {agent.unit}", check=False).ok
