@@ -139,6 +139,9 @@ def test_server_stalling_beyond_http_read_timeout_ends_in_failed_artifact_downlo
 
 # -- size -----------------------------------------------------------------------------------
 @pytest.mark.slow
+# Alone on the host: 200 MiB through the SSH tunnel keeps the guest's sshd busy for the whole
+# download under TCG; with the next test's agent starting beside it, it took 128-178 s.
+@pytest.mark.exclusive
 def test_artifact_of_200_mb_downloads_and_runs(request, jobs, artifacts, jars, lab_config,
                                                 lab_host, agent):
     """A 200 MiB runnable JAR (hello plus incompressible padding), checksum verified, arrives
