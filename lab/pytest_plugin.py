@@ -33,6 +33,7 @@ _FACTS_KEY = pytest.StashKey[dict]()
 _POOL_KEY = pytest.StashKey[AgentPool]()
 _NEXT_KEY = pytest.StashKey[pytest.Item | None]()
 _CONTROLLER_KEY = pytest.StashKey[ExitStack]()
+_LAB_CONFIG_KEY = pytest.StashKey[LabConfig]()
 _PHASES_KEY = pytest.StashKey[list]()  # [(phase, seconds)] of one test, shown with -v
 # Fixtures whose tests change the lab host for everybody: an inner pytest session sweeps the
 # host when it starts, so nothing else may run there meanwhile.
@@ -128,10 +129,15 @@ def agent_options(item) -> AgentOptions:
 
 
 def _lab_config(config) -> LabConfig:
-    opt = config.getoption
-    return LabConfig.load({"target": opt("--lab-target"), "ssh_key": opt("--lab-ssh-key"),
-                           "timeout_scale": opt("--lab-timeout-scale"),
-                           "keep": opt("--lab-keep")})
+    """The session's one LabConfig (its run id is the one the header and every agent use)."""
+    found = config.stash.get(_LAB_CONFIG_KEY, None)
+    if found is None:
+        opt = config.getoption
+        found = LabConfig.load({"target": opt("--lab-target"), "ssh_key": opt("--lab-ssh-key"),
+                                "timeout_scale": opt("--lab-timeout-scale"),
+                                "keep": opt("--lab-keep")})
+        config.stash[_LAB_CONFIG_KEY] = found
+    return found
 
 
 @pytest.fixture(scope="session")
@@ -242,8 +248,10 @@ def agent(request, lab_config, lab_host, lab_facts, agent_pool):
     yield agent
     failed = getattr(request.node, "_lab_call_failed", False)
     if failed and lab_config.keep:
-        print(f"\nlab: --lab-keep: agent {agent.id} left running for debugging "
-              f"(`./invoke lab.ssh`, then `./invoke lab.clean` when done)")
+        # Keep it, and stop the session: the next test would find it as its own leftover.
+        agent.close_tunnel()
+        request.session.shouldstop = f"--lab-keep: kept agent {agent.id} of a failed test"
+        _terminal_line(keep_instructions(agent, lab_host))
         return
     jobs = request.node.funcargs.get("jobs")
     for run in getattr(jobs, "runs", []):
@@ -265,6 +273,30 @@ def agent(request, lab_config, lab_host, lab_facts, agent_pool):
         if leftovers else []
     if problems and not failed:
         pytest.fail("\n".join(problems), pytrace=False)
+
+
+def keep_instructions(agent: NomadAgent, host) -> str:
+    """How to reach a kept agent: its API through an SSH tunnel, its unit, the clean-up."""
+    spec = host.spec
+    key = f" -i {spec.key_file}" if spec.key_file else ""
+    port = agent.ports["http"]
+    return "\n".join([
+        f"lab: --lab-keep: the failed test's agent {agent.id} is left running; the session "
+        "stops here.",
+        f"  reach its API:  ssh -N -L {port}:127.0.0.1:{port} -p {spec.port}{key} "
+        f"{spec.user}@{spec.host} &",
+        f"                  export NOMAD_ADDR=http://127.0.0.1:{port}; nomad status",
+        f"  on the lab host (./invoke lab.ssh): unit {agent.unit}, log {agent.log_path}, "
+        f"data {agent.dir}",
+        "  clean up:       ./invoke lab.clean"])
+
+
+def _terminal_line(text: str) -> None:
+    if _terminal is not None:
+        _terminal.write_line("")
+        _terminal.write_line(text)
+    else:
+        print(text)
 
 
 @contextmanager
@@ -378,7 +410,7 @@ def pytest_terminal_summary(terminalreporter, config):
 
 def pytest_report_header(config):
     try:
-        cfg = LabConfig.load({"target": config.getoption("--lab-target")})
+        cfg = _lab_config(config)
     except LabError as exc:
         return f"lab: configuration error: {exc}"
     return (f"lab: target={cfg.target} timeout_scale={cfg.scale:g} run_id={cfg.run_id} "
