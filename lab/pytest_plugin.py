@@ -61,9 +61,19 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
+    budget = None
     for item in items:
-        if _EXCLUSIVE_FIXTURES & set(getattr(item, "fixturenames", ())):
+        names = set(getattr(item, "fixturenames", ()))
+        if _EXCLUSIVE_FIXTURES & names:
             item.add_marker(pytest.mark.exclusive)
+        if "lab_host" in names and item.get_closest_marker("timeout") is None:
+            # pytest-timeout: no e2e test may hang the run; the bound follows the lab's
+            # (scaled) timeouts: an agent, four jobs' worth of waiting and three teardowns.
+            if budget is None:
+                lab = _lab_config(config)
+                budget = (lab.timeout("agent_ready") + 4 * lab.timeout("job")
+                          + 3 * lab.timeout("agent_stop"))
+            item.add_marker(pytest.mark.timeout(budget))
     if _parallel(config):
         # Tests in parallel share the lab host: the exclusive ones cannot run among them.
         # `./invoke test -n N` runs them alone afterwards, in a serial pass.
