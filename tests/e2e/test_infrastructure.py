@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shlex
 import shutil
@@ -62,6 +63,7 @@ def inner_budget(lab_config) -> float:
 
 LONG_JOB_TEST = '''
 import os
+import re
 import pathlib
 
 
@@ -414,3 +416,95 @@ def test_lab_up_during_a_test_run_waits_for_the_lease_instead_of_sweeping_the_ru
     assert run.task_state()["State"] == "running", run.event_types()
     agent.api.node(agent.node_id)  # the agent still answers
     assert lab_host.sudo(f"systemctl is-active --quiet {agent.unit}", check=False).ok
+
+
+# -- Ctrl-C in a terminal on `./invoke test` --------------------------------------------------
+class TerminalRun:
+    """`./invoke test ...` on a pseudo-terminal of its own, as a person runs it: Ctrl-C is the
+    byte 0x03 typed there, which the terminal turns into SIGINT for its foreground group."""
+
+    def __init__(self, tmp_path: Path, env: dict[str, str], args: list[str]):
+        import pty
+
+        self.log = tmp_path / "terminal.log"
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:  # the child: a new session whose controlling terminal is the pty
+            os.chdir(ROOT)
+            os.execve(str(ROOT / "invoke"), [str(ROOT / "invoke"), *args], env)
+        self._reader = __import__("threading").Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        with self.log.open("wb") as out:
+            while True:
+                try:
+                    chunk = os.read(self.fd, 4096)
+                except OSError:
+                    return
+                if not chunk:
+                    return
+                out.write(chunk)
+                out.flush()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def ctrl_c(self) -> None:
+        os.write(self.fd, b"\x03")
+
+    def kill(self) -> None:
+        try:
+            if os.waitpid(self.pid, os.WNOHANG) == (0, 0):
+                os.killpg(os.getpgid(self.pid), signal.SIGKILL)
+                os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            pass
+
+    def wait(self, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self._reader.join(timeout=5)
+                return os.waitstatus_to_exitcode(status)
+            time.sleep(0.2)
+        os.kill(self.pid, signal.SIGKILL)
+        os.waitpid(self.pid, 0)
+        raise AssertionError(f"`./invoke test` still running {timeout:.0f}s after Ctrl-C; "
+                             f"killed. Output:\n{self.output()[-3000:]}")
+
+
+@pytest.mark.exclusive
+@pytest.mark.slow
+def test_ctrl_c_in_a_terminal_on_invoke_test_tears_down_and_prints_the_summary(
+        tmp_path, lab_host, lab_config):
+    """A person runs `./invoke test` in a terminal and presses Ctrl-C while a job runs: pytest
+    (under invoke) gets the interrupt, stops the test, drains and stops its agent, prints its
+    summary, and the lab host is left with nothing of it."""
+    test_file = tmp_path / "test_inner_terminal.py"
+    test_file.write_text(LONG_JOB_TEST)
+    marker = tmp_path / "job-running"
+    env = {**inner_env(lab_config, lab_host), "LAB_E2E_MARKER": str(marker), "TERM": "dumb"}
+    run = TerminalRun(tmp_path, env, ["test", "-k", "test_long_job", "--extra",
+                                      f"{test_file} -p no:cacheprovider -s"])
+    try:
+        until(lambda: marker.exists() and marker.read_text().split() or Pending(
+            run.output().strip().splitlines()[-1:] or "no output yet"),
+            inner_budget(lab_config), "the terminal run's job running")
+        job_id, agent_id = marker.read_text().split()
+        running = janitor.scan(lab_host)
+        assert any(agent_id in u for u in running.get("unit", [])), janitor.describe(running)
+
+        run.ctrl_c()
+        rc = run.wait(inner_budget(lab_config))
+        left = janitor.scan(lab_host)  # before the clean-up below can hide anything
+    finally:
+        run.kill()
+        if janitor.scan(lab_host):
+            janitor.sweep(lab_host)  # a failure here must not spill into the next tests
+    out = run.output()
+    assert rc != 0, out[-3000:]
+    assert "KeyboardInterrupt" in out, out[-3000:]
+    assert re.search(r"=+ .*(interrupted|no tests ran|passed|failed).* in [\d.]+s", out), \
+        f"pytest printed no summary:\n{out[-3000:]}"
+    assert left == {}, f"left after Ctrl-C in a terminal: {janitor.describe(left)}\n{out[-2000:]}"
