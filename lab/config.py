@@ -51,6 +51,8 @@ class LabConfig:
     timeout_scale: str | float = "auto"
     timeouts: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_TIMEOUTS))
     keep: bool = False
+    # Start each test's agent while the test before it runs (lab/agent_pool.py).
+    agents_ahead: bool = True
     run_id: str = field(default_factory=lambda: secrets.token_hex(3))
 
     # -- derived paths -------------------------------------------------------------------
@@ -148,6 +150,8 @@ class LabConfig:
         self.memory_mb = _number("memory_mb", self.memory_mb, int, "LAB_MEMORY_MB=4096")
         if isinstance(self.keep, str):
             self.keep = self.keep.lower() in ("1", "true", "yes")
+        if isinstance(self.agents_ahead, str):
+            self.agents_ahead = self.agents_ahead.lower() in ("1", "true", "yes")
         return self
 
     def with_overrides(self, **changes) -> LabConfig:

@@ -242,7 +242,8 @@ def pytest_runtest_call(item):
     pool = item.config.stash.get(_POOL_KEY, None)
     nxt = item.stash.get(_NEXT_KEY, None)
     if (pool is not None and nxt is not None and "agent" in nxt.fixturenames
-            and not is_exclusive(item) and not is_exclusive(nxt)):
+            and not is_exclusive(item) and not is_exclusive(nxt)
+            and _lab_config(item.config).agents_ahead):
         pool.start_ahead(nxt.nodeid, agent_options(nxt))
 
 
