@@ -43,7 +43,7 @@ last="unit started; HTTP port $port not answering yet"
 alive() { [ -n "$pid" ] && [ "$pid" != 0 ] && kill -0 "$pid" 2>/dev/null; }
 give_up() { echo "last $last"; exit "$1"; }
 # Under TCG every process spawned costs CPU that the agent itself needs: poll the HTTP port
-# and the leader every 0.1 s, then follow the node with Nomad's blocking queries.
+# and the leader every 0.25 s, then follow the node with Nomad's blocking queries.
 index=0
 while :; do
   alive || give_up 3
@@ -57,7 +57,7 @@ while :; do
         last="HTTP up; no leader elected yet"
       fi
     fi
-    [ -z "${reached[leader]:-}" ] && { sleep 0.1; continue; }
+    [ -z "${reached[leader]:-}" ] && { sleep 0.25; continue; }
   fi
   # Blocks until the node list changes (or 2 s pass); the index comes back in a header.
   out=$(curl -sf -m 5 -D - "$api/v1/nodes?index=$index&wait=2s") || { sleep 0.1; continue; }
