@@ -23,9 +23,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// newHarnessWithConfig is a second plugin instance on root with extra
-// plugin config (e.g. a short orphan_grace_period); it does not recover
-// anything by itself.
+// newHarnessWithConfig is a plugin instance on root with extra plugin config
+// (e.g. a short orphan_grace_period); it does not recover anything by itself.
+// newHarness is the usual one, on a fresh root.
 func newHarnessWithConfig(t *testing.T, root string, extra map[string]any) *harness {
 	t.Helper()
 	d := New(hclog.New(&hclog.LoggerOptions{Name: t.Name() + "-2", Level: hclog.Debug, Output: testWriter{t}})).(*Driver)

@@ -71,18 +71,8 @@ type harness struct {
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
-	d := New(hclog.New(&hclog.LoggerOptions{Name: t.Name(), Level: hclog.Debug, Output: testWriter{t}})).(*Driver)
 	root := filepath.Join("/run", "java-crun-test-"+uuid.Generate()[:8])
-	h := &harness{DriverHarness: dtestutil.NewDriverHarness(t, d), driver: d, root: root}
-	cfg := pluginConfigForTest(root)
-	var data []byte
-	if err := base.MsgPackEncode(&data, cfg); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.SetConfig(&base.Config{PluginConfig: data, AgentConfig: &base.AgentConfig{Driver: &base.ClientDriverConfig{}}}); err != nil {
-		t.Fatal(err)
-	}
-	waitHealthy(t, d)
+	h := newHarnessWithConfig(t, root, nil)
 	t.Cleanup(func() { _ = os.RemoveAll(root) })
 	return h
 }

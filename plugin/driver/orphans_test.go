@@ -1,11 +1,9 @@
 package driver
 
 import (
-	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -44,28 +42,10 @@ esac
 	return p
 }
 
-// syncBuffer collects the driver's log lines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 type stateRootFixture struct {
 	dir, root, crun string
 	d               *Driver
-	log             *syncBuffer
+	log             *lockedBuffer
 }
 
 // newStateRootFixture is a driver over a temp state root with a fake crun;
@@ -73,7 +53,7 @@ type stateRootFixture struct {
 func newStateRootFixture(t *testing.T, stuck bool) *stateRootFixture {
 	t.Helper()
 	dir := t.TempDir()
-	f := &stateRootFixture{dir: dir, root: filepath.Join(dir, "state"), log: &syncBuffer{}}
+	f := &stateRootFixture{dir: dir, root: filepath.Join(dir, "state"), log: &lockedBuffer{}}
 	f.crun = fakeCrunState(t, dir, stuck)
 	f.d = New(hclog.New(&hclog.LoggerOptions{Output: f.log, Level: hclog.Info})).(*Driver)
 	t.Cleanup(f.d.Shutdown)
