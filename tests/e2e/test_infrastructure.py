@@ -2,14 +2,13 @@
 the diagnostics bundle, the recorded environment, and CI without manual set-up.
 
 Nested runs. Some tests run pytest again in a subprocess (the "inner run") against the same lab
-host. The outer session holds the lab host's lock from its first use of `lab_host` until it
-ends, so an inner run with the same target would wait for it forever. The inner run therefore
-addresses the same host by its plain ssh:// URL (host, port, user and key taken from the outer
-`lab_host`), whose lock file is a different one. That is safe only because the outer test
-(1) requests `lab_host`, so this session holds the host exclusively and no other run can be
-using it, and (2) never uses `agent`, so nothing of the outer session is on the host for the
-inner run's start-up sweep to remove. Timeouts are passed on explicitly (an ssh:// target is
-not scaled for TCG by default).
+host. The outer session holds the lab host's lease (lab.lease); the inner run inherits its
+token (LAB_LEASE in the environment) and shares the lease instead of waiting for it. That is
+safe only because the outer test is exclusive (automatically, through `inner_runs` or
+`pytester`): nothing of the outer session, not even the next test's agent, is on the host for
+the inner run's start-up sweep to remove. The inner run still addresses the host by its plain
+ssh:// URL, and timeouts are passed on explicitly (an ssh:// target is not scaled for TCG by
+default).
 """
 
 from __future__ import annotations
