@@ -44,7 +44,7 @@ def inner_env(lab_config, lab_host) -> dict[str, str]:
     spec = lab_host.spec
     alias = f"ssh://{spec.user}@{spec.host}:{spec.port}"
     if alias == lab_config.target:
-        alias += "/"  # same host, a textually different target: another lock file
+        alias += "/"  # an ssh:// target (unscaled unless told); the lease is shared anyway
     env = {k: v for k, v in os.environ.items()
            if k not in ("LAB_KEEP", "PYTEST_ADDOPTS", "LAB_TARGET", "LAB_SSH_KEY")}
     env.update(LAB_TARGET=alias, LAB_TIMEOUT_SCALE=f"{lab_config.scale:g}",
