@@ -5,7 +5,6 @@ lab/ uses invoke only for Fabric's exception types, and only the pytest plugin i
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
 from lab.config import ROOT
 
