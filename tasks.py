@@ -253,15 +253,20 @@ def lint(c):
     c.run("cd plugin && go vet ./...")
 
 
-@task(name="all", default=True)
-def check_all(c):
+# What CI runs (.ci/run), in order; up before the Python unit tests: one validates rendered
+# configs with build/nomad.
+CHECK_ALL = (("check.lint", lambda c: lint(c)), ("plugin.unit", lambda c: plugin_unit(c)),
+             ("lab.up", lambda c: up(c)), ("test.unit", lambda c: unit(c)),
+             ("plugin.test", lambda c: plugin_test(c)), ("test.e2e", lambda c: e2e(c)))
+
+
+@task(name="all", default=True, help={"dry_run": "only list the steps, in order"})
+def check_all(c, dry_run=False):
     """The whole test suite: lint, Go unit tests, lab.up, Python unit tests, harness, e2e."""
-    lint(c)
-    plugin_unit(c)
-    up(c)  # before the Python unit tests: one validates rendered configs with build/nomad
-    unit(c)
-    plugin_test(c)
-    e2e(c)
+    for name, step in CHECK_ALL:
+        print(f"check.all: {name}")
+        if not dry_run:
+            step(c)
 
 
 # -- bench ----------------------------------------------------------------------------------
