@@ -22,6 +22,7 @@ import invoke
 import paramiko
 
 from lab.errors import CommandFailed, LabError
+from lab.wait import Pending, until
 
 SCRIPTS_DIR = Path(__file__).resolve().parent / "scripts"
 
@@ -170,6 +171,12 @@ class LabHost:
         local_port = free_local_port()
         with self._conn.forward_local(local_port=local_port, remote_port=remote_port,
                                       remote_host=remote_host, local_host="127.0.0.1"):
+            # Fabric binds the local port in its tunnel thread, after forward_local returns:
+            # a request sent at once was refused (seen when an agent's first API call came
+            # right after its start). Wait until the port is taken.
+            until(lambda: local_port_in_use(local_port) or Pending("not listening yet"),
+                  10, f"local tunnel port 127.0.0.1:{local_port} listening", interval=0.01,
+                  max_interval=0.1)
             yield local_port
 
     @contextmanager
@@ -189,6 +196,16 @@ def script_command(name: str, args: list) -> str:
     """The command line that runs lab/scripts/<name> remotely: its text travels inline."""
     script = (SCRIPTS_DIR / name).read_text()
     return f"bash -c {shlex.quote(script)} {name} " + " ".join(shlex.quote(str(a)) for a in args)
+
+
+def local_port_in_use(port: int) -> bool:
+    """Something listens on 127.0.0.1:port (a connection is accepted, then closed at once).
+    Not probed by binding: a bind of ours could take the port from the thread about to."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def free_local_port() -> int:

@@ -86,10 +86,27 @@ class FakeConnection:
         params.pop("self")
         self.forwards.append((kind, params))
 
+    listen_after = 0.0  # Fabric binds the local port in a thread, a moment after returning
+
     @contextmanager
     def forward_local(self, *args, **kwargs):
+        import socket
+        import threading
+
         self._forward("forward_local", *args, **kwargs)
-        yield
+        listener = socket.socket()
+
+        def listen():
+            listener.bind(("127.0.0.1", kwargs["local_port"]))
+            listener.listen()
+
+        timer = threading.Timer(self.listen_after, listen)
+        timer.start()
+        try:
+            yield
+        finally:
+            timer.cancel()
+            listener.close()
 
     @contextmanager
     def forward_remote(self, *args, **kwargs):
@@ -252,6 +269,18 @@ def test_forward_local_tunnels_a_fresh_loopback_port_to_the_remote_port():
     assert kind == "forward_local"
     assert params == {"local_port": local_port, "remote_port": 4646,
                       "remote_host": "127.0.0.1", "local_host": "127.0.0.1"}
+
+
+def test_forward_local_yields_only_once_the_local_port_listens():
+    """A request sent right after forward_local() returned was refused: Fabric's tunnel thread
+    had not bound the port yet (seen in the suite as 'Connection refused' on an agent's
+    first API call)."""
+    import socket
+
+    host, conn = make_host()
+    conn.listen_after = 0.3
+    with host.forward_local(4646) as local_port:
+        socket.create_connection(("127.0.0.1", local_port), timeout=1).close()
 
 
 def test_forward_remote_exposes_the_local_port_on_a_free_remote_port():
