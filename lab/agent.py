@@ -197,13 +197,6 @@ class NomadAgent:
                             hint="is systemd running on the lab host? the lab needs it for "
                             "transient units")
 
-    def assert_alive(self) -> None:
-        """Fail fast (with the log tail) when the agent's unit has died."""
-        state = self.host.run(f"systemctl is-active {self.unit}", check=False).stdout.strip()
-        if state not in ("active", "activating", "reloading"):
-            raise LabError(f"Nomad agent {self.id} is not running (unit {self.unit}: {state}).\n"
-                           f"agent log tail ({self.log_path}):\n{self.log_tail()}")
-
     def log_tail(self, lines: int = 40) -> str:
         return self.host.sudo(f"tail -n {lines} {self.log_path}", check=False).stdout
 
