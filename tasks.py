@@ -7,8 +7,8 @@ import sys
 
 from invoke import Collection, Exit, task
 
-from lab.config import LabConfig
-from lab.errors import LabError
+from lab.core.config import LabConfig
+from lab.core.errors import LabError
 
 
 def _config(c, **overrides) -> LabConfig:
@@ -23,7 +23,7 @@ def _fail(exc: Exception) -> Exit:
 @task(help={"target": "vagrant (default) or ssh://user@host[:port]"})
 def up(c, target=None):
     """Bring the lab up: host packages, builds, box, VM, provision, push, verify (idempotent)."""
-    from lab.up import up as lab_up
+    from lab.workflows.up import up as lab_up
 
     try:
         lab_up(_config(c, target=target))
@@ -34,7 +34,7 @@ def up(c, target=None):
 @task(help={"release": "Debian release (bookworm, trixie, bullseye)", "force": "rebuild"})
 def box(c, release=None, force=False):
     """Build (or reuse from cache) the Vagrant box from Debian packages."""
-    from lab.box import ensure_box
+    from lab.provision.box import ensure_box
 
     try:
         print(ensure_box(_config(c), release, force=force))
@@ -45,8 +45,8 @@ def box(c, release=None, force=False):
 @task
 def push(c, target=None):
     """Redeploy build/ (Nomad, plugin, JARs) to the lab host; only what changed."""
-    from lab import target as lab_target
-    from lab.push import push as lab_push
+    from lab.provision import target as lab_target
+    from lab.provision.push import push as lab_push
 
     config = _config(c, target=target)
     try:
@@ -59,12 +59,12 @@ def push(c, target=None):
 @task
 def status(c, target=None):
     """Show the VM, SSH, binaries and versions on the lab host, and leftovers."""
-    from lab import facts, janitor
-    from lab import target as lab_target
+    from lab.checks import facts, janitor
+    from lab.provision import target as lab_target
 
     config = _config(c, target=target)
     if config.is_vagrant:
-        from lab.vm import VagrantVM
+        from lab.provision.vm import VagrantVM
 
         print(f"vm: {VagrantVM(config).status()}")
     try:
@@ -79,7 +79,7 @@ def status(c, target=None):
 @task
 def ssh(c, target=None):
     """Open an interactive shell on the lab host."""
-    from lab import target as lab_target
+    from lab.provision import target as lab_target
 
     spec = lab_target.ssh_spec(_config(c, target=target))
     cmd = ["ssh", "-p", str(spec.port), "-o", "StrictHostKeyChecking=no",
@@ -92,8 +92,8 @@ def ssh(c, target=None):
 def _while_leased(config, what: str, action) -> None:
     """Run `action` holding the VM's lease when it is up (a running test session keeps its
     lab host); a VM that is not running has nobody to wait for."""
-    from lab import target as lab_target
-    from lab.vm import VagrantVM
+    from lab.provision import target as lab_target
+    from lab.provision.vm import VagrantVM
 
     if VagrantVM(config).domain_state() != "running":
         action()
@@ -108,7 +108,7 @@ def _while_leased(config, what: str, action) -> None:
 @task
 def down(c):
     """Stop the VM (keeps its disk)."""
-    from lab.vm import VagrantVM
+    from lab.provision.vm import VagrantVM
 
     config = _config(c)
     _while_leased(config, "invoke lab.down", VagrantVM(config).halt)
@@ -117,7 +117,7 @@ def down(c):
 @task
 def destroy(c):
     """Destroy the VM and its disk (the cached box stays)."""
-    from lab.vm import VagrantVM
+    from lab.provision.vm import VagrantVM
 
     config = _config(c)
     _while_leased(config, "invoke lab.destroy", VagrantVM(config).destroy)
@@ -126,8 +126,8 @@ def destroy(c):
 @task
 def clean(c, target=None):
     """Sweep what a crashed or interrupted run left: agents, containers, cgroups, data dirs."""
-    from lab import janitor
-    from lab import target as lab_target
+    from lab.checks import janitor
+    from lab.provision import target as lab_target
 
     config = _config(c, target=target)
     try:
@@ -148,7 +148,7 @@ def run_job(c, path, wait_s=0, target=None):
     """Run an HCL job (jobs/*.nomad.hcl) on a fresh agent; print its events and logs."""
     from pathlib import Path
 
-    from lab.runjob import run_job as lab_run_job
+    from lab.workflows.runjob import run_job as lab_run_job
 
     try:
         lab_run_job(_config(c, target=target), Path(path), float(wait_s))
@@ -160,7 +160,7 @@ def run_job(c, path, wait_s=0, target=None):
 @task(name="build")
 def plugin_build(c):
     """Build build/nomad, build/nomad-driver-java-crun and the test JARs."""
-    from lab.up import build_all
+    from lab.workflows.up import build_all
 
     try:
         build_all(_config(c))
@@ -177,7 +177,7 @@ def plugin_unit(c):
 @task(name="test")
 def plugin_test(c, target=None):
     """Run the driver-harness tests (real crun and Java) inside the lab host."""
-    from lab import harness
+    from lab.workflows import harness
 
     try:
         harness.run(_config(c, target=target))
@@ -187,7 +187,7 @@ def plugin_test(c, target=None):
 
 # -- test -----------------------------------------------------------------------------------
 def _pytest(args: list[str]) -> int:
-    from lab.subrun import run_forwarding_interrupts
+    from lab.core.subrun import run_forwarding_interrupts
 
     return run_forwarding_interrupts([sys.executable, "-m", "pytest", *args])
 
@@ -199,8 +199,8 @@ def _pytest(args: list[str]) -> int:
                           "verbose": "show each test and its phases with their timings"})
 def e2e(c, k=None, target=None, extra="", n="1", verbose=False):
     """Build and push what changed, then run the live e2e suite (a fresh agent per test)."""
-    from lab import target as lab_target
-    from lab.up import build_and_push
+    from lab.provision import target as lab_target
+    from lab.workflows.up import build_and_push
 
     config = _config(c, target=target)
     args = ["tests/e2e", *extra.split()]
@@ -273,7 +273,7 @@ def check_all(c, dry_run=False):
 @task(name="run", default=True)
 def bench_run(c, cold=False):
     """Measure lab.up (warm; --cold destroys the VM first), agent start/stop, job vs bare crun."""
-    from lab import bench
+    from lab.workflows import bench
 
     try:
         bench.run(_config(c), cold=cold)

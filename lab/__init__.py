@@ -1,4 +1,5 @@
 """The java-crun end-to-end test lab: a library that builds, provisions and drives the lab host.
 
-The data flow is vm -> host -> agent -> api/jobs; faults and diag use host and api only.
+One package per layer; imports run downwards only (README.md, "Layout"):
+pytest_plugin/workflows -> checks -> faults -> nomad | provision -> remote -> core.
 """

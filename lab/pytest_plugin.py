@@ -21,12 +21,12 @@ from pathlib import Path
 
 import pytest
 
-from lab import diag, facts, janitor
-from lab.agent import AgentOptions, NomadAgent
-from lab.agent_pool import AgentPool
-from lab.config import LabConfig
-from lab.errors import LabError
-from lab.jobrun import JobRun
+from lab.checks import diag, facts, janitor
+from lab.core.config import LabConfig
+from lab.core.errors import LabError
+from lab.nomad.agent import AgentOptions, NomadAgent
+from lab.nomad.agent_pool import AgentPool
+from lab.nomad.jobrun import JobRun
 
 _agent_seq = itertools.count(1)
 _FACTS_KEY = pytest.StashKey[dict]()
@@ -104,7 +104,7 @@ def pytest_sessionstart(session):
         return
     if not any("e2e" in str(arg) for arg in config.args):
         return
-    from lab import target
+    from lab.provision import target
 
     lab_config = _lab_config(config)
     stack = ExitStack()
@@ -157,7 +157,7 @@ def lab_config(pytestconfig) -> LabConfig:
 
 @pytest.fixture(scope="session")
 def lab_host(lab_config):
-    from lab import target
+    from lab.provision import target
 
     with target.leased(lab_config, f"pytest {' '.join(sys.argv[1:])}"[:120],
                        check_ready=True) as host:
@@ -170,7 +170,7 @@ def lab_host(lab_config):
 
 def _refuse_a_stale_lab_host(host, config: LabConfig) -> None:
     """Never test a plugin or Nomad other than this tree's build."""
-    from lab.push import stale
+    from lab.provision.push import stale
 
     differs = stale(host, config)
     if differs:
@@ -203,7 +203,7 @@ def jars(lab_config) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def artifacts(lab_host, jars):
     """The artifact server, every test JAR registered, reachable from the lab host."""
-    from lab.artifacts import ArtifactServer
+    from lab.faults.artifacts import ArtifactServer
 
     with ArtifactServer() as server:
         for name, path in jars.items():
@@ -215,7 +215,7 @@ def artifacts(lab_host, jars):
 
 @pytest.fixture(scope="session")
 def agent_pool(request, lab_config, lab_host):
-    """Starts each test's agent ahead, while the test before it runs (see lab.agent_pool)."""
+    """Starts each test's agent ahead, while the test before it runs (see lab.nomad.agent_pool)."""
     def make(options: AgentOptions) -> NomadAgent:
         return NomadAgent(lab_host, lab_config.run_id, next(_agent_seq),
                           ready_timeout=lab_config.timeout("agent_ready"),
@@ -360,17 +360,17 @@ class Jobs:
         return self.artifacts.exposed.url(name)
 
     def id(self, suffix: str = "") -> str:
-        from lab.jobs import job_id
+        from lab.nomad.jobs import job_id
 
         return job_id(self.config.run_id, f"{self.request.node.name}-{suffix}".strip("-"))
 
     def task(self, jar: str = "hello", name: str = "app", **kwargs) -> dict:
-        from lab.jobs import java_task
+        from lab.nomad.jobs import java_task
 
         return java_task(name, self.jar_url(jar), **kwargs)
 
     def job(self, *tasks: dict, job_id: str | None = None, **kwargs) -> dict:
-        from lab.jobs import java_job
+        from lab.nomad.jobs import java_job
 
         return java_job(job_id or self.id(), list(tasks), **kwargs)
 

@@ -16,8 +16,8 @@ import tarfile
 import pytest
 
 from lab import faults
-from lab.artifacts import build_padded_jar
-from lab.jobs import artifact, java_task, slug
+from lab.faults.artifacts import build_padded_jar
+from lab.nomad.jobs import artifact, java_task, slug
 
 MiB = 1024 * 1024
 

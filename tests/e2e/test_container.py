@@ -12,8 +12,9 @@ import shlex
 
 import pytest
 
-from lab import faults, fsprobe
-from lab.wait import Pending, until
+from lab import faults
+from lab.checks import fsprobe
+from lab.core.wait import Pending, until
 
 DRIVER = "java-crun"
 MIB = 1024 * 1024

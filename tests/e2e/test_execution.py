@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from lab import diag, janitor
-from lab.errors import LabTimeout
+from lab.checks import diag, janitor
+from lab.core.errors import LabTimeout
 
 DRIVER = "java-crun"
 ATTR = f"driver.{DRIVER}."

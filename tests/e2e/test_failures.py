@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from lab import faults, janitor
-from lab.wait import Pending, until
+from lab import faults
+from lab.checks import janitor
+from lab.core.wait import Pending, until
 
 # What a failed job must not leave on the lab host once it is stopped and GC'd (the agent's
 # own unit and data dir are still there while the test runs, so they are not listed).
@@ -113,7 +114,7 @@ BAD_JARS = {
 
 @pytest.fixture(scope="module")
 def bad_jars(artifacts, lab_config) -> None:
-    """The lab's deliberately broken JARs (lab.badjars), served as bad-<name>.jar."""
+    """The lab's deliberately broken JARs (lab.provision.badjars), served as bad-<name>.jar."""
     bad_dir = lab_config.build_dir / "jars" / "bad"
     for name in ("random", "truncated", "nomain", "empty"):
         path = bad_dir / f"{name}.jar"

@@ -2,7 +2,7 @@
 the diagnostics bundle, the recorded environment, and CI without manual set-up.
 
 Nested runs. Some tests run pytest again in a subprocess (the "inner run") against the same lab
-host. The outer session holds the lab host's lease (lab.lease); the inner run inherits its
+host. The outer session holds the lab host's lease (lab.remote.lease); the inner run inherits its
 token (LAB_LEASE in the environment) and shares the lease instead of waiting for it. That is
 safe only because the outer test is exclusive (automatically, through `inner_runs` or
 `pytester`): nothing of the outer session, not even the next test's agent, is on the host for
@@ -28,9 +28,9 @@ from pathlib import Path
 
 import pytest
 
-from lab import diag, janitor
-from lab.config import ROOT
-from lab.wait import Pending, until
+from lab.checks import diag, janitor
+from lab.core.config import ROOT
+from lab.core.wait import Pending, until
 
 pytest_plugins = ["pytester"]
 

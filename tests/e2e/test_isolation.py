@@ -4,8 +4,8 @@ outside its directories, runs with no_new_privileges and without dangerous capab
 
 from __future__ import annotations
 
-from lab import fsprobe
-from lab.wait import Pending, until
+from lab.checks import fsprobe
+from lab.core.wait import Pending, until
 
 # Capabilities that would let a task escape or take over the host (or its network).
 DANGEROUS_CAPS = {

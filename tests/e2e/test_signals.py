@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from lab.api import TRANSIENT, ApiError
-from lab.wait import until
+from lab.core.wait import until
+from lab.nomad.api import TRANSIENT, ApiError
 
 GRACEFUL_TIMEOUT_S = 10  # kill_timeout for apps that do shut down: far above what they need
 STUBBORN_TIMEOUT_S = 3  # kill_timeout for the app that ignores SIGTERM

@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fakes import FakeClock, FakeHost  # noqa: E402
 
-from lab import wait  # noqa: E402
+from lab.core import wait  # noqa: E402
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def fast_waits(monkeypatch, clock):
-    """Make lab.wait.until in the modules under test run on the fake clock (no real sleep).
+    """Make lab.core.wait.until in the modules under test run on the fake clock (no real sleep).
 
     Returns the clock, so a test can assert how long a wait would have taken.
     """
@@ -33,10 +33,10 @@ def fast_waits(monkeypatch, clock):
         kwargs.setdefault("sleep", clock.sleep)
         return real_until(check, timeout, what, **kwargs)
 
-    import lab.agent
-    import lab.jobrun
+    import lab.nomad.agent
+    import lab.nomad.jobrun
 
-    for module in (lab.agent, lab.jobrun):
+    for module in (lab.nomad.agent, lab.nomad.jobrun):
         monkeypatch.setattr(module, "until", until_on_fake_clock)
     return clock
 

@@ -16,8 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from lab.errors import CommandFailed
-from lab.host import CommandResult, LabHost, SSHSpec
+from lab.core.errors import CommandFailed
+from lab.remote.host import CommandResult, LabHost, SSHSpec
 
 # -- scripted answers ------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lab import accel
+from lab.provision import accel
 
 
 @pytest.fixture

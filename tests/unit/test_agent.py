@@ -20,22 +20,14 @@ from fakes import (
     cluster_state,
 )
 
-from lab import agent as agent_mod
-from lab.agent import (
-    AGENTS_ROOT,
-    DRIVER,
-    NOMAD_BIN,
-    PLUGIN_BINARY,
-    PLUGIN_DIR,
-    AgentOptions,
-    NomadAgent,
-    render_config,
-    state_root,
-)
-from lab.api import ApiError
-from lab.config import ROOT
-from lab.errors import LabError, LabTimeout
-from lab.host import CommandResult
+from lab.core.config import ROOT
+from lab.core.errors import LabError, LabTimeout
+from lab.nomad import agent as agent_mod
+from lab.nomad.agent import AgentOptions, NomadAgent, render_config
+from lab.nomad.api import ApiError
+from lab.remote import layout
+from lab.remote.host import CommandResult
+from lab.remote.layout import AGENTS_ROOT, DRIVER, NOMAD_BIN, PLUGIN_BINARY, PLUGIN_DIR, state_root
 
 PORTS = {"http": 24646, "rpc": 24647, "serf": 24648}
 
@@ -122,7 +114,7 @@ def test_render_config_loads_our_plugin_with_a_short_fingerprint_period():
     cfg = rendered(AgentOptions(fingerprint_period="250ms"))
     plugin = cfg["plugin"][PLUGIN_BINARY]["config"]
     assert plugin["fingerprint_period"] == "250ms"
-    assert plugin["state_root"] == f"{agent_mod.CRUN_STATE_ROOT}/nomad-lab-abc123-1", \
+    assert plugin["state_root"] == f"{layout.CRUN_STATE_ROOT}/nomad-lab-abc123-1", \
         "each agent's driver has its own state root"
     assert list(cfg["plugin"]) == [PLUGIN_BINARY], "Nomad >= 1.10 loads only named plugins"
 
@@ -193,7 +185,7 @@ def run_script(fake_systemd, port: int, mode: str = "dev", timeout_s: int = 20,
     env = {**os.environ, "PATH": f"{fake_systemd / 'bin'}:{os.environ['PATH']}"}
     args = [NAME + ".service", str(fake_systemd / "agent"), str(port), NAME, DRIVER,
             str(timeout_s), mode, base64.b64encode(config.encode()).decode(), "/opt/nomad"]
-    script = (ROOT / "lab" / "scripts" / "agent-start.sh").read_text()
+    script = (ROOT / "lab" / "remote" / "scripts" / "agent-start.sh").read_text()
     return subprocess.run(["bash", "-c", script, "agent-start", *args],
                           env=env, capture_output=True, text=True, timeout=timeout_s + 10)
 
@@ -272,7 +264,8 @@ def test_start_script_passes_shellcheck():
 
     if not shutil.which("shellcheck"):
         pytest.skip("shellcheck not installed (apt-get install shellcheck)")
-    res = subprocess.run(["shellcheck", str(ROOT / "lab" / "scripts" / "agent-start.sh")],
+    script = ROOT / "lab" / "remote" / "scripts" / "agent-start.sh"
+    res = subprocess.run(["shellcheck", str(script)],
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stdout
 
@@ -295,7 +288,7 @@ def test_agent_names_are_tagged_with_the_run_id(host):
     assert agent.unit == "nomad-lab-abc123-7.service"
     assert agent.dir == f"{AGENTS_ROOT}/nomad-lab-abc123-7"
     assert agent.log_path == f"{AGENTS_ROOT}/nomad-lab-abc123-7/agent.log"
-    assert agent.crun_root == f"{agent_mod.CRUN_STATE_ROOT}/nomad-lab-abc123-7/crun"
+    assert agent.crun_root == f"{layout.CRUN_STATE_ROOT}/nomad-lab-abc123-7/crun"
 
 
 @pytest.mark.parametrize("rc, last, error, text", [
@@ -399,7 +392,7 @@ def run_stop_script(tmp_path, containers: str = "") -> subprocess.CompletedProce
     agent_dir, root = tmp_path / "agent", tmp_path / "state"
     (agent_dir / "data").mkdir(parents=True)
     (root / "crun").mkdir(parents=True)
-    script = (ROOT / "lab" / "scripts" / "agent-stop.sh").read_text()
+    script = (ROOT / "lab" / "remote" / "scripts" / "agent-stop.sh").read_text()
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
     return subprocess.run(["bash", "-c", script, "agent-stop.sh", "u.service", str(agent_dir),
                            str(root), "kill"], env=env, capture_output=True, text=True,

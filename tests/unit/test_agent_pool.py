@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from lab.agent import AgentOptions
-from lab.agent_pool import AgentPool
+from lab.nomad.agent import AgentOptions
+from lab.nomad.agent_pool import AgentPool
 
 
 class FakeAgent:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from fakes import FakeNomadServer, Text
 
-from lab.api import TRANSIENT, ApiError, LabApi
-from lab.errors import LabError
-from lab.host import free_local_port
+from lab.core.errors import LabError
+from lab.nomad.api import TRANSIENT, ApiError, LabApi
+from lab.remote.host import free_local_port
 
 ALLOC = "0f6c2a51-1111-2222-3333-444455556666"
 

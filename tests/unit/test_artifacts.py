@@ -13,14 +13,14 @@ from contextlib import contextmanager
 import pytest
 import requests
 
-from lab.artifacts import (
+from lab.core.wait import until
+from lab.faults.artifacts import (
     PADDING_ENTRY,
     ArtifactError,
     ArtifactServer,
     build_padded_jar,
     parse_range,
 )
-from lab.wait import until
 
 BODY = bytes(range(256)) * 64  # 16 KiB, every offset recognisable
 

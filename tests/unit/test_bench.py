@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lab import bench
+from lab.workflows import bench
 
 AGENT_LOG = """==> Loaded configuration from /var/lib/nomad-lab/x/agent.hcl
 ==> Starting Nomad agent...

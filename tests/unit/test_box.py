@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import box
+from lab.provision import box
 
 DEB822 = """\
 Types: deb

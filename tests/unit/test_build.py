@@ -1,4 +1,4 @@
-"""lab.build and lab.badjars: up-to-date logic, JAR layout, go build commands, versions.
+"""lab.provision.build and .badjars: up-to-date logic, JAR layout, go build commands, versions.
 
 Fakes stand in for javac and go; one test (test_real_javac_builds_a_runnable_jar) really
 compiles a tiny app, since the JDK is on every machine that runs the lab.
@@ -17,8 +17,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from lab import badjars, build
-from lab.errors import LabError
+from lab.core.errors import LabError
+from lab.provision import badjars, build
 
 HELLO = """package lab.apps.{name};
 

@@ -7,8 +7,8 @@ import json
 import pytest
 import yaml
 
-from lab.config import DEFAULT_TIMEOUTS, ROOT, TCG_TIMEOUT_SCALE, LabConfig
-from lab.errors import LabError
+from lab.core.config import DEFAULT_TIMEOUTS, ROOT, TCG_TIMEOUT_SCALE, LabConfig
+from lab.core.errors import LabError
 
 
 @pytest.fixture

@@ -9,10 +9,10 @@ from types import SimpleNamespace
 import pytest
 from fakes import FakeApi, alloc, bash_syntax_errors
 
-from lab import diag, facts
-from lab.api import ApiError
-from lab.errors import CommandFailed
-from lab.janitor import CRUN_ROOTS
+from lab.checks import diag, facts
+from lab.checks.janitor import CRUN_ROOTS
+from lab.core.errors import CommandFailed
+from lab.nomad.api import ApiError
 
 AGENT_LOG = """==> Nomad agent started!
     2025-01-01T00:00:00Z [INFO]  agent: plugin loaded: plugin=nomad-driver-java-crun

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lab.errors import CommandFailed, LabError, LabTimeout
+from lab.core.errors import CommandFailed, LabError, LabTimeout
 
 
 def test_command_failed_names_host_command_rc_stderr_tail_and_fix():

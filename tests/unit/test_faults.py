@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from lab import faults
-from lab.errors import CommandFailed, LabTimeout
-from lab.host import CommandResult
+from lab.core.errors import CommandFailed, LabTimeout
+from lab.remote.host import CommandResult
 
 TC_STUB = r'''
 import json, os, sys

@@ -14,8 +14,8 @@ import invoke
 import paramiko
 import pytest
 
-from lab.errors import CommandFailed, LabError
-from lab.host import CommandResult, LabHost, SSHSpec, free_local_port
+from lab.core.errors import CommandFailed, LabError
+from lab.remote.host import CommandResult, LabHost, SSHSpec, free_local_port
 
 # -- SSHSpec ---------------------------------------------------------------------------------
 

@@ -9,10 +9,10 @@ import subprocess
 import pytest
 from fakes import bash_syntax_errors
 
-from lab import janitor
-from lab.agent import AGENTS_ROOT, CRUN_STATE_ROOT, PLUGIN_BINARY, PLUGIN_DIR
-from lab.config import ROOT
-from lab.errors import CommandFailed
+from lab.checks import janitor
+from lab.core.config import ROOT
+from lab.core.errors import CommandFailed
+from lab.remote.layout import AGENTS_ROOT, CRUN_STATE_ROOT, PLUGIN_BINARY, PLUGIN_DIR
 
 SCAN_OUTPUT = """unit nomad-lab-abc123-1.service
 data_dir nomad-lab-abc123-1
@@ -169,7 +169,7 @@ def test_crun_root_and_bundles_match_the_plugins_layout():
                          launch)
     bundles = re.search(r'BundleDir:\s*filepath\.Join\(d\.config\(\)\.StateRoot, "([^"]+)"',
                         launch)
-    assert crun_dir and bundles, "plugin/driver/launch.go changed: update lab/janitor.py"
+    assert crun_dir and bundles, "plugin/driver/launch.go changed: update lab/checks/janitor.py"
     assert janitor.CRUN_ROOTS == f"{CRUN_STATE_ROOT}/*/{crun_dir[1]}"
     assert f"{CRUN_STATE_ROOT}/[^ ]*/{bundles[1]}/" in janitor.SCAN_SCRIPT
 
@@ -177,7 +177,7 @@ def test_crun_root_and_bundles_match_the_plugins_layout():
 def test_shims_run_as_the_plugin_binary_with_the_bundle_dir():
     run = go_source("shim/run.go")
     assert "exec.Command(self, bundle)" in run, \
-        "the shim's command line changed: update the shim probe in lab/janitor.py"
+        "the shim's command line changed: update the shim probe in lab/checks/janitor.py"
 
 
 @pytest.mark.parametrize("script", [janitor.SCAN_SCRIPT, janitor.SWEEP_SCRIPT],
@@ -199,7 +199,7 @@ def test_scan_agent_reports_only_that_agents_traces(tmp_path, monkeypatch):
     dir, container and bundle are found; another agent's are not."""
     import os
 
-    from lab.host import SCRIPTS_DIR
+    from lab.remote.host import SCRIPTS_DIR
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from fakes import FakeApi, alloc
 
-from lab.api import ApiError
-from lab.errors import LabTimeout
-from lab.jobrun import JobRun, summarize_alloc
+from lab.core.errors import LabTimeout
+from lab.nomad.api import ApiError
+from lab.nomad.jobrun import JobRun, summarize_alloc
 
 TIMEOUTS = {"job": 30.0, "event": 12.0}
 HINT = "diagnostics: reports/diag/tests_e2e_test_smoke.py_test_hello"

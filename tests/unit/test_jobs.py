@@ -1,4 +1,4 @@
-"""lab.jobs: the JSON shapes Nomad's HTTP API takes (names from api/jobs.go, api/tasks.go)."""
+"""lab.nomad.jobs: the JSON shapes Nomad's HTTP API takes (names from api/jobs.go, api/tasks.go)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from lab import jobs
+from lab.nomad import jobs
 
 URL = "http://127.0.0.1:8088/jars/hello.jar"
 

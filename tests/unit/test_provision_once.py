@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 
-from lab.config import ROOT
+from lab.core.config import ROOT
 
-SCRIPT = (ROOT / "lab" / "scripts" / "provision-once.sh").read_text()
+SCRIPT = (ROOT / "lab" / "remote" / "scripts" / "provision-once.sh").read_text()
 
 
 def provision(tmp_path, sha: str, body: str) -> subprocess.CompletedProcess:

@@ -7,10 +7,11 @@ import hashlib
 
 import pytest
 
-from lab import push
-from lab.agent import NOMAD_BIN, PLUGIN_BINARY, PLUGIN_DIR
-from lab.config import LabConfig
-from lab.errors import LabError
+from lab.core.config import LabConfig
+from lab.core.errors import LabError
+from lab.provision import push
+from lab.remote import layout
+from lab.remote.layout import NOMAD_BIN, PLUGIN_BINARY, PLUGIN_DIR
 
 PLUGIN_REMOTE = f"{PLUGIN_DIR}/{PLUGIN_BINARY}"
 
@@ -36,8 +37,8 @@ def test_manifest_maps_remote_paths_to_local_files_and_modes(config):
     assert push.manifest(config) == {
         NOMAD_BIN: (build / "nomad", "0755"),
         PLUGIN_REMOTE: (build / PLUGIN_BINARY, "0755"),
-        f"{push.JAR_DIR}/hello.jar": (build / "jars" / "hello.jar", "0644"),
-        f"{push.JAR_DIR}/sleeper.jar": (build / "jars" / "sleeper.jar", "0644"),
+        f"{layout.JAR_DIR}/hello.jar": (build / "jars" / "hello.jar", "0644"),
+        f"{layout.JAR_DIR}/sleeper.jar": (build / "jars" / "sleeper.jar", "0644"),
     }
 
 
@@ -99,17 +100,17 @@ def test_remote_sums_hashes_what_the_manifest_cannot_vouch_for(host):
 
 def test_push_uploads_only_what_changed_and_records_the_manifest(config, host):
     current = {NOMAD_BIN: b"nomad binary", PLUGIN_REMOTE: b"plugin binary v1",
-               f"{push.JAR_DIR}/sleeper.jar": b"sleeper jar"}
+               f"{layout.JAR_DIR}/sleeper.jar": b"sleeper jar"}
     host.on("--- stat", stat_answer(current, vouched(current)))
     lines: list[str] = []
     changed = push.push(host, config, out=lines.append)
-    assert changed == [PLUGIN_REMOTE, f"{push.JAR_DIR}/hello.jar"]
+    assert changed == [PLUGIN_REMOTE, f"{layout.JAR_DIR}/hello.jar"]
     build = config.build_dir
     assert host.puts == [(build / PLUGIN_BINARY, PLUGIN_REMOTE, "0755"),
-                         (build / "jars" / "hello.jar", f"{push.JAR_DIR}/hello.jar", "0644")]
+                         (build / "jars" / "hello.jar", f"{layout.JAR_DIR}/hello.jar", "0644")]
     assert lines[-1] == "push: 2 updated, 2 unchanged"
     assert lines[0].startswith(f"push: {PLUGIN_BINARY} -> {PLUGIN_REMOTE} (")
-    assert push.MANIFEST in host.files
+    assert layout.MANIFEST in host.files
 
 
 def test_push_when_everything_is_current_uploads_nothing_in_one_round_trip(config, host):
@@ -118,7 +119,7 @@ def test_push_when_everything_is_current_uploads_nothing_in_one_round_trip(confi
     lines: list[str] = []
     assert push.push(host, config, out=lines.append) == []
     assert host.puts == [] and lines == ["push: 0 updated, 4 unchanged"]
-    assert len(host.calls) == 1 and push.MANIFEST not in host.files
+    assert len(host.calls) == 1 and layout.MANIFEST not in host.files
 
 
 def test_push_to_a_fresh_host_uploads_everything(config, host):
@@ -129,9 +130,9 @@ def test_push_to_a_fresh_host_uploads_everything(config, host):
 def test_stale_names_each_file_that_differs_from_this_trees_build(config, host):
     files = {remote: local.read_bytes() for remote, (local, _) in push.manifest(config).items()}
     files[PLUGIN_REMOTE] = b"an older plugin"
-    del files[f"{push.JAR_DIR}/hello.jar"]
+    del files[f"{layout.JAR_DIR}/hello.jar"]
     host.on("--- stat", stat_answer(files, vouched(files)))
     assert push.stale(host, config) == [
         f"{PLUGIN_REMOTE} differs from {config.build_dir / PLUGIN_BINARY}",
-        f"{push.JAR_DIR}/hello.jar is not on the lab host; build: "
+        f"{layout.JAR_DIR}/hello.jar is not on the lab host; build: "
         f"{config.build_dir / 'jars' / 'hello.jar'}"]

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from lab import steps as steps_mod
-from lab.steps import Steps
+from lab.core import steps as steps_mod
+from lab.core.steps import Steps
 
 
 class Ticker:
@@ -24,7 +24,7 @@ class Ticker:
 
 @pytest.fixture
 def clock(monkeypatch):
-    """Replace lab.steps' view of `time` only (not the time module everyone shares)."""
+    """Replace lab.core.steps' view of `time` only (not the time module everyone shares)."""
     ticker = Ticker()
     monkeypatch.setattr(steps_mod, "time", SimpleNamespace(monotonic=ticker))
     return ticker

@@ -21,7 +21,7 @@ CHILD = textwrap.dedent("""
 
 PARENT = textwrap.dedent("""
     import sys
-    from lab.subrun import run_forwarding_interrupts
+    from lab.core.subrun import run_forwarding_interrupts
     print("parent rc", run_forwarding_interrupts([sys.executable, "-c", sys.argv[1]]),
           flush=True)
 """)

@@ -1,5 +1,5 @@
 """VagrantVM against a fake virsh and a fake vagrant (fast path, stale domains, env, errors),
-and the host prerequisites it relies on (lab/hostsetup.py)."""
+and the host prerequisites it relies on (lab/provision/hostsetup.py)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from lab import hostsetup
-from lab import vm as vm_mod
-from lab.accel import Accel
-from lab.box import Box
-from lab.errors import LabTimeout
+from lab.core.errors import LabTimeout
+from lab.provision import hostsetup
+from lab.provision import vm as vm_mod
+from lab.provision.accel import Accel
+from lab.provision.box import Box
 
 
 class Config:
@@ -194,7 +194,7 @@ def test_vagrant_failure_names_the_tail_and_the_fix(tmp_path, monkeypatch):
     assert sum("Progress" in line for line in lines) == 1  # redraws collapsed
 
 
-# ---- host prerequisites (lab/hostsetup.py), also fakes only --------------------------------
+# ---- host prerequisites (lab/provision/hostsetup.py), also fakes only -------------------
 
 
 def test_missing_packages_from_one_dpkg_query(monkeypatch):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from fakes import FakeClock
 
-from lab.errors import LabTimeout
-from lab.wait import Pending, until
+from lab.core.errors import LabTimeout
+from lab.core.wait import Pending, until
 
 
 def run(check, timeout=10.0, clock=None, **kwargs):

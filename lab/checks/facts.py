@@ -1,0 +1,47 @@
+"""The environment a run used, recorded in every report: box, kernel, cgroups, crun, Java, Nomad."""
+
+from __future__ import annotations
+
+import json
+
+from lab.remote.host import LabHost
+from lab.remote.layout import MANIFEST, NOMAD_BIN, PLUGIN_BINARY, PLUGIN_DIR
+
+# The version lines run a JVM and two large Go binaries (seconds under TCG): they are cached
+# on the lab host, keyed by what they depend on (the pushed files' manifest, the java and crun
+# binaries, the boot), and recomputed when any of it changes.
+FACTS_SCRIPT = rf"""
+echo "kernel=$(uname -r)"
+echo "cgroup_mode=$(stat -fc %T /sys/fs/cgroup | sed 's/cgroup2fs/v2/;s/tmpfs/v1-or-hybrid/')"
+echo "cgroup_controllers=$(cat /sys/fs/cgroup/cgroup.controllers 2>/dev/null)"
+java=$(readlink -f "$(command -v java)"); crun=$(command -v crun)
+key=$({{ cat {MANIFEST} /proc/sys/kernel/random/boot_id; stat -c "%n %Y" "$java" "$crun"; }} \
+  2>/dev/null | sha256sum | cut -c1-16)
+cache=/var/cache/nomad-lab-facts/$key
+if [ ! -s "$cache" ]; then
+  mkdir -p /var/cache/nomad-lab-facts && rm -f /var/cache/nomad-lab-facts/*
+  {{
+    echo "crun=$(crun --version 2>/dev/null | head -1)"
+    echo "java=$(java -version 2>&1 | head -1)"
+    echo "nomad=$({NOMAD_BIN} version 2>/dev/null | head -1)"
+    echo "plugin=$({PLUGIN_DIR}/{PLUGIN_BINARY} version 2>/dev/null | head -1)"
+  }} > "$cache.tmp" && mv "$cache.tmp" "$cache"
+fi
+cat "$cache"
+echo "os=$(. /etc/os-release; echo $PRETTY_NAME)"
+# Written by provision/build-box.sh; absent on an ssh:// host that was not built from the box.
+echo "box=$(jq -r '.release + " " + .box_hash' /etc/nomad-lab-box.json 2>/dev/null || echo none)"
+"""
+
+
+def collect(host: LabHost) -> dict[str, str]:
+    facts = {"target": host.spec.url}
+    for line in host.sudo(FACTS_SCRIPT, check=False).stdout.splitlines():
+        key, _, value = line.partition("=")
+        if key:
+            facts[key] = value.strip()
+    return facts
+
+
+def render(facts: dict[str, str]) -> str:
+    return json.dumps(facts, indent=2, sort_keys=True)

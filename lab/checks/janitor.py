@@ -1,0 +1,125 @@
+"""Find and remove what lab runs leave on the lab host.
+
+`scan` lists every trace a test could leave (agent units, data dirs, crun containers, bundles,
+shims, java processes, task cgroups, mounts); the pytest plugin asserts it is empty after
+every test. `sweep` removes all of it: `invoke lab.clean` and the start of every run call it,
+so a crashed or Ctrl-C'd run heals itself (Jepsen's "teardown before setup").
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+from lab.remote.host import LabHost
+from lab.remote.layout import AGENTS_ROOT, CRUN_STATE_ROOT, PLUGIN_BINARY, UNIT_PREFIX
+
+# Each agent's driver keeps crun's state in <state_root>/crun and each container's bundle in
+# <state_root>/bundles/<id>, its state root being <CRUN_STATE_ROOT>/<agent id> (agent.state_root);
+# a shim runs as `<plugin binary> <bundle dir>` (plugin/driver/launch.go, plugin/shim/run.go).
+CRUN_ROOTS = f"{CRUN_STATE_ROOT}/*/crun"
+
+# One round trip: each probe prints "<kind> <item>" lines.
+# pgrep/pkill -f patterns start with a [x] class so they cannot match the command line of the
+# shell running this script (which contains the pattern's text): that would report (or kill)
+# ourselves.
+SCAN_SCRIPT = rf"""
+systemctl list-units '{UNIT_PREFIX}*' --all --plain --no-legend 2>/dev/null \
+  | awk '{{print "unit", $1}}'
+ls -1 {AGENTS_ROOT} 2>/dev/null | sed 's/^/data_dir /'
+if command -v crun >/dev/null; then
+  for root in {CRUN_ROOTS}; do
+    [ -d "$root" ] && crun --root "$root" list -q 2>/dev/null | sed 's/^/container /'
+  done
+fi
+find {CRUN_STATE_ROOT} -name config.json 2>/dev/null | sed 's/^/bundle /'
+pgrep -a -f '[{PLUGIN_BINARY[0]}]{PLUGIN_BINARY[1:]} {CRUN_STATE_ROOT}/[^ ]*/bundles/' \
+  | sed 's/^/shim /'
+pgrep -a -x java | sed 's/^/java_process /'
+find /sys/fs/cgroup -mindepth 1 -type d \( -name '*.scope' -path '*nomad*' \
+  -o -path '*/java-crun*' \) 2>/dev/null | sed 's/^/cgroup /'
+awk '$5 ~ "^{AGENTS_ROOT}/|^{CRUN_STATE_ROOT}/" {{print "mount", $5}}' /proc/self/mountinfo
+true
+"""
+
+SWEEP_SCRIPT = rf"""
+for u in $(systemctl list-units '{UNIT_PREFIX}*' --all --plain --no-legend | awk '{{print $1}}'); do
+  # KillMode=process leaves logmon and shims in the unit's cgroup: KILL them all.
+  systemctl stop "$u"; systemctl kill --signal=KILL "$u"; systemctl reset-failed "$u"
+done 2>/dev/null
+if command -v crun >/dev/null; then
+  for root in {CRUN_ROOTS}; do
+    [ -d "$root" ] || continue
+    for c in $(crun --root "$root" list -q 2>/dev/null); do
+      crun --root "$root" kill "$c" KILL 2>/dev/null
+      crun --root "$root" delete --force "$c"
+    done
+  done
+fi
+pkill -KILL -f '[{PLUGIN_BINARY[0]}]{PLUGIN_BINARY[1:]}' 2>/dev/null
+pkill -KILL -x java 2>/dev/null
+awk '$5 ~ "^{AGENTS_ROOT}/|^{CRUN_STATE_ROOT}/" {{print $5}}' /proc/self/mountinfo | sort -r \
+  | xargs -r -n1 umount -l
+rm -rf {AGENTS_ROOT}/* {CRUN_STATE_ROOT}
+# Task cgroups: deepest first, rmdir only (a populated cgroup refuses, which scan reports).
+find /sys/fs/cgroup -mindepth 1 -depth -type d \
+  \( -path '*nomad.slice/*' -o -path '*/java-crun*' \) -exec rmdir {{}} \; 2>/dev/null
+true
+"""
+
+
+def scan(host: LabHost, include_faults: bool = True,
+         exclude_agents: Iterable[str] = ()) -> dict[str, list[str]]:
+    """Every lab trace on the host by kind; with include_faults, unhealed faults too.
+
+    Traces that name an agent in `exclude_agents` (its unit, data dir, state root, mounts)
+    are left out: a live agent started ahead for the next test is not this test's leftover.
+    """
+    from lab import faults
+
+    excluded = tuple(exclude_agents)
+    # One round trip: the lab's traces, then the faults' (each line prefixed "fault ").
+    script = SCAN_SCRIPT + (f"{{\n{faults.scan_script()}\n}} | sed 's/^/fault /'\n"
+                            if include_faults else "")
+    found: dict[str, list[str]] = {}
+    for line in host.sudo(script, check=False).stdout.splitlines():
+        kind, _, item = line.strip().partition(" ")
+        if kind and item and not any(agent_id in item for agent_id in excluded):
+            found.setdefault(kind, []).append(item)
+    return found
+
+
+def scan_agent(host: LabHost, agent_id: str, alloc_ids: Iterable[str],
+               include_faults: bool = True) -> dict[str, list[str]]:
+    """The traces of one agent and its allocations only (scan-agent.sh): what its test must
+    leave behind clean while other tests' agents run on the same host."""
+    from lab.remote.layout import state_root
+
+    res = host.run_script("scan-agent.sh", [agent_id, AGENTS_ROOT, state_root(agent_id),
+                                            PLUGIN_BINARY, *sorted(alloc_ids)], check=False)
+    found: dict[str, list[str]] = {}
+    for line in res.stdout.splitlines():
+        kind, _, item = line.strip().partition(" ")
+        if kind and item:
+            found.setdefault(kind, []).append(item)
+    if include_faults:
+        from lab import faults
+
+        traces = faults.scan(host)
+        if traces:
+            found["fault"] = traces
+    return found
+
+
+def describe(found: dict[str, list[str]]) -> str:
+    return json.dumps(found, indent=2, sort_keys=True)
+
+
+def sweep(host: LabHost) -> dict[str, list[str]]:
+    """Remove every lab trace, heal every fault; return what was there before."""
+    from lab import faults  # faults depends on host only; imported late to keep layers clear
+
+    before = scan(host)
+    faults.sweep(host)  # first: a hidden crun or java would make the rest of the sweep fail
+    host.sudo(SWEEP_SCRIPT, check=False, timeout=120)
+    return before

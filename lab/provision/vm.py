@@ -1,0 +1,329 @@
+"""The lab VM's lifecycle through Vagrant (libvirt provider), ending in an SSHSpec.
+
+One VM per checkout: its name is `nomad-lab-<sha1(repo path)[:8]>`, Vagrant's state lives in
+`<repo>/.lab/vagrant`, and `<repo>/.lab/vm.json` keeps the SSH forward's port, the box and the
+accel so later calls (and other engineers' shells) reuse them. `up()` is idempotent and fast
+when the VM is already running and SSH answers; it also removes a libvirt domain of the same
+name that Vagrant no longer knows (a crashed run, a fresh clone in the same place).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shlex
+import socket
+import subprocess
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+
+from lab.core import wait
+from lab.core.config import ROOT, LabConfig
+from lab.core.errors import LabError
+from lab.provision import accel as accel_mod
+from lab.provision import box as box_mod
+from lab.provision import hostsetup
+from lab.remote.host import SSHSpec, free_local_port
+
+LIBVIRT_URI = hostsetup.LIBVIRT_URI
+STORAGE_POOL = hostsetup.STORAGE_POOL
+# Only these survive into vagrant's environment, plus the LAB_* settings we set.
+PASSED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TERM", "VAGRANT_HOME",
+              "XDG_CACHE_HOME", "TMPDIR")
+
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+PROGRESS = re.compile(r"Progress: (\d+)%")
+
+Out = Callable[[str], None]
+Runner = Callable[..., subprocess.CompletedProcess]
+
+
+class VagrantError(LabError):
+    """A vagrant or libvirt step for the lab VM failed."""
+
+
+def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, **kw)
+
+
+def vm_name_for(repo: Path) -> str:
+    return "nomad-lab-" + hashlib.sha1(str(repo.resolve()).encode()).hexdigest()[:8]
+
+
+def ssh_banner(port: int, host: str = "127.0.0.1", timeout: float = 3.0) -> str:
+    """The SSH server's banner, or '' (QEMU's hostfwd accepts even when sshd is not up, then
+    closes: only a banner proves the guest's sshd answers)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as s:
+            s.settimeout(timeout)
+            data = s.recv(64)
+    except OSError:
+        return ""
+    return data.decode(errors="replace").strip() if data.startswith(b"SSH-") else ""
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        # Like QEMU's hostfwd listener: our own recent connections in TIME_WAIT don't count.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+class VagrantVM:
+    def __init__(self, config: object = None, *, out: Out = print, run: Runner = _run):
+        if config is None:
+            config = LabConfig.load()
+        self.config = config
+        self.out = out
+        self.run = run
+        self.repo = Path(getattr(config, "root", ROOT))
+        self.state_dir = Path(getattr(config, "state_dir", self.repo / ".lab"))
+        self.cache_dir = box_mod.lab_cache_dir(config)
+        self.name = vm_name_for(self.repo)
+        self.cpus = int(getattr(config, "cpus", LabConfig.cpus))
+        self.memory = int(getattr(config, "memory_mb", LabConfig.memory_mb))
+        self.release = getattr(config, "box_release", box_mod.DEFAULT_RELEASE)
+
+    # ---- persisted state ----------------------------------------------------------------
+
+    @property
+    def state_file(self) -> Path:
+        return self.state_dir / "vm.json"
+
+    def _state(self) -> dict:
+        try:
+            return json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _save_state(self, **changes) -> dict:
+        state = {**self._state(), **changes}
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_file.write_text(json.dumps(state, indent=2) + "\n")
+        return state
+
+    def _ssh_port(self) -> int:
+        port = self._state().get("ssh_port")
+        if not port:
+            port = self._save_state(ssh_port=free_local_port())["ssh_port"]
+        return int(port)
+
+    def ssh_spec(self) -> SSHSpec:
+        key = box_mod.lab_cache_dir(self.config) / "ssh" / "id_ed25519"
+        return SSHSpec("127.0.0.1", self._ssh_port(), box_mod.BOX_USER, key)
+
+    # ---- environment for vagrant --------------------------------------------------------
+
+    def vagrant_env(self, box: box_mod.Box | None = None, accel: str | None = None) -> dict:
+        state = self._state()
+        box_name = box.name if box else state.get("box", "")
+        spec = self.ssh_spec()
+        lab = {
+            "LAB_BOX_NAME": box_name,
+            "LAB_VM_NAME": self.name,
+            "LAB_CPUS": str(self.cpus),
+            "LAB_MEMORY": str(self.memory),
+            "LAB_ACCEL": accel or state.get("accel", "tcg"),
+            "LAB_SSH_PORT": str(spec.port),
+            "LAB_SSH_KEY": str(spec.key_file),
+            "LAB_SSH_USER": spec.user,
+        }
+        if box_name:
+            installed = box_mod.installed_box_dir(box_name)
+            lab["LAB_KERNEL"] = str(installed / "vmlinuz")
+            lab["LAB_INITRD"] = str(installed / "initrd.img")
+        return {
+            **{k: os.environ[k] for k in PASSED_ENV if k in os.environ},
+            **lab,
+            "VAGRANT_CWD": str(self.repo),
+            "VAGRANT_DOTFILE_PATH": str(self.state_dir / "vagrant"),
+            "VAGRANT_DEFAULT_PROVIDER": "libvirt",
+            "VAGRANT_CHECKPOINT_DISABLE": "1",  # no calls home: the lab's network is loopback
+            "VAGRANT_BOX_UPDATE_CHECK_DISABLE": "1",
+            "LIBVIRT_DEFAULT_URI": LIBVIRT_URI,
+        }
+
+    def shell_env(self) -> str:
+        """`export` lines to run vagrant by hand from the repo (vagrant ssh, vagrant status)."""
+        env = self.vagrant_env()
+        keys = [k for k in env if k.startswith(("LAB_", "VAGRANT_", "LIBVIRT_"))]
+        return "\n".join(f"export {k}={shlex.quote(env[k])}" for k in keys)
+
+    def ssh_config(self, host_alias: str = "nomad-lab") -> str:
+        """An OpenSSH config block, like `vagrant ssh-config` but without running vagrant."""
+        spec = self.ssh_spec()
+        return (f"Host {host_alias}\n  HostName {spec.host}\n  Port {spec.port}\n"
+                f"  User {spec.user}\n  IdentityFile {spec.key_file}\n  IdentitiesOnly yes\n"
+                "  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n")
+
+    # ---- libvirt view (fast: no vagrant) ------------------------------------------------
+
+    def _virsh(self, *args: str) -> subprocess.CompletedProcess:
+        return self.run(["virsh", "-c", LIBVIRT_URI, *args])
+
+    def domain_state(self) -> str:
+        """libvirt's state of our domain ('running', 'shut off', ...) or 'not created'."""
+        res = self._virsh("domstate", self.name)
+        return res.stdout.strip() if res.returncode == 0 else "not created"
+
+    def status(self) -> str:
+        state = self.domain_state()
+        if state == "running":
+            port = self._ssh_port()
+            banner = ssh_banner(port)
+            return f"running, ssh 127.0.0.1:{port} " + ("answers" if banner else "not answering")
+        return state
+
+    def _vagrant_machine_id(self) -> str:
+        id_file = self.state_dir / "vagrant" / "machines" / self.name / "libvirt" / "id"
+        try:
+            return id_file.read_text().strip()
+        except OSError:
+            return ""
+
+    def _domain_uuid(self) -> str:
+        res = self._virsh("domuuid", self.name)
+        return res.stdout.strip() if res.returncode == 0 else ""
+
+    def _remove_domain(self, why: str) -> None:
+        """Remove our-named domain and its disk behind Vagrant's back (Vagrant lost track)."""
+        self.out(f"vm: removing libvirt domain {self.name}: {why}")
+        self._virsh("destroy", self.name)  # fails harmlessly when not running
+        res = self._virsh("undefine", self.name, "--managed-save", "--snapshots-metadata")
+        if res.returncode != 0 and "failed to get domain" not in res.stderr:
+            raise VagrantError(f"cannot undefine stale domain {self.name}: {res.stderr.strip()}; "
+                               f"fix: virsh -c {LIBVIRT_URI} undefine {self.name}")
+        self._virsh("vol-delete", "--pool", STORAGE_POOL, f"{self.name}.img")
+        machine_dir = self.state_dir / "vagrant" / "machines" / self.name
+        for leftover in machine_dir.glob("libvirt/*"):
+            if leftover.is_file():
+                leftover.unlink()
+
+    # ---- vagrant ------------------------------------------------------------------------
+
+    def _vagrant(self, *args: str, env: dict | None = None) -> str:
+        """Run vagrant with a clean env, streaming its output prefixed; raise with the tail."""
+        cmd = ["vagrant", *args]
+        tail: deque[str] = deque(maxlen=40)
+        proc = subprocess.Popen(cmd, cwd=self.repo, env=env or self.vagrant_env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                bufsize=1)
+        assert proc.stdout is not None
+        shown_progress = -1
+        for raw in proc.stdout:  # vagrant's own boot_timeout bounds `up`
+            line = ANSI.sub("", raw).rstrip()
+            if not line:
+                continue
+            progress = PROGRESS.search(line)
+            if progress:  # the box upload redraws a percentage hundreds of times
+                percent = int(progress.group(1))
+                if percent // 25 == shown_progress // 25 and percent != 100:
+                    continue
+                shown_progress = percent
+            tail.append(line)
+            self.out(f"vagrant: {line}")
+        rc = proc.wait()
+        if rc != 0:
+            text = "\n".join("    " + x for x in tail)
+            raise VagrantError(
+                f"`vagrant {' '.join(args)}` exited {rc} for VM {self.name}:\n{text}\n"
+                f"fix: read the lines above; `invoke lab.destroy` then `invoke lab.up` starts "
+                f"over; libvirt's log: /var/log/libvirt/qemu/{self.name}.log")
+        return "\n".join(tail)
+
+    def prepare(self) -> tuple[box_mod.Box, accel_mod.Accel]:
+        """Host packages and libvirtd, the box, and the accel decision (all cached)."""
+        hostsetup.ensure_host(out=self.out)
+        box = box_mod.ensure_box(self.config, self.release, out=self.out)
+        configured = getattr(self.config, "accel", "auto")
+        env = dict(os.environ)
+        if configured in ("kvm", "tcg"):
+            env["LAB_ACCEL"] = configured
+        elif env.get("LAB_ACCEL", "").lower() == "auto":
+            env.pop("LAB_ACCEL")
+        accel = accel_mod.detect_accel(box.kernel, box.initrd, self.cache_dir, env=env,
+                                       out=self.out)
+        # lab/core/config.py reads this to scale timeouts.
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        (self.state_dir / "accel.json").write_text(json.dumps(
+            {"accel": accel.name, "timeout_scale": accel.timeout_scale,
+             "reason": accel.reason}) + "\n")
+        return box, accel
+
+    def up(self) -> SSHSpec:
+        """Bring the VM up (idempotent) and return how to reach it over SSH."""
+        start = time.monotonic()
+        box, accel = self.prepare()
+        state = self._state()
+        domain = self.domain_state()
+        uuid = self._domain_uuid() if domain != "not created" else ""
+
+        if domain != "not created" and uuid != self._vagrant_machine_id():
+            self._remove_domain("Vagrant has no record of it (left by an earlier run or clone)")
+            domain = "not created"
+        elif domain != "not created" and (state.get("box") != box.name
+                                          or state.get("accel") != accel.name):
+            why = (f"box changed to {box.name}" if state.get("box") != box.name
+                   else f"accel changed to {accel.name}")
+            self.out(f"vm: recreating {self.name}: {why}")
+            self.destroy()
+            domain = "not created"
+
+        port = self._ssh_port()
+        if domain == "running" and ssh_banner(port):
+            self.out(f"vm: {self.name} already running, ssh 127.0.0.1:{port} "
+                     f"({time.monotonic() - start:.1f}s)")
+            return self.ssh_spec()
+        if domain != "running" and not port_is_free(port):
+            if domain != "not created":  # its XML holds the old port: recreate with a new one
+                self._remove_domain(f"its SSH port {port} is now taken by another process")
+            port = self._save_state(ssh_port=free_local_port())["ssh_port"]
+            self.out(f"vm: SSH port taken; using 127.0.0.1:{port}")
+
+        self._save_state(box=box.name, accel=accel.name, vm_name=self.name)
+        env = self.vagrant_env(box, accel.name)
+        # The Vagrantfile falls back to these, so plain `vagrant ssh` works from the repo.
+        (self.state_dir / "vagrant-env.json").write_text(json.dumps(
+            {k: v for k, v in env.items() if k.startswith("LAB_")}, indent=2) + "\n")
+        self.out(f"vm: vagrant up {self.name} (box {box.name}, {accel.name}, {self.cpus} cpus, "
+                 f"{self.memory} MiB, ssh 127.0.0.1:{port})")
+        t = time.monotonic()
+        self._vagrant("up", "--provider", "libvirt", env=env)
+        # `vagrant up` on an already running domain returns without waiting for SSH.
+        self._wait_for_sshd(port)
+        self.out(f"vm: up in {time.monotonic() - t:.1f}s (total {time.monotonic() - start:.1f}s)")
+        (self.state_dir / "ssh_config").write_text(self.ssh_config())
+        box_mod.prune_old_boxes(box, self.cache_dir, out=self.out, run=self.run)
+        return self.ssh_spec()
+
+    def _wait_for_sshd(self, port: int) -> None:
+        timeout_of = getattr(self.config, "timeout", None)
+        timeout = timeout_of("ssh") if callable(timeout_of) else 120.0
+
+        def banner() -> str | wait.Pending:
+            return ssh_banner(port) or wait.Pending(f"no SSH banner on 127.0.0.1:{port}, "
+                                                    f"domain {self.domain_state()}")
+        wait.until(banner, timeout, f"sshd of VM {self.name}",
+                   hint=f"the guest may be hung: see `virsh -c {LIBVIRT_URI} console "
+                        f"{self.name}`, or `invoke lab.destroy` and `invoke lab.up`")
+
+    def halt(self) -> None:
+        if self.domain_state() == "not created":
+            self.out(f"vm: {self.name} not created")
+            return
+        self._vagrant("halt")
+
+    def destroy(self) -> None:
+        """Remove the VM and its disk; the box, the key and the port stay for the next up."""
+        if self._vagrant_machine_id():
+            self._vagrant("destroy", "--force")
+        if self.domain_state() != "not created":
+            self._remove_domain("still defined after vagrant destroy")

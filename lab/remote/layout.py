@@ -1,0 +1,27 @@
+"""Where the lab puts things on the lab host, and the names it gives them: defined once here.
+
+Deploy code (push), the agent, the janitor and the faults all read these; none of them owns
+them. The plugin's own defaults (plugin/driver/config.go) must agree with DRIVER and
+PLUGIN_BINARY.
+"""
+
+from __future__ import annotations
+
+DRIVER = "java-crun"  # the task driver's name in a job's `driver = ...`
+PLUGIN_BINARY = "nomad-driver-java-crun"  # the plugin's file name, in build/ and on the host
+
+REMOTE_ROOT = "/opt/lab"
+NOMAD_BIN = f"{REMOTE_ROOT}/bin/nomad"
+PLUGIN_DIR = f"{REMOTE_ROOT}/plugins"
+JAR_DIR = f"{REMOTE_ROOT}/jars"
+MANIFEST = f"{REMOTE_ROOT}/manifest.json"  # what push installed: sha256, size, mtime per file
+
+AGENTS_ROOT = "/var/lib/nomad-lab"  # one data dir per agent
+UNIT_PREFIX = "nomad-lab-"  # every agent's transient systemd unit starts with it
+CRUN_STATE_ROOT = "/run/java-crun"  # parent of every agent's driver state root
+
+
+def state_root(agent_id: str) -> str:
+    """The driver's state root for one agent: its containers are its own, even when another
+    agent runs on the same host (a prefetched one, or a parallel test's)."""
+    return f"{CRUN_STATE_ROOT}/{agent_id}"

@@ -1,0 +1,114 @@
+"""The lab host's lease: one run at a time changes a lab host, whoever asks and however the
+host was spelled.
+
+The lock lives on the lab host itself (`flock` on LOCK_FILE, held by a command that stays on an
+SSH channel of ours), so two clones, two spellings of one target or two machines exclude each
+other. If the holder dies, its SSH connection drops, the command ends and the lock is free:
+nothing to clean up. The holder writes who it is (command, pid, machine, since when) to
+HOLDER_FILE, so a waiter can say whom it waits for, and gives up at a deadline.
+
+Runs started by the holder (xdist workers, nested test runs, `invoke test` -> pytest) inherit
+its token through LEASE_ENV and share the lease instead of waiting for it.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shlex
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from lab.core.errors import LabError, LabTimeout
+from lab.remote.host import LabHost
+
+LEASE_ENV = "LAB_LEASE"
+LOCK_FILE = "/run/nomad-lab.lease"
+HOLDER_FILE = "/run/nomad-lab.lease-holder"
+
+
+class LeaseBusy(LabTimeout):
+    """The lab host stayed leased by another run until the deadline."""
+
+
+def holder(host: LabHost) -> str:
+    """Who holds the lease now ("" when nobody does)."""
+    res = host.sudo(f"flock -n {LOCK_FILE} true && exit 0; cat {HOLDER_FILE} 2>/dev/null",
+                    check=False)
+    return res.stdout.strip()
+
+
+@contextmanager
+def hold(host: LabHost, what: str, timeout: float, out=print) -> Iterator[str]:
+    """Hold the lab host's lease for the block (or share the one our parent holds)."""
+    inherited = os.environ.get(LEASE_ENV)
+    if inherited and f"token={inherited}" in holder(host):
+        yield inherited
+        return
+    token = secrets.token_hex(6)
+    who = (f"token={token} command={what!r} pid={os.getpid()} on={socket.gethostname()} "
+           f"since={time.strftime('%Y-%m-%d %H:%M:%S')}")
+    busy = holder(host)
+    if busy:
+        out(f"lab: the lab host {host.spec.url} is leased by another run ({_readable(busy)}); "
+            f"waiting up to {timeout:.0f}s")
+    # `cat` holds the lock until our side of the channel closes (we release, or we die).
+    inner = f'printf "%s\\n" "$1" > {HOLDER_FILE}; echo LEASED; cat >/dev/null; rm -f {HOLDER_FILE}'
+    script = (f"flock -w {max(1, round(timeout))} {LOCK_FILE} sh -c {shlex.quote(inner)} "
+              f"lease {shlex.quote(who)} || {{ echo BUSY; cat {HOLDER_FILE} 2>/dev/null; }}")
+    # Its own SSH connection: a reconnect of the host's main one must not end the lease.
+    own = LabHost(host.spec, name=f"{host.name}-lease", connect_timeout=30)
+    channel = own.open_channel(script, sudo=True)
+    try:
+        answer = _read_until(channel, ("LEASED", "BUSY"), timeout + 30)
+        if not answer.startswith("LEASED"):
+            last = answer.partition("BUSY")[2].strip() or busy
+            raise LeaseBusy(f"the lease of lab host {host.spec.url}", timeout,
+                            _readable(last) or "held by another run",
+                            "fix: wait for that run to end, or stop it; its lease ends with "
+                            "its SSH connection")
+        previous = os.environ.get(LEASE_ENV)
+        os.environ[LEASE_ENV] = token
+        try:
+            yield token
+        finally:
+            _restore_env(previous)
+    finally:
+        try:
+            channel.shutdown_write()  # EOF to `cat`: the holder file goes, the lock is free
+            _read_until(channel, (), 10)
+        except (OSError, EOFError, LabError):
+            pass
+        channel.close()
+        own.close()
+
+
+def _read_until(channel, markers: tuple[str, ...], timeout: float) -> str:
+    """Read the channel's stdout until a marker appears (or, with none, until it closes)."""
+    deadline = time.monotonic() + timeout
+    text = ""
+    channel.settimeout(1.0)
+    while time.monotonic() < deadline:
+        if markers and any(m in text for m in markers):
+            return text[min(text.index(m) for m in markers if m in text):]
+        try:
+            chunk = channel.recv(4096)
+        except TimeoutError:
+            continue
+        if not chunk:
+            return text
+        text += chunk.decode(errors="replace")
+    raise LabError(f"no answer from the lease command within {timeout:.0f}s; saw: {text!r}")
+
+
+def _readable(line: str) -> str:
+    return " ".join(part for part in line.split() if not part.startswith("token="))
+
+
+def _restore_env(previous: str | None) -> None:
+    if previous is None:
+        os.environ.pop(LEASE_ENV, None)
+    else:
+        os.environ[LEASE_ENV] = previous

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The traces one lab agent and its tasks may leave on the lab host, and nothing of any other
+# agent's: what a test's teardown requires to be gone while other tests run on the same host.
+# usage: scan-agent.sh AGENT_ID AGENTS_ROOT STATE_ROOT PLUGIN_BINARY [ALLOC_ID...]
+# Ownership: the unit, data dir and driver state root carry the agent's id; a task's cgroup
+# and java process carry its allocation's id (Nomad names the scope <alloc>.<task>.scope).
+# Prints "<kind> <item>" lines, as the global scan (lab/checks/janitor.py SCAN_SCRIPT) does.
+set -u
+agent=$1 agents_root=$2 state_root=$3 plugin=$4
+shift 4
+allocs=("$@")
+
+systemctl list-units "$agent.service" --all --plain --no-legend 2>/dev/null |
+  awk '{print "unit", $1}'
+[ -e "$agents_root/$agent" ] && echo "data_dir $agent"
+if [ -d "$state_root/crun" ] && command -v crun >/dev/null; then
+  crun --root "$state_root/crun" list -q 2>/dev/null | sed 's/^/container /'
+fi
+find "$state_root" -name config.json 2>/dev/null | sed 's/^/bundle /'
+# [x]: the pattern must not match this script's own command line.
+pgrep -a -f "[${plugin:0:1}]${plugin:1} $state_root/bundles/" | sed 's/^/shim /'
+awk -v a="$agents_root/$agent/" -v s="$state_root/" \
+  'index($5, a) == 1 || index($5, s) == 1 {print "mount", $5}' /proc/self/mountinfo
+[ "${#allocs[@]}" -eq 0 ] && exit 0
+for pid in $(pgrep -x java); do
+  cg=$(cat "/proc/$pid/cgroup" 2>/dev/null) || continue
+  for a in "${allocs[@]}"; do
+    case $cg in *"$a"*) echo "java_process $pid $(tr '\0' ' ' <"/proc/$pid/cmdline")"; break ;; esac
+  done
+done
+for a in "${allocs[@]}"; do
+  find /sys/fs/cgroup -mindepth 1 -type d -name "$a.*" 2>/dev/null | sed 's/^/cgroup /'
+done
+true

@@ -1,0 +1,241 @@
+"""`invoke bench`: where the lab's time goes, printed and written to reports/bench.json.
+
+Two timelines, each step in seconds, next to the anchors measured in the same run on the same
+lab host:
+- one agent start: process launch -> HTTP listening -> leader -> node registered -> node ready
+  -> driver healthy, as the harness sees it (agent-start.sh) and as the agent's log says;
+  anchor: a stock `nomad agent -dev` with the plugin (bare-agent.sh), launch to driver healthy;
+- one job of the hello JAR: register -> placed -> artifact downloaded -> task started -> first
+  output -> exit -> seen dead; anchor: a bare `crun run` of the same JAR.
+Times from the lab host's clock (events, first output) are moved onto this machine's clock
+with the offset measured over SSH (its uncertainty, half a round trip, is reported).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import threading
+import time
+from datetime import datetime
+
+from lab.core.config import LabConfig
+from lab.core.errors import LabError
+from lab.faults.artifacts import ArtifactServer
+from lab.nomad.agent import STEPS, NomadAgent
+from lab.nomad.jobrun import JobRun
+from lab.nomad.jobs import java_job, java_task
+from lab.provision import target
+from lab.remote.host import LabHost
+from lab.remote.layout import DRIVER, JAR_DIR, NOMAD_BIN, PLUGIN_BINARY, PLUGIN_DIR
+from lab.workflows.up import up
+
+# A bare OCI bundle like the driver's (read-only host binds), made with `crun spec` + jq.
+BARE_CRUN = r"""
+set -e
+b=$(mktemp -d /tmp/lab-bench-XXXX); mkdir $b/rootfs; cd $b
+crun spec
+jh=$(dirname $(dirname $(readlink -f $(command -v java))))
+jq --arg jh "$jh" --arg jars "{jars}" '
+  .root = {{path: "rootfs", readonly: true}} |
+  .process.terminal = false | .process.args = ["java", "-Xshare:auto", "-jar", "/jars/hello.jar"] |
+  .process.env += ["PATH=/usr/bin:/bin:" + $jh + "/bin"] |
+  .linux.namespaces = [{{type:"pid"}},{{type:"mount"}},{{type:"ipc"}},{{type:"uts"}}] |
+  del(.linux.uidMappings, .linux.gidMappings) |
+  .mounts += [
+    {{destination:"/usr", type:"bind", source:"/usr", options:["rbind","ro"]}},
+    {{destination:"/lib", type:"bind", source:"/lib", options:["rbind","ro"]}},
+    {{destination:"/lib64", type:"bind", source:"/lib64", options:["rbind","ro"]}},
+    {{destination:"/bin", type:"bind", source:"/bin", options:["rbind","ro"]}},
+    {{destination:"/etc", type:"bind", source:"/etc", options:["rbind","ro"]}},
+    {{destination:"/jars", type:"bind", source:$jars, options:["rbind","ro"]}}]
+' config.json > c.json && mv c.json config.json
+s=$(date +%s.%N); crun --root /run/lab-bench run lab-bench-$$ >/dev/null; e=$(date +%s.%N)
+cd /; rm -rf $b
+awk -v s=$s -v e=$e 'BEGIN {{ printf "%.3f\n", e - s }}'
+"""
+# What the agent's own log says, and when (first timestamped line = 0).
+LOG_MARKS = {
+    "leader": re.compile(r"cluster leadership acquired"),
+    "node_registered": re.compile(r"node registration complete"),
+    "driver_healthy": re.compile(rf"driver={DRIVER} health=healthy"),
+}
+LOG_TIME = re.compile(r"^\s*(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)(Z|[+-]\d\d:?\d\d)")
+JOB_STEPS = ("placed", "received", "task_setup", "downloading_artifacts",
+             "artifact_downloaded", "task_started", "first_output", "exited", "seen_dead")
+
+
+def run(config: LabConfig, cold: bool = False, rounds: int = 3, out=print) -> dict:
+    results: dict = {"accel": config.effective_accel(), "timeout_scale": config.scale,
+                     "rounds": rounds}
+    if cold and config.is_vagrant:
+        from lab.provision.vm import VagrantVM
+
+        VagrantVM(config, out=out).destroy()
+    steps = up(config, out=out)
+    results["lab_up"] = {"total_s": round(steps.total, 1),
+                         **{k: round(v, 1) for k, v in steps.timings.items()},
+                         "kind": "cold (VM destroyed first)" if cold else "warm"}
+    with target.leased(config, "invoke bench", out, check_ready=True) as host:
+        results.update(_measure(config, host, rounds, out))
+    config.reports_dir.mkdir(exist_ok=True)
+    (config.reports_dir / "bench.json").write_text(json.dumps(results, indent=2))
+    out(render(results))
+    out(f"written to {config.reports_dir / 'bench.json'}")
+    return results
+
+
+def _measure(config: LabConfig, host: LabHost, rounds: int, out) -> dict:
+    out("bench: anchors (bare nomad agent -dev, bare crun run) ...")
+    bare_agent = [_bare_agent(host, config) for _ in range(rounds)]
+    bare_crun = [float(host.sudo(BARE_CRUN.format(jars=JAR_DIR), timeout=120).stdout)
+                 for _ in range(rounds)]
+    starts, harness, logged, teardowns, jobs = [], [], [], [], []
+    with ArtifactServer() as server:
+        server.add("hello.jar", config.build_dir / "jars" / "hello.jar")
+        with server.expose(host) as exposed:
+            for i in range(rounds):
+                out(f"bench: agent and job, round {i + 1}/{rounds} ...")
+                agent = NomadAgent(host, config.run_id, 100 + i,
+                                   ready_timeout=config.timeout("agent_ready"),
+                                   stop_timeout=config.timeout("agent_stop"))
+                agent.start()
+                starts.append(agent.startup_seconds)
+                harness.append(agent.timeline)
+                logged.append(log_timeline(host.read_file(agent.log_path, missing_ok=True)))
+                job = java_job(f"lab-{config.run_id}-bench-{i}",
+                               [java_task("app", exposed.url("hello.jar"))])
+                jobs.append(_job_timeline(config, host, agent, server, job))
+                t = time.monotonic()
+                agent.drain()
+                agent.stop()
+                teardowns.append(time.monotonic() - t)
+    anchor_agent = _stats([b["driver_healthy"] for b in bare_agent])
+    anchor_crun = _stats(bare_crun)
+    agent_start = _stats(starts)
+    job_total = _stats([j["exited"] for j in jobs])
+    return {
+        "anchors": {"bare_nomad_agent_dev_s": {**anchor_agent,
+                                               "steps": _median_steps(bare_agent)},
+                    "bare_crun_run_hello_s": anchor_crun},
+        "agent": {"start_to_ready_s": agent_start,
+                  "harness_timeline_s": _median_steps(harness),
+                  "agent_log_timeline_s": _median_steps(logged),
+                  "teardown_s": _stats(teardowns)},
+        "job": {"register_to_exit_s": job_total,
+                "timeline_s": _median_steps(jobs)},
+        "ratios": {"agent_start_vs_bare_agent": _ratio(agent_start, anchor_agent),
+                   "job_vs_bare_crun": _ratio(job_total, anchor_crun)},
+    }
+
+
+def _bare_agent(host: LabHost, config: LabConfig) -> dict[str, float]:
+    http, rpc, serf = host.free_ports(3)
+    args = [NOMAD_BIN, PLUGIN_DIR, PLUGIN_BINARY, DRIVER, http, rpc, serf,
+            round(config.timeout("agent_ready"))]
+    res = host.run_script("bare-agent.sh", args, check=False,
+                          timeout=config.timeout("agent_ready") + 30)
+    steps = _steps(res.stdout)
+    if res.rc or "driver_healthy" not in steps:
+        raise LabError(f"the bare `nomad agent -dev` anchor did not get ready on {host.name} "
+                       f"(exit {res.rc}):\n{res.stdout[-2000:]}{res.stderr[-1000:]}")
+    return steps
+
+
+def _job_timeline(config: LabConfig, host: LabHost, agent: NomadAgent, server: ArtifactServer,
+                  job: dict) -> dict[str, float]:
+    """Seconds after register for each of JOB_STEPS, on this machine's clock."""
+    offset = clock_offset(host)
+    watcher: dict[str, str] = {}
+    timeout = round(config.timeout("job"))
+    # The watcher runs beside the job; the first output comes seconds after it starts.
+    thread = threading.Thread(target=lambda: watcher.update(out=host.run_script(
+        "first-output.sh", [f"{agent.dir}/data", timeout], check=False,
+        timeout=timeout + 30).stdout))
+    thread.start()
+    run = JobRun(agent.api, job, config.timeout)
+    registered = time.time()
+    run.submit().wait_dead()
+    seen_dead = time.time()
+    thread.join()
+    alloc = run.alloc() or {}
+    events = {e["Type"]: int(e["Time"]) / 1e9 - offset for e in run.events()}
+    first = re.search(r"first_output (\d+)", watcher.get("out", ""))
+    downloads = [r.finished_at for r in server.requests("hello.jar")
+                 if r.finished_at and r.started_at >= registered]
+    at = {"placed": alloc.get("CreateTime", 0) / 1e9 - offset,
+          "received": events.get("Received"),
+          "task_setup": events.get("Task Setup"),
+          "downloading_artifacts": events.get("Downloading Artifacts"),
+          "artifact_downloaded": max(downloads) if downloads else None,
+          "task_started": events.get("Started"),
+          "first_output": int(first[1]) / 1e9 - offset if first else None,
+          "exited": events.get("Terminated"),
+          "seen_dead": seen_dead}
+    return {k: round(v - registered, 3) for k, v in at.items() if v is not None}
+
+
+def clock_offset(host: LabHost) -> float:
+    """Lab host clock minus this machine's, in seconds (± half an SSH round trip)."""
+    before = time.time()
+    remote = int(host.run("date +%s%N").stdout) / 1e9
+    after = time.time()
+    return remote - (before + after) / 2
+
+
+def log_timeline(log: str) -> dict[str, float]:
+    """Seconds after the agent's first timestamped log line for each of LOG_MARKS."""
+    first, found = None, {}
+    for line in log.splitlines():
+        m = LOG_TIME.match(line)
+        if not m:
+            continue
+        when = datetime.fromisoformat(m[1] + m[2].replace("Z", "+00:00")).timestamp()
+        first = first if first is not None else when
+        for name, pattern in LOG_MARKS.items():
+            if name not in found and pattern.search(line):
+                found[name] = round(when - first, 3)
+    return found
+
+
+def render(results: dict) -> str:
+    anchors, agent, job, ratios = (results[k] for k in ("anchors", "agent", "job", "ratios"))
+    lines = [f"bench ({results['accel']}, {results['rounds']} rounds, medians in seconds)",
+             f"  lab.up ({results['lab_up']['kind']}): {results['lab_up']['total_s']}s",
+             "  agent start, as the harness sees it:  " + _line(agent["harness_timeline_s"]),
+             "  agent start, as its log says:         " + _line(agent["agent_log_timeline_s"]),
+             f"  agent start to ready (harness): {agent['start_to_ready_s']['median']}s;"
+             f" bare nomad agent -dev: {anchors['bare_nomad_agent_dev_s']['median']}s"
+             f" ({_line(anchors['bare_nomad_agent_dev_s']['steps'])})"
+             f" -> ratio {ratios['agent_start_vs_bare_agent']}",
+             f"  agent teardown: {agent['teardown_s']['median']}s",
+             "  job of hello.jar after register:      " + _line(job["timeline_s"]),
+             f"  job register to exit: {job['register_to_exit_s']['median']}s;"
+             f" bare crun run: {anchors['bare_crun_run_hello_s']['median']}s"
+             f" -> ratio {ratios['job_vs_bare_crun']}"]
+    return "\n".join(lines)
+
+
+def _line(steps: dict[str, float]) -> str:
+    return " -> ".join(f"{k} {v:.2f}" for k, v in steps.items())
+
+
+def _steps(text: str) -> dict[str, float]:
+    return {m[2]: int(m[1]) / 1000 for m in re.finditer(r"^step (\d+) (\S+)$", text, re.M)}
+
+
+def _median_steps(samples: list[dict[str, float]]) -> dict[str, float]:
+    order = [*STEPS, *LOG_MARKS, *JOB_STEPS]
+    names = sorted({k for s in samples for k in s}, key=lambda k: (order.index(k)
+                                                                   if k in order else 99, k))
+    return {k: round(statistics.median(s[k] for s in samples if k in s), 3) for k in names}
+
+
+def _ratio(measured: dict, anchor: dict) -> float:
+    return round(measured["median"] / anchor["median"], 2) if anchor["median"] else 0.0
+
+
+def _stats(samples: list[float]) -> dict:
+    return {"median": round(statistics.median(samples), 2), "min": round(min(samples), 2),
+            "max": round(max(samples), 2), "n": len(samples)}
