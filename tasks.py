@@ -186,6 +186,19 @@ def plugin_test(c, target=None):
 
 
 # -- test -----------------------------------------------------------------------------------
+UNTIL_FAIL_MAX = 1000  # --until-fail without --count: a bound, so CI can never loop forever
+
+
+def _repeat_args(count: int, until_fail: bool) -> list[str]:
+    """pytest-repeat's --count; -x for --until-fail (each repetition is its own test id, so
+    its JUnit entry and diagnostics bundle are its own)."""
+    if count < 0:
+        raise Exit("--count must be a positive number of runs, e.g. --count 20", code=2)
+    count = count or (UNTIL_FAIL_MAX if until_fail else 0)
+    return ([f"--count={count}", "--repeat-scope=function"] if count > 1 else []) + \
+        (["-x"] if until_fail else [])
+
+
 def _pytest(args: list[str]) -> int:
     from lab.core.subrun import run_forwarding_interrupts
 
@@ -196,8 +209,12 @@ def _pytest(args: list[str]) -> int:
                           "extra": "more pytest arguments",
                           "n": "tests at once on the lab host: a number, or auto (from its "
                                "cores and memory); exclusive tests then run alone after",
-                          "verbose": "show each test and its phases with their timings"})
-def e2e(c, k=None, target=None, extra="", n="1", verbose=False):
+                          "verbose": "show each test and its phases with their timings",
+                          "count": "run each selected test N times (a fresh agent each time; "
+                                   "each failure keeps its own diagnostics)",
+                          "until_fail": "stop at the first failure (with --count: at most N "
+                                        f"runs; without: up to {UNTIL_FAIL_MAX})"})
+def e2e(c, k=None, target=None, extra="", n="1", verbose=False, count=0, until_fail=False):
     """Build and push what changed, then run the live e2e suite (a fresh agent per test)."""
     from lab.provision import target as lab_target
     from lab.workflows.up import build_and_push
@@ -207,6 +224,7 @@ def e2e(c, k=None, target=None, extra="", n="1", verbose=False):
     args += ["-k", k] if k else []
     args += ["--lab-target", target] if target else []
     args += ["-v"] if verbose else []
+    args += _repeat_args(int(count), until_fail)
     try:
         # One lease for the push and the run: pytest inherits it (LAB_LEASE), and no other
         # run can push another plugin in between.

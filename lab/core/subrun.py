@@ -1,17 +1,24 @@
-"""Run a child command (pytest) so that Ctrl-C reaches it and it can clean up.
+"""Child processes: pytest run so that Ctrl-C reaches it; long steps under one deadline.
 
-`subprocess.call` SIGKILLs its child when the parent gets KeyboardInterrupt, so pytest never
-runs its teardown. Here the parent keeps waiting instead: in a terminal, Ctrl-C is delivered
-to the whole foreground process group, so the child got its own SIGINT; when the parent alone
-was interrupted (a signal sent to it only), it passes SIGINT on. A second Ctrl-C reaches the
-child too (pytest then stops tearing down; the next run's sweep heals the lab host).
+run_forwarding_interrupts: `subprocess.call` SIGKILLs its child when the parent gets
+KeyboardInterrupt, so pytest never runs its teardown. Here the parent keeps waiting instead:
+in a terminal, Ctrl-C is delivered to the whole foreground process group, so the child got its
+own SIGINT; when the parent alone was interrupted (a signal sent to it only), it passes SIGINT
+on. A second Ctrl-C reaches the child too (pytest then stops tearing down; the next run's
+sweep heals the lab host).
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import subprocess
+import threading
+import time
+from collections.abc import Iterator
+
+from lab.core.errors import LabTimeout
 
 
 def run_forwarding_interrupts(cmd: list[str], **popen_kwargs) -> int:
@@ -36,3 +43,30 @@ def _same_foreground_group(pid: int) -> bool:
         return os.getpgid(pid) == tty_group
     except ProcessLookupError:
         return True
+
+
+def lines_until_deadline(proc: subprocess.Popen, deadline_s: float, what: str,
+                         hint: str = "") -> Iterator[str]:
+    """Yield `proc`'s output lines; kill it and raise LabTimeout (with its last line) when it
+    runs past `deadline_s`, even if it went silent (a hung vagrant or debootstrap)."""
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def read() -> None:
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True, name="lab-output-reader").start()
+    end = time.monotonic() + deadline_s
+    last = None
+    while True:
+        try:
+            line = lines.get(timeout=max(0.0, end - time.monotonic()))
+        except queue.Empty:
+            proc.kill()
+            proc.wait()
+            raise LabTimeout(what, deadline_s, last, hint) from None
+        if line is None:
+            return
+        last = line.rstrip() or last
+        yield line

@@ -21,8 +21,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.core.config import ROOT, LabConfig, default_cache_dir
+from lab.core.config import DEFAULT_TIMEOUTS, ROOT, LabConfig, default_cache_dir
 from lab.core.errors import LabError
+from lab.core.subrun import lines_until_deadline
 
 BUILD_SCRIPT = ROOT / "provision" / "build-box.sh"
 DEFAULT_RELEASE = LabConfig.box_release
@@ -195,6 +196,7 @@ def is_box_added(name: str, digest: str, home: Path | None = None) -> bool:
 # ---- build ---------------------------------------------------------------------------------
 
 def _run_phase(phase: str, env: dict[str, str], log: Path, out: Out,
+               deadline: float = DEFAULT_TIMEOUTS["box_phase"],
                script: Path = BUILD_SCRIPT) -> float:
     """Run one build phase, log everything, show progress lines; raise with the log tail."""
     start = time.monotonic()
@@ -209,7 +211,9 @@ def _run_phase(phase: str, env: dict[str, str], log: Path, out: Out,
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, bufsize=1)
         assert proc.stdout is not None
-        for line in proc.stdout:
+        for line in lines_until_deadline(
+                proc, deadline, f"box build phase '{phase}'",
+                hint=f"it went silent or hung: read {log}; is the Debian mirror reachable?"):
             logf.write(line)
             if phase != "debootstrap" or PROGRESS.match(line):
                 out(f"box:   {line.rstrip()}")
@@ -272,7 +276,8 @@ def ensure_box(config: object = None, release: str | None = None, *, force: bool
             return _with_kernel(box)
         workdir.mkdir(parents=True, exist_ok=True)
         if force or not box.box_file.exists():
-            _build(box, workdir, key, packages, out)
+            _build(box, workdir, key, packages, out,
+                   float(getattr(config, "timeouts", DEFAULT_TIMEOUTS)["box_phase"]))
         _vagrant_box_add(name, box.box_file, out)
     return box
 
@@ -286,7 +291,8 @@ def _with_kernel(box: Box) -> Box:
                installed / "initrd.img")
 
 
-def _build(box: Box, workdir: Path, key: Path, packages: list[str], out: Out) -> None:
+def _build(box: Box, workdir: Path, key: Path, packages: list[str], out: Out,
+           phase_deadline: float = DEFAULT_TIMEOUTS["box_phase"]) -> None:
     log = workdir / "build.log"
     log.write_text("")
     env = {**os.environ,
@@ -297,7 +303,7 @@ def _build(box: Box, workdir: Path, key: Path, packages: list[str], out: Out) ->
     out(f"box: building {box.name} from {env['BOX_MIRROR']} (log: {log})")
     total = 0.0
     for phase in ("debootstrap", "configure", "image", "package"):
-        total += _run_phase(phase, env, log, out)
+        total += _run_phase(phase, env, log, out, phase_deadline)
     # The rootfs is only an intermediate: the .box (and kernel/initrd beside it) is the cache.
     shutil.rmtree(workdir / "rootfs", ignore_errors=True)
     (workdir / "box" / "box.img").unlink(missing_ok=True)

@@ -24,6 +24,7 @@ from pathlib import Path
 from lab.core import wait
 from lab.core.config import ROOT, LabConfig
 from lab.core.errors import LabError
+from lab.core.subrun import lines_until_deadline
 from lab.provision import accel as accel_mod
 from lab.provision import box as box_mod
 from lab.provision import hostsetup
@@ -218,7 +219,11 @@ class VagrantVM:
                                 bufsize=1)
         assert proc.stdout is not None
         shown_progress = -1
-        for raw in proc.stdout:  # vagrant's own boot_timeout bounds `up`
+        deadline = self.config.timeout("vm_up") if hasattr(self.config, "timeout") else 3600
+        for raw in lines_until_deadline(
+                proc, deadline, f"`vagrant {' '.join(args)}` for VM {self.name}",
+                hint="vagrant went silent or hung: `invoke lab.destroy` then `invoke lab.up`; "
+                     f"libvirt's log: /var/log/libvirt/qemu/{self.name}.log"):
             line = ANSI.sub("", raw).rstrip()
             if not line:
                 continue

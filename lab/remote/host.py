@@ -3,6 +3,11 @@
 The Vagrant VM and an `ssh://user@host[:port]` target go through the same code: everything
 after the VM step only sees an SSHSpec. Commands return a CommandResult; failures raise
 CommandFailed naming the host, the command, its exit code and the tail of its stderr.
+
+A connection that drops (sshd killed, the VM's network hiccups) is re-opened under one
+deadline and the command is run again, so the lab's remote commands are written to be safe
+to repeat; tunnels are re-attached to the new connection (lab/remote/tunnels.py). Only a host
+that stays unreachable fails, with ConnectionLost naming when it dropped and how long we tried.
 """
 
 from __future__ import annotations
@@ -11,7 +16,9 @@ import io
 import random
 import shlex
 import socket
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +28,17 @@ import fabric
 import invoke
 import paramiko
 
-from lab.core.errors import CommandFailed, LabError
+from lab.core.errors import CommandFailed, LabError, LabTimeout
 from lab.core.wait import Pending, until
+from lab.remote.tunnels import LocalForward, RemoteForward
 
 SCRIPTS_DIR = Path(__file__).resolve().parent / "scripts"
+# What a dropped connection raises, depending on where Fabric/paramiko noticed it.
+SSH_DROPPED = (paramiko.SSHException, OSError, EOFError, invoke.exceptions.ThreadException)
+
+
+class ConnectionLost(CommandFailed):
+    """The SSH connection to the lab host dropped and could not be re-opened in time."""
 
 
 @dataclass(frozen=True)
@@ -63,9 +77,15 @@ class LabHost:
     """Run commands, move files and open tunnels on the lab host."""
 
     def __init__(self, spec: SSHSpec, name: str = "lab", connect_timeout: float = 30,
-                 command_timeout: float = 120):
+                 command_timeout: float = 120, reconnect_timeout: float | None = None):
         self.spec, self.name = spec, name
         self.command_timeout = command_timeout
+        # A dropped connection is re-opened within this (a rebooting VM is not waited for).
+        self.reconnect_timeout = connect_timeout if reconnect_timeout is None \
+            else reconnect_timeout
+        self._connected_once = False  # a first connection that fails is not "dropped"
+        self._remote_forwards: list[RemoteForward] = []
+        self._reopen_lock = threading.Lock()  # tunnel threads and the caller may both notice
         connect_kwargs: dict = {"allow_agent": False, "look_for_keys": spec.key_file is None,
                                 "banner_timeout": connect_timeout,
                                 "auth_timeout": connect_timeout}
@@ -92,21 +112,101 @@ class LabHost:
         if sudo and not self.is_root:
             wrapped = f"sudo -n {wrapped}"
         try:
-            res = self._conn.run(wrapped, hide=True, warn=True, in_stream=False,
-                                 timeout=timeout or self.command_timeout)
+            res = self._reconnecting(cmd, lambda: self._run_once(wrapped, timeout))
         except invoke.CommandTimedOut as exc:
             raise CommandFailed(self.name, cmd, None, f"timed out after {exc.timeout}s",
                                 hint=hint or "the lab host is slow or the command hangs; "
                                 "raise LAB_TIMEOUT_SCALE or inspect with `invoke lab.ssh`") from exc
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            self._conn.close()  # next call reconnects
-            raise CommandFailed(self.name, cmd, None, f"SSH failed: {exc}",
-                                hint=f"is the lab host up? `invoke lab.status` "
-                                f"(target {self.spec.url})") from exc
         result = CommandResult(cmd, res.return_code, res.stdout, res.stderr)
         if check and not result.ok:
             raise CommandFailed(self.name, cmd, result.rc, result.stderr, result.stdout, hint)
         return result
+
+    def _run_once(self, wrapped: str, timeout: float | None):
+        res = self._conn.run(wrapped, hide=True, warn=True, in_stream=False,
+                             timeout=timeout or self.command_timeout)
+        if res.return_code == -1 and not self._conn.is_connected:
+            # paramiko's "no exit status": the channel closed under the command.
+            raise EOFError("the connection closed before the command's exit status arrived")
+        return res
+
+    def _reconnecting(self, what: str, call: Callable):
+        """call(), re-opening a dropped connection and calling once more."""
+        try:
+            result = call()
+        except SSH_DROPPED as exc:
+            if not self._connected_once:
+                self._conn.close()
+                raise CommandFailed(self.name, what, None, f"SSH failed: {exc}",
+                                    hint=f"is the lab host up? `invoke lab.status` "
+                                    f"(target {self.spec.url})") from exc
+            self._reopen(what, exc)
+            try:
+                result = call()
+            except SSH_DROPPED as again:
+                self._conn.close()
+                raise ConnectionLost(self.name, what, None, "the SSH connection to the lab host "
+                                     f"dropped again right after it was re-opened: {again}",
+                                     hint=f"is the lab host up? `invoke lab.status` "
+                                     f"(target {self.spec.url})") from again
+        self._connected_once = True
+        return result
+
+    def _reopen(self, what: str, cause: BaseException) -> None:
+        """Re-open the dropped connection and its remote forwards, or raise ConnectionLost."""
+        with self._reopen_lock:
+            if self._conn.is_connected:
+                return  # another thread re-opened it meanwhile
+            self._reopen_locked(what, cause)
+
+    def _reopen_locked(self, what: str, cause: BaseException) -> None:
+        dropped_at = time.strftime("%H:%M:%S")
+        self._conn.close()
+
+        def reopen():
+            try:
+                self._conn.open()
+                transport = self._conn.client.get_transport()
+                for forward in self._remote_forwards:
+                    forward.attach(transport)
+                return True
+            except SSH_DROPPED as exc:
+                self._conn.close()
+                return Pending(f"{type(exc).__name__}: {exc}")
+
+        try:
+            until(reopen, self.reconnect_timeout, f"the SSH connection to {self.spec.url}",
+                  interval=0.2, max_interval=2.0)
+        except LabTimeout as exc:
+            raise ConnectionLost(
+                self.name, what, None,
+                f"the SSH connection to the lab host dropped at {dropped_at} "
+                f"({type(cause).__name__}: {cause}) and could not be re-opened: tried until "
+                f"{time.strftime('%H:%M:%S')} ({self.reconnect_timeout:.0f}s); last error: "
+                f"{exc.last}",
+                hint=f"is the lab host up? `invoke lab.status` (target {self.spec.url})",
+            ) from cause
+
+    def transport(self) -> paramiko.Transport:
+        """The current SSH transport, re-opened if the connection dropped."""
+        if self._connected_once and not self._conn.is_connected:
+            # Through _reopen, so that remote forwards are attached to the new transport.
+            self._reopen("open an SSH channel", EOFError("the SSH connection had closed"))
+
+        def current():
+            if not self._conn.is_connected:
+                self._conn.open()
+            return self._conn.client.get_transport()
+        return self._reconnecting("open an SSH channel", current)
+
+    def session_pids(self) -> list[int]:
+        """The lab host's sshd processes serving this connection (the per-connection [priv]
+        process and the user's session process): what to kill to cut it from that side."""
+        walk = ('pid=$$; while [ "$pid" -gt 1 ]; do '
+                'if [ "$(ps -o comm= -p "$pid")" = sshd ]; then echo "$pid"; fi; '
+                'pid=$(ps -o ppid= -p "$pid" | tr -d " "); done')
+        pids = [int(p) for p in self.run(walk).stdout.split()]
+        return pids[:-1] if len(pids) > 2 else pids  # the last one is sshd's listener
 
     def sudo(self, cmd: str, **kwargs) -> CommandResult:
         return self.run(cmd, sudo=True, **kwargs)
@@ -140,21 +240,31 @@ class LabHost:
 
     def write_file(self, path: str, content: str, mode: str = "0644") -> None:
         tmp = f"/tmp/.lab-upload-{random.getrandbits(40):x}"
-        self._conn.put(io.BytesIO(content.encode()), tmp)
+        self._transfer(f"write {path}", lambda: self._conn.put(io.BytesIO(content.encode()), tmp))
         self.sudo(f"install -D -m {mode} {tmp} {shlex.quote(path)} && rm -f {tmp}")
 
     def put(self, local: str | Path, remote: str, mode: str = "0644") -> None:
         """Copy a file to `remote` (any path: staged in /tmp, installed as root)."""
         tmp = f"/tmp/.lab-upload-{random.getrandbits(40):x}"
-        try:
-            self._conn.put(str(local), tmp)
-        except (paramiko.SSHException, OSError) as exc:
-            raise CommandFailed(self.name, f"put {local} -> {remote}", None, str(exc)) from exc
+        self._transfer(f"put {local} -> {remote}", lambda: self._conn.put(str(local), tmp))
         self.sudo(f"install -D -m {mode} {tmp} {shlex.quote(remote)}; rc=$?; rm -f {tmp}; "
                   "exit $rc")
 
     def get(self, remote: str, local: str | Path) -> None:
-        self._conn.get(remote, str(local))
+        self._transfer(f"get {remote} -> {local}", lambda: self._conn.get(remote, str(local)))
+
+    def _transfer(self, what: str, call: Callable) -> None:
+        """An SFTP transfer: re-run after a drop; a stall longer than the command timeout
+        (no byte moved) fails it instead of hanging the run."""
+        def once():
+            self._conn.sftp().get_channel().settimeout(self.command_timeout)
+            return call()
+        try:
+            self._reconnecting(what, once)
+        except TimeoutError as exc:
+            raise CommandFailed(self.name, what, None, f"no progress for "
+                                f"{self.command_timeout:.0f}s", hint="is the lab host's disk "
+                                "full or its network stalled? `invoke lab.status`") from exc
 
     # -- ports and tunnels ---------------------------------------------------------------
     def free_ports(self, count: int, low: int = 20000, high: int = 32000) -> list[int]:
@@ -168,25 +278,27 @@ class LabHost:
     @contextmanager
     def forward_local(self, remote_port: int, remote_host: str = "127.0.0.1") -> Iterator[int]:
         """Tunnel 127.0.0.1:<yielded port> on this machine to remote_host:remote_port there."""
-        local_port = free_local_port()
-        with self._conn.forward_local(local_port=local_port, remote_port=remote_port,
-                                      remote_host=remote_host, local_host="127.0.0.1"):
-            # Fabric binds the local port in its tunnel thread, after forward_local returns:
-            # a request sent at once was refused (seen when an agent's first API call came
-            # right after its start). Wait until the port is taken.
-            until(lambda: local_port_in_use(local_port) or Pending("not listening yet"),
-                  10, f"local tunnel port 127.0.0.1:{local_port} listening", interval=0.01,
-                  max_interval=0.1)
-            yield local_port
+        def open_channel(origin):
+            return self.transport().open_channel("direct-tcpip", (remote_host, remote_port),
+                                                 origin)
+        forward = LocalForward(open_channel)  # listening already: no race with a first request
+        try:
+            yield forward.port
+        finally:
+            forward.close()
 
     @contextmanager
     def forward_remote(self, local_port: int) -> Iterator[int]:
         """Expose 127.0.0.1:local_port of this machine as 127.0.0.1:<yielded port> there."""
-        (remote_port,) = self.free_ports(1)
-        # Keywords: fabric's order is (remote_port, local_port, remote_host, local_host).
-        with self._conn.forward_remote(remote_port=remote_port, local_port=local_port,
-                                       remote_host="127.0.0.1", local_host="127.0.0.1"):
-            yield remote_port
+        forward = RemoteForward(local_port)
+        forward.attach(self.transport())  # the lab host picks a free port
+        self._remote_forwards.append(forward)  # attached again after a reconnect
+        try:
+            yield forward.remote_port
+        finally:
+            self._remote_forwards.remove(forward)
+            forward.detach(self._conn.client.get_transport() if self._conn.is_connected
+                           else None)
 
     def close(self) -> None:
         self._conn.close()
@@ -196,16 +308,6 @@ def script_command(name: str, args: list) -> str:
     """The command line that runs lab/remote/scripts/<name> remotely: its text travels inline."""
     script = (SCRIPTS_DIR / name).read_text()
     return f"bash -c {shlex.quote(script)} {name} " + " ".join(shlex.quote(str(a)) for a in args)
-
-
-def local_port_in_use(port: int) -> bool:
-    """Something listens on 127.0.0.1:port (a connection is accepted, then closed at once).
-    Not probed by binding: a bind of ours could take the port from the thread about to."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 def free_local_port() -> int:

@@ -160,7 +160,7 @@ def test_failed_phase_shows_the_log_tail(tmp_path):
     log.write_text("")
     seen = []
     with pytest.raises(box.BoxError) as err:
-        box._run_phase("debootstrap", {"PATH": "/usr/bin:/bin"}, log, seen.append, script)
+        box._run_phase("debootstrap", {"PATH": "/usr/bin:/bin"}, log, seen.append, script=script)
     msg = str(err.value)
     assert "phase 'debootstrap' failed (exit 3)" in msg
     assert "Couldn't download packages: crun" in msg and str(log) in msg

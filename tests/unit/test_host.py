@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import inspect
 import io
 import socket
-from contextlib import contextmanager
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
-import fabric
 import invoke
 import paramiko
 import pytest
 
 from lab.core.errors import CommandFailed, LabError
-from lab.remote.host import CommandResult, LabHost, SSHSpec, free_local_port
+from lab.remote.host import CommandResult, ConnectionLost, LabHost, SSHSpec, free_local_port
 
 # -- SSHSpec ---------------------------------------------------------------------------------
 
@@ -64,6 +62,7 @@ class FakeConnection:
         self.runs.append((cmd, kwargs))
         answer = self.answers.pop(0) if self.answers else (0, "", "")
         if isinstance(answer, BaseException):
+            self.transport.active = False  # an SSH error here means the connection dropped
             raise answer
         rc, out, err = answer
         return SimpleNamespace(return_code=rc, stdout=out, stderr=err)
@@ -76,47 +75,68 @@ class FakeConnection:
 
     def close(self):
         self.closed += 1
+        self.connected = False
 
-    def _forward(self, kind, *args, **kwargs):
-        # Bind against fabric's real signature: a wrong argument order shows up here.
-        real = getattr(fabric.Connection, kind)
-        bound = inspect.signature(real).bind(self, *args, **kwargs)
-        bound.apply_defaults()
-        params = dict(bound.arguments)
-        params.pop("self")
-        self.forwards.append((kind, params))
+    # -- what LabHost uses to (re)connect and to tunnel -------------------------------------
+    connected = True
+    open_error: BaseException | None = None  # every open() raises it while set
+    opened = 0
 
-    listen_after = 0.0  # Fabric binds the local port in a thread, a moment after returning
+    @property
+    def is_connected(self):
+        return self.connected and self.transport.is_active()
 
-    @contextmanager
-    def forward_local(self, *args, **kwargs):
-        import socket
-        import threading
+    def open(self):
+        if self.open_error:
+            raise self.open_error
+        self.opened += 1
+        self.transport = FakeTransport()
+        self.connected = True
 
-        self._forward("forward_local", *args, **kwargs)
-        listener = socket.socket()
+    @property
+    def client(self):
+        return SimpleNamespace(get_transport=lambda: self.transport)
 
-        def listen():
-            listener.bind(("127.0.0.1", kwargs["local_port"]))
-            listener.listen()
+    def sftp(self):
+        return SimpleNamespace(get_channel=lambda: SimpleNamespace(settimeout=lambda s: None))
 
-        timer = threading.Timer(self.listen_after, listen)
-        timer.start()
-        try:
-            yield
-        finally:
-            timer.cancel()
-            listener.close()
 
-    @contextmanager
-    def forward_remote(self, *args, **kwargs):
-        self._forward("forward_remote", *args, **kwargs)
-        yield
+class FakeTransport:
+    """A paramiko Transport whose channels are socketpairs served by an echo thread."""
+
+    def __init__(self):
+        self.active = True
+        self.channels: list[tuple] = []
+        self.port_forwards: list[tuple] = []
+
+    def is_active(self):
+        return self.active
+
+    def open_channel(self, kind, dest, origin):
+        if not self.active:
+            raise EOFError("transport closed")
+        ours, theirs = socket.socketpair()
+        self.channels.append((kind, dest))
+
+        def echo():
+            with theirs:
+                while data := theirs.recv(1024):
+                    theirs.sendall(b"echo:" + data)
+        threading.Thread(target=echo, daemon=True).start()
+        return ours
+
+    def request_port_forward(self, address, port, handler=None):
+        self.port_forwards.append((address, port or 24242))
+        return port or 24242
+
+    def cancel_port_forward(self, address, port):
+        self.port_forwards.remove((address, port))
 
 
 def make_host(user="root", command_timeout=120) -> tuple[LabHost, FakeConnection]:
     host = LabHost(SSHSpec("127.0.0.1", 2222, user), name="vm", command_timeout=command_timeout)
     conn = FakeConnection()
+    conn.transport = FakeTransport()
     host._conn = conn
     return host, conn
 
@@ -180,7 +200,7 @@ def test_a_command_timeout_becomes_command_failed_with_a_fix():
 
 @pytest.mark.parametrize("error", [paramiko.SSHException("Error reading SSH protocol banner"),
                                    ConnectionResetError("reset by peer"), EOFError()])
-def test_ssh_failures_become_command_failed_and_reset_the_connection(error):
+def test_a_first_connection_that_fails_is_command_failed_at_once_with_a_fix(error):
     host, conn = make_host()
     conn.answers.append(error)
     with pytest.raises(CommandFailed) as info:
@@ -261,34 +281,80 @@ def test_free_local_port_is_bindable():
         sock.bind(("127.0.0.1", port))
 
 
-def test_forward_local_tunnels_a_fresh_loopback_port_to_the_remote_port():
+def talk(port: int, text: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(text)
+        return sock.recv(1024)
+
+
+def test_forward_local_listens_before_it_yields_and_tunnels_to_the_remote_port():
+    """A request sent at once must be accepted (Fabric bound its port in a thread later, and
+    an agent's first API call was refused)."""
     host, conn = make_host()
     with host.forward_local(4646) as local_port:
-        assert isinstance(local_port, int)
-    (kind, params), = conn.forwards
-    assert kind == "forward_local"
-    assert params == {"local_port": local_port, "remote_port": 4646,
-                      "remote_host": "127.0.0.1", "local_host": "127.0.0.1"}
+        assert talk(local_port, b"GET /") == b"echo:GET /"
+    assert conn.transport.channels == [("direct-tcpip", ("127.0.0.1", 4646))]
+    with pytest.raises(OSError):
+        talk(local_port, b"closed")
 
 
-def test_forward_local_yields_only_once_the_local_port_listens():
-    """A request sent right after forward_local() returned was refused: Fabric's tunnel thread
-    had not bound the port yet (seen in the suite as 'Connection refused' on an agent's
-    first API call)."""
-    import socket
-
+def test_a_tunnel_goes_on_through_the_reopened_connection_after_a_drop():
     host, conn = make_host()
-    conn.listen_after = 0.3
-    with host.forward_local(4646) as local_port:
-        socket.create_connection(("127.0.0.1", local_port), timeout=1).close()
+    host.run("true")  # connected once: a drop from now on is re-opened
+    with host.forward_remote(8080) as remote_port, host.forward_local(4646) as local_port:
+        assert talk(local_port, b"one") == b"echo:one"
+        conn.transport.active = False  # sshd killed on the lab host
+        assert talk(local_port, b"two") == b"echo:two"
+        assert conn.opened == 1
+        # The tunnel noticed the drop first: the artifact server's forward came back with it.
+        assert conn.transport.port_forwards == [("127.0.0.1", remote_port)]
 
 
-def test_forward_remote_exposes_the_local_port_on_a_free_remote_port():
+def test_a_remote_forward_is_requested_again_on_the_same_port_after_a_drop():
     host, conn = make_host()
-    conn.answers.append((0, "", ""))
+    conn.answers += [(0, "", ""), EOFError("dropped"), (0, "ok", "")]
+    host.run("true")
     with host.forward_remote(8080) as remote_port:
-        assert 20000 <= remote_port < 32000
-    (kind, params), = conn.forwards
-    assert kind == "forward_remote"
-    assert params == {"remote_port": remote_port, "local_port": 8080,
-                      "remote_host": "127.0.0.1", "local_host": "127.0.0.1"}
+        assert conn.transport.port_forwards == [("127.0.0.1", remote_port)]
+        assert host.run("echo ok").stdout == "ok"  # dropped, re-opened, run again
+        assert conn.opened == 1
+        assert conn.transport.port_forwards == [("127.0.0.1", remote_port)]
+    assert conn.transport.port_forwards == []
+
+
+def test_a_command_whose_connection_dropped_is_run_again_once_reconnected():
+    host, conn = make_host()
+    conn.answers += [(0, "", ""), EOFError("dropped"), (0, "ok", "")]
+    host.run("true")
+    assert host.run("echo ok").stdout == "ok"
+    assert [cmd for cmd, _ in conn.runs].count("bash -c 'echo ok'") == 2 and conn.opened == 1
+
+
+def test_a_channel_closed_without_exit_status_counts_as_a_drop():
+    host, conn = make_host()
+    conn.answers += [(0, "", ""), (-1, "", ""), (0, "ok", "")]
+    host.run("true")
+    conn.connected = False  # what paramiko shows when the channel closed under the command
+    assert host.run("echo ok").stdout == "ok" and conn.opened == 1
+
+
+def test_a_host_that_stays_unreachable_fails_at_once_saying_the_connection_dropped():
+    host, conn = make_host()
+    host.reconnect_timeout = 0.3
+    conn.answers += [(0, "", ""), EOFError("dropped")]
+    host.run("true")
+    conn.open_error = ConnectionRefusedError("Connection refused")
+    with pytest.raises(ConnectionLost) as info:
+        host.run("echo ok")
+    message = str(info.value)
+    assert "the SSH connection to the lab host dropped at" in message
+    assert "could not be re-opened: tried until" in message
+    assert "Connection refused" in message and "invoke lab.status" in message
+
+
+def test_forward_remote_lets_the_lab_host_pick_the_port_and_cancels_it_after():
+    host, conn = make_host()
+    with host.forward_remote(8080) as remote_port:
+        assert remote_port == 24242
+        assert conn.transport.port_forwards == [("127.0.0.1", 24242)]
+    assert host._remote_forwards == []

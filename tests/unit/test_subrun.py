@@ -8,6 +8,11 @@ import sys
 import textwrap
 import time
 
+import pytest
+
+from lab.core.errors import LabTimeout
+from lab.core.subrun import lines_until_deadline
+
 CHILD = textwrap.dedent("""
     import signal, sys, time
     def cleanup(*_):
@@ -37,3 +42,19 @@ def test_sigint_to_the_parent_alone_reaches_the_child_and_its_clean_up_finishes(
     assert "child cleaned up" in out, out
     assert "parent rc 2" in out, "the parent returns the child's own exit code"
     assert time.monotonic() - started >= 0.4, "the parent waited for the child's clean-up"
+
+
+def test_lines_until_deadline_yields_the_output_of_a_command_that_ends():
+    proc = subprocess.Popen(["sh", "-c", "echo one; echo two"], stdout=subprocess.PIPE,
+                            text=True)
+    assert list(lines_until_deadline(proc, 10, "echo")) == ["one\n", "two\n"]
+
+
+def test_a_silent_command_past_its_deadline_is_killed_and_named_with_its_last_line():
+    proc = subprocess.Popen(["sh", "-c", "echo started; exec sleep 60"],
+                            stdout=subprocess.PIPE, text=True)
+    with pytest.raises(LabTimeout) as info:
+        list(lines_until_deadline(proc, 0.5, "debootstrap", hint="read the log"))
+    assert proc.returncode is not None, "the command must be killed, not left running"
+    assert "waiting for debootstrap" in str(info.value)
+    assert "last seen: started" in str(info.value) and "read the log" in str(info.value)
