@@ -32,6 +32,8 @@ from lab.remote.layout import (
 
 # Fingerprinters that probe cloud metadata addresses: never in a sealed lab.
 DENIED_FINGERPRINTERS = "env_aws,env_gce,env_azure,env_digitalocean,consul,vault"
+CNI_PATH = "/usr/lib/cni"  # where Debian's containernetworking-plugins puts them
+BRIDGE_SUBNET = "172.26.64.0/20"  # Nomad's own default, written down; never routed outside
 DENIED_DRIVERS = "docker,podman,qemu,java,exec,raw_exec,mock_driver"  # -dev adds mock_driver
 STEPS = ("unit_started", "http_listening", "leader", "node_registered", "node_ready",
          "driver_healthy")
@@ -64,6 +66,8 @@ class AgentOptions:
     # A persisting (non -dev) agent keeps client state across restarts: the recovery tests
     # need it; every other test gets a -dev agent, ready seconds sooner.
     persist: bool = False
+    # Client host volumes by name -> read_only; each is a scratch dir in the agent's own dir.
+    host_volumes: dict[str, bool] = field(default_factory=dict)
 
 
 
@@ -73,6 +77,10 @@ def render_config(agent_id: str, data_dir: str, ports: dict[str, int],
     plugin_cfg = {"fingerprint_period": options.fingerprint_period,
                   "state_root": state_root(agent_id), **options.plugin_config}
     artifact = "".join(f"\n    {k} = {json.dumps(v)}" for k, v in options.artifact.items())
+    volumes = "".join(
+        f'\n  host_volume "{name}" {{\n    path      = "{data_dir}/volumes/{name}"\n'
+        f'    read_only = {json.dumps(read_only)}\n  }}\n'
+        for name, read_only in options.host_volumes.items())
     return f"""# rendered by lab/nomad/agent.py for {agent_id}
 name                 = "{agent_id}"
 datacenter           = "dc1"
@@ -108,12 +116,16 @@ client {{
   enabled           = true
   servers           = ["127.0.0.1:{ports["rpc"]}"]
   network_interface = "lo"
+  # Group networking (bridge mode) with Debian's CNI plugins; the bridge's subnet is set
+  # here rather than left to Nomad's default. It exists only inside the lab host.
+  cni_path              = "{CNI_PATH}"
+  bridge_network_subnet = "{BRIDGE_SUBNET}"
   options = {{
     "fingerprint.denylist" = "{DENIED_FINGERPRINTERS}"
     "driver.denylist"      = "{DENIED_DRIVERS}"
   }}
   artifact {{{artifact}
-  }}
+  }}{volumes}
 }}
 
 plugin "{PLUGIN_BINARY}" {{

@@ -42,6 +42,11 @@ BASE_PACKAGES = (
     "qemu-guest-agent", "iproute2", "kmod", "procps", "psmisc", "util-linux", "iptables",
     "curl", "jq", "unzip", "ca-certificates", "e2fsprogs",
     "dbus",  # minbase has none: hostnamectl/loginctl and non-root systemctl need it
+    # Group networking (bridge mode): Nomad's CNI plugins (bridge, host-local, portmap,
+    # firewall, loopback), installed in /usr/lib/cni, the agent's cni_path.
+    "containernetworking-plugins",
+    "dnsmasq-base",  # a resolver inside the lab host, for the name-resolution tests
+    "dmsetup",  # device-mapper suspend: a real hung task for the kernel-health gate's test
 )
 # Suites of Debian's main archive; an entry with only other suites (bookworm-security,
 # a vendor's "nodistro") is not the Debian mirror.

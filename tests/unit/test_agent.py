@@ -107,7 +107,10 @@ def test_render_config_never_phones_out():
     denied = cfg["client"]["options"]["fingerprint.denylist"].split(",")
     assert {"env_aws", "env_gce", "env_azure", "env_digitalocean"} <= set(denied)
     text = render_config("x", "/d", PORTS, AgentOptions())
-    assert set(re.findall(r"\b\d+\.\d+\.\d+\.\d+\b", text)) == {"127.0.0.1"}
+    # Besides loopback, only the bridge subnet: a network inside the lab host (its own
+    # containers); the agent advertises and binds nothing on it.
+    assert set(re.findall(r"\b\d+\.\d+\.\d+\.\d+\b", text)) == \
+        {"127.0.0.1", agent_mod.BRIDGE_SUBNET.split("/")[0]}
 
 
 def test_render_config_loads_our_plugin_with_a_short_fingerprint_period():
@@ -146,6 +149,7 @@ NOMAD = ROOT / "build" / "nomad"
     AgentOptions(),
     AgentOptions(artifact={"http_read_timeout": "5s", "http_max_size": "10MB"},
                  plugin_config={"debug": True}),
+    AgentOptions(host_volumes={"data": False, "ro": True}),
 ])
 def test_rendered_config_passes_nomad_config_validate(tmp_path, options):
     path = tmp_path / "agent.hcl"
@@ -214,6 +218,26 @@ def test_start_script_launches_the_unit_and_walks_every_step_to_healthy(fake_sys
     assert f"--unit={NAME}.service" in launched and "KillMode=process" in launched
     assert f"/opt/nomad agent -dev -config={fake_systemd}/agent/agent.hcl" in launched
     assert (fake_systemd / "agent" / "agent.hcl").read_text() == 'name = "x"\n'
+
+
+def test_render_config_declares_host_volumes_in_the_agents_own_dir_and_cni():
+    hcl = render_config(NAME, "/var/lib/nomad-lab/x", PORTS,
+                        AgentOptions(host_volumes={"data": False, "ro": True}))
+    assert 'host_volume "data" {\n    path      = "/var/lib/nomad-lab/x/volumes/data"\n' \
+           '    read_only = false' in hcl
+    assert 'path      = "/var/lib/nomad-lab/x/volumes/ro"\n    read_only = true' in hcl
+    assert f'cni_path              = "{agent_mod.CNI_PATH}"' in hcl
+    assert f'bridge_network_subnet = "{agent_mod.BRIDGE_SUBNET}"' in hcl
+    assert "host_volume" not in render_config(NAME, "/x", PORTS, AgentOptions())
+
+
+def test_start_script_creates_the_host_volume_dirs_writable_for_any_task_user(fake_systemd):
+    agent_dir = fake_systemd / "agent"
+    config = render_config(NAME, str(agent_dir), PORTS, AgentOptions(host_volumes={"d": False}))
+    with FakeNomadServer() as nomad:
+        nomad_routes(nomad)
+        assert run_script(fake_systemd, nomad.port, config=config).returncode == 0
+    assert oct((agent_dir / "volumes" / "d").stat().st_mode & 0o7777) == "0o1777"
 
 
 def test_start_script_persist_mode_is_not_dev_and_wait_mode_launches_nothing(fake_systemd):

@@ -24,6 +24,9 @@ mark() {  # mark STEP: print the step the first time it is reached
 if [ "$mode" != wait ]; then
   mkdir -p "$dir/data" && chmod 0711 "$dir" || exit 2
   echo "$config_b64" | base64 -d >"$dir/agent.hcl" || exit 2
+  # The only `path = "..."` lines of a lab agent's config are its host volumes: scratch dirs
+  # (mode 1777, like /tmp) so that a task running as nobody can write to a read-write one.
+  grep -oP '^\s*path\s*=\s*"\K[^"]+' "$dir/agent.hcl" | xargs -r install -d -m 1777 || exit 2
   flags=(agent "-config=$dir/agent.hcl")
   # -dev: in-memory state; the client retries registration after 1 s (a persisting client
   # retries a registration that raced the leader election only after 15-30 s).
