@@ -33,7 +33,8 @@ PLUGIN_STAMP = "nomad-driver-java-crun.stamp.json"  # the -X values of the last 
 GO_ENV = {"CGO_ENABLED": "0"}
 GO_FLAGS = ["-trimpath"]
 
-JAVA_RELEASE = "17"
+# The oldest JRE among the lab's Debian releases (bullseye: openjdk-11); newer JREs run it too.
+JAVA_RELEASE = "11"
 APPS_DIR = Path("tests/apps")
 APP_PACKAGE = "lab.apps"  # each app's classes live in package lab.apps.<app name>
 # Part of every app's hash: bump it when the way JARs are made changes, to rebuild them all.
