@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The lab host's kernel log since a point in time: the lines that report a kernel problem
+# (PATTERN, an extended regex), each with the lines that follow it (its call trace).
+#
+# usage: kernel-log.sh SINCE_S PATTERN CONTEXT_LINES
+# SINCE_S: seconds since boot (/proc/uptime), as a test's span starts.
+# Prints "now <uptime>" first (the next span's start), then the matching lines as dmesg
+# prints them ("[  12.345678] message"), groups separated by "--".
+set -u
+since=$1 pattern=$2 context=$3
+
+echo "now $(cut -d' ' -f1 /proc/uptime)"
+# A continuation line has no timestamp of its own: it belongs to the last one seen.
+dmesg | awk -v since="$since" '
+  match($0, /^\[ *[0-9]+\.[0-9]+\]/) { ts = substr($0, 2, RLENGTH - 2) + 0 }
+  ts >= since + 0' | grep -E -A "$context" -- "$pattern"
+exit 0
