@@ -121,6 +121,12 @@ class VagrantVM:
         key = box_mod.lab_cache_dir(self.config) / "ssh" / "id_ed25519"
         return SSHSpec("127.0.0.1", self._ssh_port(), box_mod.BOX_USER, key)
 
+    @property
+    def serial_log(self) -> Path:
+        """The guest's serial console (the kernel's console=ttyS0), kept in a file: the last
+        words of a guest that panicked or hung, when SSH no longer answers."""
+        return self.state_dir.resolve() / f"{self.name}.serial.log"
+
     # ---- environment for vagrant --------------------------------------------------------
 
     def vagrant_env(self, box: box_mod.Box | None = None, accel: str | None = None) -> dict:
@@ -136,6 +142,7 @@ class VagrantVM:
             "LAB_SSH_PORT": str(spec.port),
             "LAB_SSH_KEY": str(spec.key_file),
             "LAB_SSH_USER": spec.user,
+            "LAB_SERIAL_LOG": str(self.serial_log),
         }
         if box_name:
             installed = box_mod.installed_box_dir(box_name)

@@ -165,6 +165,9 @@ def test_vagrant_env_is_clean(make_vm, monkeypatch):
     assert env["VAGRANT_CHECKPOINT_DISABLE"] == "1"
     assert env["LAB_ACCEL"] == "kvm" and env["LAB_KERNEL"].endswith("/0/libvirt/vmlinuz")
     assert "export LAB_VM_NAME=" in vm.shell_env()
+    # The serial console goes to a file per VM (a panicked guest's last lines), by absolute
+    # path: libvirt's QEMU does not run in the repo.
+    assert env["LAB_SERIAL_LOG"] == str(vm.state_dir.resolve() / f"{vm.name}.serial.log")
 
 
 def test_status_uses_libvirt_only(make_vm):
