@@ -7,6 +7,7 @@ For an ssh:// target the host/box/vm steps are skipped: the rest is the same cod
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 
@@ -33,8 +34,9 @@ def up(config: LabConfig, out=print) -> Steps:
     if config.is_vagrant:
         with steps.step("box"):
             box.ensure_box(config, out=out)
-        with steps.step("vm"):
-            vm.VagrantVM(config, out=out).up()
+        machine = vm.VagrantVM(config, out=out)
+        with steps.step("vm"), _leased_if_up(config, machine, out):
+            machine.up()
     with target.leased(config, "invoke lab.up", out) as host:
         with steps.step("provision"):
             out("provision: " + json.dumps(provision(host, config)))
@@ -44,6 +46,17 @@ def up(config: LabConfig, out=print) -> Steps:
             verify(host, out, run_binaries=bool(changed))
     out(steps.summary())
     return steps
+
+
+def _leased_if_up(config: LabConfig, machine, out):
+    """The vm step may destroy a running VM (its box or accel changed): not while another run
+    uses it. So when the VM answers, hold its lease for the step; the lease ends with the VM
+    if it is recreated, and the next steps take the new VM's."""
+    from lab.provision.vm import ssh_banner
+
+    if machine.domain_state() == "running" and ssh_banner(machine.ssh_spec().port):
+        return target.leased(config, "invoke lab.up (vm step)", out)
+    return contextlib.nullcontext()
 
 
 def build_and_push(config: LabConfig, out=print) -> Steps:
