@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -37,28 +38,55 @@ type SpecInput struct {
 	CPUShares         uint64
 	PidsLimit         int64
 	NoFile            uint64
+
+	// Capabilities is the bounding set (and, for root, the effective one);
+	// nil means DefaultCapabilities.
+	Capabilities []string
+	// Seccomp is the syscall filter; nil means none (unconfined).
+	Seccomp *specs.LinuxSeccomp
+	// MaskedPaths are hidden in addition to the kernel's and EtcSecrets.
+	MaskedPaths []string
 }
 
-// DefaultCapabilities is runc's default set minus NET_RAW (the task shares
-// the host network, raw sockets there would allow spoofing) and MKNOD (device
-// nodes are useless behind the device cgroup).
+// DefaultCapabilities is Docker's (moby's) default set minus NET_RAW (on the
+// host network, raw sockets would allow spoofing) and MKNOD (device nodes are
+// useless behind the device cgroup). runc's own default (`runc spec`) is
+// only AUDIT_WRITE, KILL and NET_BIND_SERVICE.
 var DefaultCapabilities = []string{
 	"CAP_AUDIT_WRITE", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER",
 	"CAP_FSETID", "CAP_KILL", "CAP_NET_BIND_SERVICE", "CAP_SETFCAP",
 	"CAP_SETGID", "CAP_SETPCAP", "CAP_SETUID", "CAP_SYS_CHROOT",
 }
 
-// maskedPaths are runc's defaults plus the host's secrets under /etc: /etc
-// is bound from the host (Java needs its certificates, time zones and
-// passwd), and a task running as root holds CAP_DAC_OVERRIDE, so without a
-// mask it could read password hashes and SSH host keys. crun skips paths
-// that do not exist.
-var maskedPaths = []string{
+// kernelMaskedPaths are runc's defaults.
+var kernelMaskedPaths = []string{
 	"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
 	"/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
 	"/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
-	"/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-",
-	"/etc/ssh", "/etc/ssl/private",
+}
+
+// EtcSecrets are the host's secrets under /etc, masked because /etc is bound
+// from the host (Java needs its certificates, time zones and passwd) and a
+// task running as root holds CAP_DAC_OVERRIDE: without a mask it could read
+// password hashes, SSH host keys, TLS keys and the agents' own configs
+// (Nomad's, Consul's and Vault's tokens and keys). A file is masked as an
+// empty file (/dev/null), a directory as an empty read-only tmpfs; crun
+// skips paths that do not exist.
+var EtcSecrets = []string{
+	"/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-", "/etc/security/opasswd",
+	"/etc/sudoers", "/etc/sudoers.d",
+	"/etc/ssh", "/etc/ssl/private", "/etc/pki/tls/private", "/etc/letsencrypt",
+	"/etc/nomad.d", "/etc/nomad", "/etc/consul.d", "/etc/consul", "/etc/vault.d", "/etc/vault",
+	"/etc/docker", "/etc/kubernetes", "/etc/wireguard", "/etc/openvpn",
+	"/etc/ipsec.secrets", "/etc/ipsec.d/private", "/etc/NetworkManager/system-connections",
+	"/etc/krb5.keytab", "/etc/ppp/chap-secrets", "/etc/ppp/pap-secrets",
+}
+
+// maskedPaths is the spec's list: the kernel's, EtcSecrets, then extra.
+func maskedPaths(extra []string) []string {
+	out := append(append(slices.Clone(kernelMaskedPaths), EtcSecrets...), extra...)
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // readonlyPaths are runc's defaults.
@@ -71,7 +99,10 @@ var readonlyPaths = []string{
 // (bundle/rootfs, empty) assembled from bind mounts, its own pid, mount,
 // ipc, uts and cgroup namespaces, and the host network.
 func BuildSpec(in SpecInput) *specs.Spec {
-	caps := append([]string(nil), DefaultCapabilities...)
+	caps := slices.Clone(in.Capabilities)
+	if caps == nil {
+		caps = slices.Clone(DefaultCapabilities)
+	}
 	processCaps := &specs.LinuxCapabilities{Bounding: caps}
 	if in.UID == 0 {
 		// A non-root process loses permitted caps at execve anyway; only
@@ -107,7 +138,8 @@ func BuildSpec(in SpecInput) *specs.Spec {
 			},
 			Resources:     resources(in),
 			Devices:       devices(),
-			MaskedPaths:   maskedPaths,
+			MaskedPaths:   maskedPaths(in.MaskedPaths),
+			Seccomp:       in.Seccomp,
 			ReadonlyPaths: readonlyPaths,
 		},
 	}

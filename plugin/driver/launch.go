@@ -60,6 +60,12 @@ func (d *Driver) validateTask(cfg *drivers.TaskConfig) (*TaskConfig, runtimeInfo
 	if err != nil {
 		return nil, rt, unrecoverable(err)
 	}
+	if err := checkRoot(d.config(), userName, u.UID); err != nil {
+		return nil, rt, unrecoverable(err)
+	}
+	if _, err := taskSecurity(d.config(), &tc, filepath.Glob); err != nil {
+		return nil, rt, unrecoverable(err)
+	}
 	if err := checkTaskFiles(&tc, cfg.TaskDir(), hostAccess(u, userName)); err != nil {
 		return nil, rt, unrecoverable(err)
 	}
@@ -78,6 +84,10 @@ func (d *Driver) taskUserName(cfg *drivers.TaskConfig) string {
 // the container running (or already exited).
 func (d *Driver) launch(cfg *drivers.TaskConfig, tc *TaskConfig, rt runtimeInfo) (*task.Handle, error) {
 	u, err := hostUser(d.taskUserName(cfg))
+	if err != nil {
+		return nil, unrecoverable(err)
+	}
+	sec, err := taskSecurity(d.config(), tc, filepath.Glob)
 	if err != nil {
 		return nil, unrecoverable(err)
 	}
@@ -101,6 +111,7 @@ func (d *Driver) launch(cfg *drivers.TaskConfig, tc *TaskConfig, rt runtimeInfo)
 		CgroupsPath: crunCgroupsPath(state.ContainerCgroup),
 		Exists:      func(p string) bool { _, err := os.Stat(p); return err == nil },
 		NoFile:      noFileLimit(),
+		Security:    sec,
 	})
 	if err != nil {
 		return nil, unrecoverable(err)

@@ -29,6 +29,7 @@ type specParams struct {
 	CgroupsPath string
 	Exists      func(path string) bool // host path exists (following symlinks)
 	NoFile      uint64                 // RLIMIT_NOFILE for the JVM
+	Security    security
 }
 
 // javaCommand is the container's argv: java [jvm_options] -jar JAR [args]
@@ -75,6 +76,9 @@ func buildSpecInput(cfg *drivers.TaskConfig, tc *TaskConfig, p specParams) (crun
 		CgroupsPath:    p.CgroupsPath,
 		PidsLimit:      p.PidsLimit,
 		NoFile:         p.NoFile,
+		Capabilities:   p.Security.Caps,
+		Seccomp:        p.Security.Seccomp,
+		MaskedPaths:    p.Security.Masked,
 	}
 	for _, dir := range systemDirs {
 		if p.Exists(dir) {
