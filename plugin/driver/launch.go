@@ -91,6 +91,10 @@ func (d *Driver) launch(cfg *drivers.TaskConfig, tc *TaskConfig, rt runtimeInfo)
 	if err != nil {
 		return nil, unrecoverable(err)
 	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, recoverable(fmt.Errorf("locate the driver binary to mount as the container's init: %w", err))
+	}
 	id := containerID(cfg)
 	d.claim(id)
 	cgroupDir := taskCgroup(cfg, id)
@@ -112,6 +116,7 @@ func (d *Driver) launch(cfg *drivers.TaskConfig, tc *TaskConfig, rt runtimeInfo)
 		Exists:      func(p string) bool { _, err := os.Stat(p); return err == nil },
 		NoFile:      noFileLimit(),
 		Security:    sec,
+		InitBinary:  self,
 	})
 	if err != nil {
 		return nil, unrecoverable(err)

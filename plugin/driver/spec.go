@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/nomad/plugins/drivers"
 
 	"github.com/nomad-lab/nomad-driver-java-crun/crun"
+	"github.com/nomad-lab/nomad-driver-java-crun/shim"
 )
 
 const (
@@ -30,6 +31,9 @@ type specParams struct {
 	Exists      func(path string) bool // host path exists (following symlinks)
 	NoFile      uint64                 // RLIMIT_NOFILE for the JVM
 	Security    security
+	// InitBinary is the host path of this binary, bind-mounted read-only at
+	// shim.InitPath to run as the container's PID 1 (see shim/init.go).
+	InitBinary string
 }
 
 // javaCommand is the container's argv: java [jvm_options] -jar JAR [args]
@@ -65,6 +69,7 @@ func buildSpecInput(cfg *drivers.TaskConfig, tc *TaskConfig, p specParams) (crun
 	if err != nil {
 		return crun.SpecInput{}, err
 	}
+	argv = append([]string{shim.InitPath}, argv...)
 	in := crun.SpecInput{
 		Args:           argv,
 		Env:            taskEnv(cfg, p.JavaHome),
@@ -91,6 +96,7 @@ func buildSpecInput(cfg *drivers.TaskConfig, tc *TaskConfig, p specParams) (crun
 	for _, dst := range []string{"/local", "/alloc", "/secrets"} {
 		in.Binds = append(in.Binds, crun.Bind{Source: taskDirMounts(td)[dst], Destination: dst})
 	}
+	in.Binds = append(in.Binds, crun.Bind{Source: p.InitBinary, Destination: shim.InitPath, ReadOnly: true})
 	if cfg.Resources != nil {
 		in.MemoryLimit, in.MemoryReservation = memoryLimits(cfg.Resources.NomadResources)
 		if cfg.Resources.LinuxResources != nil && cfg.Resources.LinuxResources.CPUShares > 0 {

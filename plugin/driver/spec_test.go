@@ -11,6 +11,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/nomad-lab/nomad-driver-java-crun/crun"
+	"github.com/nomad-lab/nomad-driver-java-crun/shim"
 )
 
 func testTaskConfig() *drivers.TaskConfig {
@@ -38,6 +39,7 @@ func testParams() specParams {
 		NoFile:      1024,
 		CgroupsPath: "/java-crun/x/container",
 		Exists:      func(p string) bool { return p != "/lib64" && p != "/sbin" },
+		InitBinary:  "/opt/nomad/plugins/nomad-driver-java-crun",
 	}
 }
 
@@ -75,6 +77,8 @@ func TestSpecCommand(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			s := buildTestSpec(t, testTaskConfig(), &c.tc, testParams())
+			// The init runs java as its child (see shim/init.go).
+			c.want = append([]string{shim.InitPath}, c.want...)
 			if !slices.Equal(s.Process.Args, c.want) {
 				t.Fatalf("args %q, want %q", s.Process.Args, c.want)
 			}
@@ -128,6 +132,10 @@ func TestSpecMounts(t *testing.T) {
 	if m := mountAt(s, "/sys"); !slices.Contains(m.Options, "ro") {
 		t.Error("/sys must be read-only")
 	}
+	if m := mountAt(s, shim.InitPath); m == nil || m.Source != "/opt/nomad/plugins/nomad-driver-java-crun" ||
+		!slices.Contains(m.Options, "ro") || slices.Contains(m.Options, "noexec") || s.Process.Args[0] != shim.InitPath {
+		t.Errorf("init: mount %+v, argv[0] %q: want the driver binary read-only at %s, run as PID 1", m, s.Process.Args[0], shim.InitPath)
+	}
 }
 
 func TestSpecJavaHomeOutsideUsrIsMounted(t *testing.T) {
@@ -138,8 +146,8 @@ func TestSpecJavaHomeOutsideUsrIsMounted(t *testing.T) {
 	if m == nil || !slices.Contains(m.Options, "ro") {
 		t.Fatalf("java home mount %+v", m)
 	}
-	if s.Process.Args[0] != "/opt/jdk-21/bin/java" {
-		t.Fatal(s.Process.Args[0])
+	if s.Process.Args[1] != "/opt/jdk-21/bin/java" {
+		t.Fatal(s.Process.Args[1])
 	}
 }
 
