@@ -46,6 +46,9 @@ type SpecInput struct {
 	Seccomp *specs.LinuxSeccomp
 	// MaskedPaths are hidden in addition to the kernel's and EtcSecrets.
 	MaskedPaths []string
+	// NetNSPath is the network namespace to join (Nomad's group network);
+	// "" shares the host's network.
+	NetNSPath string
 }
 
 // DefaultCapabilities is Docker's (moby's) default set minus NET_RAW (on the
@@ -97,7 +100,8 @@ var readonlyPaths = []string{
 
 // BuildSpec returns the container's OCI config: a read-only root filesystem
 // (bundle/rootfs, empty) assembled from bind mounts, its own pid, mount,
-// ipc, uts and cgroup namespaces, and the host network.
+// ipc, uts and cgroup namespaces, and the host network or the network
+// namespace at NetNSPath.
 func BuildSpec(in SpecInput) *specs.Spec {
 	caps := slices.Clone(in.Capabilities)
 	if caps == nil {
@@ -143,6 +147,9 @@ func BuildSpec(in SpecInput) *specs.Spec {
 			ReadonlyPaths: readonlyPaths,
 		},
 	}
+	if in.NetNSPath != "" {
+		spec.Linux.Namespaces = append(spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: in.NetNSPath})
+	}
 	return spec
 }
 
@@ -156,6 +163,9 @@ func systemMounts() []specs.Mount {
 		{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
 		{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: []string{"nosuid", "noexec", "nodev", "relatime", "ro"}},
 		{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=1777"}},
+		// /run of its own: the target of a host /etc/resolv.conf symlink
+		// (systemd-resolved) is mounted there, see driver/names.go.
+		{Destination: "/run", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "noexec", "mode=755", "size=16m"}},
 	}
 }
 

@@ -90,6 +90,8 @@ var capabilities = &drivers.Capabilities{
 	// the driver mounts local/, secrets/ and the alloc dir into it.
 	FSIsolation:  fsisolation.Image,
 	MountConfigs: drivers.MountConfigSupportNone,
-	// The container shares the host's network namespace.
-	NetIsolationModes: []drivers.NetIsolationMode{drivers.NetIsolationModeHost},
+	// Host: the container shares the host's network namespace (the default).
+	// Group: it joins the namespace Nomad prepared for the group's network
+	// (mode "bridge" or "none"); Nomad creates it, the driver only joins.
+	NetIsolationModes: []drivers.NetIsolationMode{drivers.NetIsolationModeHost, drivers.NetIsolationModeGroup},
 }

@@ -60,6 +60,12 @@ func (d *Driver) validateTask(cfg *drivers.TaskConfig) (*TaskConfig, runtimeInfo
 	if err != nil {
 		return nil, rt, unrecoverable(err)
 	}
+	if err := validateDNS(cfg.DNS); err != nil {
+		return nil, rt, unrecoverable(err)
+	}
+	if _, err := networkNamespace(cfg.NetworkIsolation); err != nil {
+		return nil, rt, unrecoverable(err)
+	}
 	if err := checkRoot(d.config(), userName, u.UID); err != nil {
 		return nil, rt, unrecoverable(err)
 	}
@@ -108,6 +114,17 @@ func (d *Driver) launch(cfg *drivers.TaskConfig, tc *TaskConfig, rt runtimeInfo)
 		StdoutPath:      cfg.StdoutPath,
 		StderrPath:      cfg.StderrPath,
 	}
+	if err := os.MkdirAll(state.BundleDir, 0o700); err != nil {
+		return nil, recoverable(fmt.Errorf("create bundle %s: %w", state.BundleDir, err))
+	}
+	nameBinds, notes, err := nameResolution(state.BundleDir, cfg, hostname(cfg), realNameHost)
+	if err != nil {
+		_ = os.RemoveAll(state.BundleDir)
+		return nil, recoverable(err)
+	}
+	for _, n := range notes {
+		d.taskEvent(cfg, n)
+	}
 	in, err := buildSpecInput(cfg, tc, specParams{
 		JavaHome:    rt.JavaHome,
 		User:        u,
@@ -117,6 +134,7 @@ func (d *Driver) launch(cfg *drivers.TaskConfig, tc *TaskConfig, rt runtimeInfo)
 		NoFile:      noFileLimit(),
 		Security:    sec,
 		InitBinary:  self,
+		ExtraBinds:  nameBinds,
 	})
 	if err != nil {
 		return nil, unrecoverable(err)

@@ -34,6 +34,8 @@ type specParams struct {
 	// InitBinary is the host path of this binary, bind-mounted read-only at
 	// shim.InitPath to run as the container's PID 1 (see shim/init.go).
 	InitBinary string
+	// ExtraBinds go after the others (the name files of names.go).
+	ExtraBinds []crun.Bind
 }
 
 // javaCommand is the container's argv: java [jvm_options] -jar JAR [args]
@@ -97,6 +99,12 @@ func buildSpecInput(cfg *drivers.TaskConfig, tc *TaskConfig, p specParams) (crun
 		in.Binds = append(in.Binds, crun.Bind{Source: taskDirMounts(td)[dst], Destination: dst})
 	}
 	in.Binds = append(in.Binds, crun.Bind{Source: p.InitBinary, Destination: shim.InitPath, ReadOnly: true})
+	in.Binds = append(in.Binds, p.ExtraBinds...)
+	netns, err := networkNamespace(cfg.NetworkIsolation)
+	if err != nil {
+		return crun.SpecInput{}, err
+	}
+	in.NetNSPath = netns
 	if cfg.Resources != nil {
 		in.MemoryLimit, in.MemoryReservation = memoryLimits(cfg.Resources.NomadResources)
 		if cfg.Resources.LinuxResources != nil && cfg.Resources.LinuxResources.CPUShares > 0 {
@@ -155,10 +163,28 @@ func taskEnv(cfg *drivers.TaskConfig, javaHome string) []string {
 	return env
 }
 
+// networkNamespace is the namespace the container joins: the one Nomad
+// prepared for a group network (`network { mode = "bridge" }` or "none"),
+// else none of its own (host networking).
+func networkNamespace(ni *drivers.NetworkIsolationSpec) (string, error) {
+	switch {
+	case ni == nil || ni.Mode == drivers.NetIsolationModeHost || ni.Mode == "":
+		return "", nil
+	case ni.Mode == drivers.NetIsolationModeGroup && ni.Path != "":
+		return ni.Path, nil
+	default:
+		return "", fmt.Errorf("network isolation %q (namespace path %q) is not supported by java-crun: use the group's network mode host, bridge or none", ni.Mode, ni.Path)
+	}
+}
+
 var hostnameUnsafe = regexp.MustCompile(`[^a-z0-9-]+`)
 
-// hostname is "<task>-<first 8 of alloc id>", a valid DNS label.
+// hostname is the group network's hostname (`network { hostname = ... }`),
+// else "<task>-<first 8 of alloc id>", a valid DNS label.
 func hostname(cfg *drivers.TaskConfig) string {
+	if ni := cfg.NetworkIsolation; ni != nil && ni.Mode == drivers.NetIsolationModeGroup && ni.HostsConfig != nil && ni.HostsConfig.Hostname != "" {
+		return ni.HostsConfig.Hostname
+	}
 	name := strings.Trim(hostnameUnsafe.ReplaceAllString(strings.ToLower(cfg.Name), "-"), "-")
 	if name == "" {
 		name = "task"
