@@ -36,6 +36,7 @@ type SpecInput struct {
 	MemoryLimit       int64 // bytes; 0 = unlimited
 	MemoryReservation int64 // bytes; 0 = none (memory.low on cgroup v2)
 	CPUShares         uint64
+	CpusetCpus        string // cpuset.cpus, e.g. "1" (the task's reserved cores); "" = inherit
 	PidsLimit         int64
 	NoFile            uint64
 
@@ -206,9 +207,12 @@ func resources(in SpecInput) *specs.LinuxResources {
 			r.Memory.Reservation = &reservation
 		}
 	}
+	if in.CPUShares > 0 || in.CpusetCpus != "" {
+		r.CPU = &specs.LinuxCPU{Cpus: in.CpusetCpus}
+	}
 	if in.CPUShares > 0 {
 		shares := in.CPUShares // crun converts shares to cpu.weight on cgroup v2
-		r.CPU = &specs.LinuxCPU{Shares: &shares}
+		r.CPU.Shares = &shares
 	}
 	if in.PidsLimit > 0 {
 		limit := in.PidsLimit

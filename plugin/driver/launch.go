@@ -66,6 +66,11 @@ func (d *Driver) validateTask(cfg *drivers.TaskConfig) (*TaskConfig, runtimeInfo
 	if _, err := networkNamespace(cfg.NetworkIsolation); err != nil {
 		return nil, rt, unrecoverable(err)
 	}
+	if cores := reservedCores(cfg); cores != "" {
+		if err := validCpuset(cores); err != nil {
+			return nil, rt, unrecoverable(err)
+		}
+	}
 	if err := checkRoot(d.config(), userName, u.UID); err != nil {
 		return nil, rt, unrecoverable(err)
 	}
@@ -125,19 +130,26 @@ func (d *Driver) launch(cfg *drivers.TaskConfig, tc *TaskConfig, rt runtimeInfo)
 	for _, n := range notes {
 		d.taskEvent(cfg, n)
 	}
-	in, err := buildSpecInput(cfg, tc, specParams{
-		JavaHome:    rt.JavaHome,
-		User:        u,
-		PidsLimit:   d.config().PidsLimit,
-		CgroupsPath: crunCgroupsPath(state.ContainerCgroup),
-		Exists:      func(p string) bool { _, err := os.Stat(p); return err == nil },
-		NoFile:      noFileLimit(),
-		Security:    sec,
-		InitBinary:  self,
-		ExtraBinds:  nameBinds,
+	d.mu.RLock()
+	totalCompute := int64(d.compute.TotalCompute)
+	d.mu.RUnlock()
+	in, specNotes, err := buildSpecInput(cfg, tc, specParams{
+		JavaHome:     rt.JavaHome,
+		User:         u,
+		PidsLimit:    d.config().PidsLimit,
+		CgroupsPath:  crunCgroupsPath(state.ContainerCgroup),
+		Exists:       func(p string) bool { _, err := os.Stat(p); return err == nil },
+		NoFile:       noFileLimit(),
+		Security:     sec,
+		InitBinary:   self,
+		ExtraBinds:   nameBinds,
+		TotalCompute: totalCompute,
 	})
 	if err != nil {
 		return nil, unrecoverable(err)
+	}
+	for _, n := range specNotes {
+		d.taskEvent(cfg, n)
 	}
 	cli := d.cli(state.CrunPath, state.CrunRoot)
 	cleanup := func() { _ = d.removeContainer(state, cli) }
@@ -149,7 +161,7 @@ func (d *Driver) launch(cfg *drivers.TaskConfig, tc *TaskConfig, rt runtimeInfo)
 		cleanup()
 		return nil, recoverable(err)
 	}
-	if err := prepareTaskCgroup(cgroupDir); err != nil {
+	if err := prepareTaskCgroup(cgroupDir, in.CpusetCpus); err != nil {
 		cleanup()
 		return nil, recoverable(err)
 	}

@@ -132,7 +132,7 @@ func TestSpecNetworkNamespace(t *testing.T) {
 		t.Fatal("host mode must share the host's network")
 	}
 	cfg.NetworkIsolation = &drivers.NetworkIsolationSpec{Mode: drivers.NetIsolationModeTask}
-	if _, err := buildSpecInput(cfg, &TaskConfig{JarPath: "local/app.jar"}, testParams()); err == nil {
+	if _, _, err := buildSpecInput(cfg, &TaskConfig{JarPath: "local/app.jar"}, testParams()); err == nil {
 		t.Fatal("task network isolation accepted")
 	}
 	caps := capabilities

@@ -36,6 +36,9 @@ type specParams struct {
 	InitBinary string
 	// ExtraBinds go after the others (the name files of names.go).
 	ExtraBinds []crun.Bind
+	// TotalCompute is the node's total MHz (cpu shares are scaled when it
+	// exceeds the kernel's range).
+	TotalCompute int64
 }
 
 // javaCommand is the container's argv: java [jvm_options] -jar JAR [args]
@@ -64,15 +67,16 @@ func javaCommand(javaHome string, tc *TaskConfig, td *allocdir.TaskDir) ([]strin
 }
 
 // buildSpecInput assembles the container from the task: read-only system
-// dirs and Java home, read-write task dirs, env, user, resources.
-func buildSpecInput(cfg *drivers.TaskConfig, tc *TaskConfig, p specParams) (crun.SpecInput, error) {
+// dirs and Java home, read-write task dirs, env, user, resources. notes say
+// what the driver adjusted (for task events).
+func buildSpecInput(cfg *drivers.TaskConfig, tc *TaskConfig, p specParams) (in crun.SpecInput, notes []string, err error) {
 	td := cfg.TaskDir()
 	argv, err := javaCommand(p.JavaHome, tc, td)
 	if err != nil {
-		return crun.SpecInput{}, err
+		return crun.SpecInput{}, nil, err
 	}
 	argv = append([]string{shim.InitPath}, argv...)
-	in := crun.SpecInput{
+	in = crun.SpecInput{
 		Args:           argv,
 		Env:            taskEnv(cfg, p.JavaHome),
 		Cwd:            defaultCwd,
@@ -102,18 +106,33 @@ func buildSpecInput(cfg *drivers.TaskConfig, tc *TaskConfig, p specParams) (crun
 	in.Binds = append(in.Binds, p.ExtraBinds...)
 	netns, err := networkNamespace(cfg.NetworkIsolation)
 	if err != nil {
-		return crun.SpecInput{}, err
+		return crun.SpecInput{}, nil, err
 	}
 	in.NetNSPath = netns
 	if cfg.Resources != nil {
 		in.MemoryLimit, in.MemoryReservation = memoryLimits(cfg.Resources.NomadResources)
-		if cfg.Resources.LinuxResources != nil && cfg.Resources.LinuxResources.CPUShares > 0 {
-			in.CPUShares = uint64(cfg.Resources.LinuxResources.CPUShares)
+		var requested int64
+		if lr := cfg.Resources.LinuxResources; lr != nil && lr.CPUShares > 0 {
+			requested = lr.CPUShares
 		} else if cfg.Resources.NomadResources != nil {
-			in.CPUShares = uint64(cfg.Resources.NomadResources.Cpu.CpuShares)
+			requested = cfg.Resources.NomadResources.Cpu.CpuShares
 		}
+		var note string
+		if in.CPUShares, note = cpuShares(requested, p.TotalCompute); note != "" {
+			notes = append(notes, note)
+		}
+		in.CpusetCpus = reservedCores(cfg)
 	}
-	return in, nil
+	return in, notes, nil
+}
+
+// reservedCores is `resources { cores = N }` as Nomad reserved them for the
+// task ("1", "0,2"): the container is pinned to exactly those.
+func reservedCores(cfg *drivers.TaskConfig) string {
+	if cfg.Resources == nil || cfg.Resources.LinuxResources == nil {
+		return ""
+	}
+	return cfg.Resources.LinuxResources.CpusetCpus
 }
 
 func coveredBySystemDirs(path string) bool {

@@ -45,7 +45,7 @@ func testParams() specParams {
 
 func buildTestSpec(t *testing.T, cfg *drivers.TaskConfig, tc *TaskConfig, p specParams) *specs.Spec {
 	t.Helper()
-	in, err := buildSpecInput(cfg, tc, p)
+	in, _, err := buildSpecInput(cfg, tc, p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +88,7 @@ func TestSpecCommand(t *testing.T) {
 
 func TestSpecRejectsPathsOutsideContainer(t *testing.T) {
 	for _, p := range []string{"../../etc/shadow-app.jar", "app.jar", "/root/app.jar", "/var/tmp/x.jar"} {
-		_, err := buildSpecInput(testTaskConfig(), &TaskConfig{JarPath: p}, testParams())
+		_, _, err := buildSpecInput(testTaskConfig(), &TaskConfig{JarPath: p}, testParams())
 		if err == nil || !strings.Contains(err.Error(), "jar_path") {
 			t.Errorf("jar_path %q: err = %v", p, err)
 		}
