@@ -20,6 +20,16 @@ type Bind struct {
 	Source      string // host path
 	Destination string // path in the container
 	ReadOnly    bool
+	Propagation string // "rprivate", "rslave", "rshared"; "" = crun's default
+}
+
+// Device is a host device node given to the container, with the access its
+// device cgroup rule allows ("rwm" or a subset).
+type Device struct {
+	Path         string // in the container
+	Type         string // "c" or "b"
+	Major, Minor int64
+	Access       string
 }
 
 // SpecInput is everything the OCI spec depends on; BuildSpec is pure.
@@ -47,6 +57,8 @@ type SpecInput struct {
 	Seccomp *specs.LinuxSeccomp
 	// MaskedPaths are hidden in addition to the kernel's and EtcSecrets.
 	MaskedPaths []string
+	// Devices are added to the default ones (null, zero, ...).
+	Devices []Device
 	// NetNSPath is the network namespace to join (Nomad's group network);
 	// "" shares the host's network.
 	NetNSPath string
@@ -142,7 +154,7 @@ func BuildSpec(in SpecInput) *specs.Spec {
 				{Type: specs.CgroupNamespace},
 			},
 			Resources:     resources(in),
-			Devices:       devices(),
+			Devices:       append(devices(), taskDevices(in.Devices)...),
 			MaskedPaths:   maskedPaths(in.MaskedPaths),
 			Seccomp:       in.Seccomp,
 			ReadonlyPaths: readonlyPaths,
@@ -179,6 +191,9 @@ func bindMounts(binds []Bind) []specs.Mount {
 		} else {
 			opts = append(opts, "rw")
 		}
+		if b.Propagation != "" {
+			opts = append(opts, b.Propagation)
+		}
 		mounts = append(mounts, specs.Mount{Destination: b.Destination, Type: "bind", Source: b.Source, Options: opts})
 	}
 	return mounts
@@ -194,6 +209,10 @@ func resources(in SpecInput) *specs.LinuxResources {
 	}
 	ptsMajor := int64(136)
 	r.Devices = append(r.Devices, specs.LinuxDeviceCgroup{Allow: true, Type: "c", Major: &ptsMajor, Access: "rwm"})
+	for _, d := range in.Devices {
+		major, minor := d.Major, d.Minor
+		r.Devices = append(r.Devices, specs.LinuxDeviceCgroup{Allow: true, Type: d.Type, Major: &major, Minor: &minor, Access: d.Access})
+	}
 
 	if in.MemoryLimit > 0 || in.MemoryReservation > 0 {
 		r.Memory = &specs.LinuxMemory{}
@@ -231,6 +250,16 @@ func devices() []specs.LinuxDevice {
 		dev("/dev/null", 1, 3), dev("/dev/zero", 1, 5), dev("/dev/full", 1, 7),
 		dev("/dev/random", 1, 8), dev("/dev/urandom", 1, 9), dev("/dev/tty", 5, 0),
 	}
+}
+
+func taskDevices(devs []Device) []specs.LinuxDevice {
+	mode := os.FileMode(0o666) // access is the device cgroup's to decide
+	uid, gid := uint32(0), uint32(0)
+	var out []specs.LinuxDevice
+	for _, d := range devs {
+		out = append(out, specs.LinuxDevice{Path: d.Path, Type: d.Type, Major: d.Major, Minor: d.Minor, FileMode: &mode, UID: &uid, GID: &gid})
+	}
+	return out
 }
 
 // WriteBundle creates bundle/rootfs (empty: everything is mounted) and

@@ -88,8 +88,9 @@ var capabilities = &drivers.Capabilities{
 	Exec:        true, // ExecTask and ExecTaskStreaming (with or without a TTY) via `crun exec`
 	// The container gets its own root: the client builds plain task dirs and
 	// the driver mounts local/, secrets/ and the alloc dir into it.
-	FSIsolation:  fsisolation.Image,
-	MountConfigs: drivers.MountConfigSupportNone,
+	FSIsolation: fsisolation.Image,
+	// volume_mount (host and CSI volumes) as bind mounts; see mounts.go.
+	MountConfigs: drivers.MountConfigSupportAll,
 	// Host: the container shares the host's network namespace (the default).
 	// Group: it joins the namespace Nomad prepared for the group's network
 	// (mode "bridge" or "none"); Nomad creates it, the driver only joins.

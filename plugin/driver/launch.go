@@ -66,6 +66,13 @@ func (d *Driver) validateTask(cfg *drivers.TaskConfig) (*TaskConfig, runtimeInfo
 	if _, err := networkNamespace(cfg.NetworkIsolation); err != nil {
 		return nil, rt, unrecoverable(err)
 	}
+	exists := func(p string) bool { _, err := os.Stat(p); return err == nil }
+	if _, err := volumeBinds(cfg.Mounts, exists); err != nil {
+		return nil, rt, unrecoverable(err)
+	}
+	if _, err := taskDevices(cfg.Devices, hostDevice); err != nil {
+		return nil, rt, unrecoverable(err)
+	}
 	if cores := reservedCores(cfg); cores != "" {
 		if err := validCpuset(cores); err != nil {
 			return nil, rt, unrecoverable(err)
@@ -144,6 +151,7 @@ func (d *Driver) launch(cfg *drivers.TaskConfig, tc *TaskConfig, rt runtimeInfo)
 		InitBinary:   self,
 		ExtraBinds:   nameBinds,
 		TotalCompute: totalCompute,
+		StatDevice:   hostDevice,
 	})
 	if err != nil {
 		return nil, unrecoverable(err)

@@ -39,6 +39,7 @@ type specParams struct {
 	// TotalCompute is the node's total MHz (cpu shares are scaled when it
 	// exceeds the kernel's range).
 	TotalCompute int64
+	StatDevice   statDevice // hostDevice, injected for tests
 }
 
 // javaCommand is the container's argv: java [jvm_options] -jar JAR [args]
@@ -104,6 +105,14 @@ func buildSpecInput(cfg *drivers.TaskConfig, tc *TaskConfig, p specParams) (in c
 	}
 	in.Binds = append(in.Binds, crun.Bind{Source: p.InitBinary, Destination: shim.InitPath, ReadOnly: true})
 	in.Binds = append(in.Binds, p.ExtraBinds...)
+	volumes, err := volumeBinds(cfg.Mounts, p.Exists)
+	if err != nil {
+		return crun.SpecInput{}, nil, err
+	}
+	in.Binds = append(in.Binds, volumes...)
+	if in.Devices, err = taskDevices(cfg.Devices, p.StatDevice); err != nil {
+		return crun.SpecInput{}, nil, err
+	}
 	netns, err := networkNamespace(cfg.NetworkIsolation)
 	if err != nil {
 		return crun.SpecInput{}, nil, err
