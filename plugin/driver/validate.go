@@ -83,4 +83,3 @@ func (d *Driver) taskUserName(cfg *drivers.TaskConfig) string {
 	}
 	return d.config().DefaultUser
 }
-
