@@ -80,10 +80,15 @@ func (c *CLI) globalArgs(logPath string) []string {
 // RunDetachedCommand returns `crun run --detach` for the container: crun
 // starts it, writes its host pid to pidFile and exits; the caller wires the
 // container's stdio (crun passes its own on) and, as a child subreaper,
-// inherits the container's init (see package shim). ctx should carry the
-// crun deadline.
-func (c *CLI) RunDetachedCommand(ctx context.Context, id, bundle, logPath, pidFile string) *exec.Cmd {
-	args := append(c.globalArgs(logPath), "run", "--detach", "--pid-file", pidFile, "--bundle", bundle, id)
+// inherits the container's init (see package shim). preserveFDs > 0 passes
+// the caller's ExtraFiles on to the container (fd 3 onwards). ctx should
+// carry the crun deadline.
+func (c *CLI) RunDetachedCommand(ctx context.Context, id, bundle, logPath, pidFile string, preserveFDs int) *exec.Cmd {
+	args := append(c.globalArgs(logPath), "run", "--detach", "--pid-file", pidFile)
+	if preserveFDs > 0 {
+		args = append(args, fmt.Sprintf("--preserve-fds=%d", preserveFDs))
+	}
+	args = append(args, "--bundle", bundle, id)
 	cmd := exec.CommandContext(ctx, c.Path, args...)
 	cmd.WaitDelay = time.Second
 	return cmd

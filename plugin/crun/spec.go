@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -19,6 +20,16 @@ type Bind struct {
 	Source      string // host path
 	Destination string // path in the container
 	ReadOnly    bool
+	Propagation string // "rprivate", "rslave", "rshared"; "" = crun's default
+}
+
+// Device is a host device node given to the container, with the access its
+// device cgroup rule allows ("rwm" or a subset).
+type Device struct {
+	Path         string // in the container
+	Type         string // "c" or "b"
+	Major, Minor int64
+	Access       string
 }
 
 // SpecInput is everything the OCI spec depends on; BuildSpec is pure.
@@ -35,30 +46,63 @@ type SpecInput struct {
 	MemoryLimit       int64 // bytes; 0 = unlimited
 	MemoryReservation int64 // bytes; 0 = none (memory.low on cgroup v2)
 	CPUShares         uint64
+	CpusetCpus        string // cpuset.cpus, e.g. "1" (the task's reserved cores); "" = inherit
 	PidsLimit         int64
 	NoFile            uint64
+
+	// Capabilities is the bounding set (and, for root, the effective one);
+	// nil means DefaultCapabilities.
+	Capabilities []string
+	// Seccomp is the syscall filter; nil means none (unconfined).
+	Seccomp *specs.LinuxSeccomp
+	// MaskedPaths are hidden in addition to the kernel's and EtcSecrets.
+	MaskedPaths []string
+	// Devices are added to the default ones (null, zero, ...).
+	Devices []Device
+	// NetNSPath is the network namespace to join (Nomad's group network);
+	// "" shares the host's network.
+	NetNSPath string
 }
 
-// DefaultCapabilities is runc's default set minus NET_RAW (the task shares
-// the host network, raw sockets there would allow spoofing) and MKNOD (device
-// nodes are useless behind the device cgroup).
+// DefaultCapabilities is Docker's (moby's) default set minus NET_RAW (on the
+// host network, raw sockets would allow spoofing) and MKNOD (device nodes are
+// useless behind the device cgroup). runc's own default (`runc spec`) is
+// only AUDIT_WRITE, KILL and NET_BIND_SERVICE.
 var DefaultCapabilities = []string{
 	"CAP_AUDIT_WRITE", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER",
 	"CAP_FSETID", "CAP_KILL", "CAP_NET_BIND_SERVICE", "CAP_SETFCAP",
 	"CAP_SETGID", "CAP_SETPCAP", "CAP_SETUID", "CAP_SYS_CHROOT",
 }
 
-// maskedPaths are runc's defaults plus the host's secrets under /etc: /etc
-// is bound from the host (Java needs its certificates, time zones and
-// passwd), and a task running as root holds CAP_DAC_OVERRIDE, so without a
-// mask it could read password hashes and SSH host keys. crun skips paths
-// that do not exist.
-var maskedPaths = []string{
+// kernelMaskedPaths are runc's defaults.
+var kernelMaskedPaths = []string{
 	"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
 	"/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
 	"/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
-	"/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-",
-	"/etc/ssh", "/etc/ssl/private",
+}
+
+// EtcSecrets are the host's secrets under /etc, masked because /etc is bound
+// from the host (Java needs its certificates, time zones and passwd) and a
+// task running as root holds CAP_DAC_OVERRIDE: without a mask it could read
+// password hashes, SSH host keys, TLS keys and the agents' own configs
+// (Nomad's, Consul's and Vault's tokens and keys). A file is masked as an
+// empty file (/dev/null), a directory as an empty read-only tmpfs; crun
+// skips paths that do not exist.
+var EtcSecrets = []string{
+	"/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-", "/etc/security/opasswd",
+	"/etc/sudoers", "/etc/sudoers.d",
+	"/etc/ssh", "/etc/ssl/private", "/etc/pki/tls/private", "/etc/letsencrypt",
+	"/etc/nomad.d", "/etc/nomad", "/etc/consul.d", "/etc/consul", "/etc/vault.d", "/etc/vault",
+	"/etc/docker", "/etc/kubernetes", "/etc/wireguard", "/etc/openvpn",
+	"/etc/ipsec.secrets", "/etc/ipsec.d/private", "/etc/NetworkManager/system-connections",
+	"/etc/krb5.keytab", "/etc/ppp/chap-secrets", "/etc/ppp/pap-secrets",
+}
+
+// maskedPaths is the spec's list: the kernel's, EtcSecrets, then extra.
+func maskedPaths(extra []string) []string {
+	out := append(append(slices.Clone(kernelMaskedPaths), EtcSecrets...), extra...)
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // readonlyPaths are runc's defaults.
@@ -69,9 +113,13 @@ var readonlyPaths = []string{
 
 // BuildSpec returns the container's OCI config: a read-only root filesystem
 // (bundle/rootfs, empty) assembled from bind mounts, its own pid, mount,
-// ipc, uts and cgroup namespaces, and the host network.
+// ipc, uts and cgroup namespaces, and the host network or the network
+// namespace at NetNSPath.
 func BuildSpec(in SpecInput) *specs.Spec {
-	caps := append([]string(nil), DefaultCapabilities...)
+	caps := slices.Clone(in.Capabilities)
+	if caps == nil {
+		caps = slices.Clone(DefaultCapabilities)
+	}
 	processCaps := &specs.LinuxCapabilities{Bounding: caps}
 	if in.UID == 0 {
 		// A non-root process loses permitted caps at execve anyway; only
@@ -106,10 +154,14 @@ func BuildSpec(in SpecInput) *specs.Spec {
 				{Type: specs.CgroupNamespace},
 			},
 			Resources:     resources(in),
-			Devices:       devices(),
-			MaskedPaths:   maskedPaths,
+			Devices:       append(devices(), taskDevices(in.Devices)...),
+			MaskedPaths:   maskedPaths(in.MaskedPaths),
+			Seccomp:       in.Seccomp,
 			ReadonlyPaths: readonlyPaths,
 		},
+	}
+	if in.NetNSPath != "" {
+		spec.Linux.Namespaces = append(spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: in.NetNSPath})
 	}
 	return spec
 }
@@ -124,6 +176,9 @@ func systemMounts() []specs.Mount {
 		{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
 		{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: []string{"nosuid", "noexec", "nodev", "relatime", "ro"}},
 		{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=1777"}},
+		// /run of its own: the target of a host /etc/resolv.conf symlink
+		// (systemd-resolved) is mounted there, see driver/names.go.
+		{Destination: "/run", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "noexec", "mode=755", "size=16m"}},
 	}
 }
 
@@ -135,6 +190,9 @@ func bindMounts(binds []Bind) []specs.Mount {
 			opts = append(opts, "ro")
 		} else {
 			opts = append(opts, "rw")
+		}
+		if b.Propagation != "" {
+			opts = append(opts, b.Propagation)
 		}
 		mounts = append(mounts, specs.Mount{Destination: b.Destination, Type: "bind", Source: b.Source, Options: opts})
 	}
@@ -151,6 +209,10 @@ func resources(in SpecInput) *specs.LinuxResources {
 	}
 	ptsMajor := int64(136)
 	r.Devices = append(r.Devices, specs.LinuxDeviceCgroup{Allow: true, Type: "c", Major: &ptsMajor, Access: "rwm"})
+	for _, d := range in.Devices {
+		major, minor := d.Major, d.Minor
+		r.Devices = append(r.Devices, specs.LinuxDeviceCgroup{Allow: true, Type: d.Type, Major: &major, Minor: &minor, Access: d.Access})
+	}
 
 	if in.MemoryLimit > 0 || in.MemoryReservation > 0 {
 		r.Memory = &specs.LinuxMemory{}
@@ -164,9 +226,12 @@ func resources(in SpecInput) *specs.LinuxResources {
 			r.Memory.Reservation = &reservation
 		}
 	}
+	if in.CPUShares > 0 || in.CpusetCpus != "" {
+		r.CPU = &specs.LinuxCPU{Cpus: in.CpusetCpus}
+	}
 	if in.CPUShares > 0 {
 		shares := in.CPUShares // crun converts shares to cpu.weight on cgroup v2
-		r.CPU = &specs.LinuxCPU{Shares: &shares}
+		r.CPU.Shares = &shares
 	}
 	if in.PidsLimit > 0 {
 		limit := in.PidsLimit
@@ -185,6 +250,16 @@ func devices() []specs.LinuxDevice {
 		dev("/dev/null", 1, 3), dev("/dev/zero", 1, 5), dev("/dev/full", 1, 7),
 		dev("/dev/random", 1, 8), dev("/dev/urandom", 1, 9), dev("/dev/tty", 5, 0),
 	}
+}
+
+func taskDevices(devs []Device) []specs.LinuxDevice {
+	mode := os.FileMode(0o666) // access is the device cgroup's to decide
+	uid, gid := uint32(0), uint32(0)
+	var out []specs.LinuxDevice
+	for _, d := range devs {
+		out = append(out, specs.LinuxDevice{Path: d.Path, Type: d.Type, Major: d.Major, Minor: d.Minor, FileMode: &mode, UID: &uid, GID: &gid})
+	}
+	return out
 }
 
 // WriteBundle creates bundle/rootfs (empty: everything is mounted) and

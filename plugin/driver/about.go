@@ -57,6 +57,19 @@ var configSpec = hclspec.NewObject(map[string]*hclspec.Spec{
 		hclspec.NewAttr("orphan_grace_period", "string", false),
 		hclspec.NewLiteral(`"2m"`),
 	),
+	"allow_caps": hclspec.NewDefault(
+		hclspec.NewAttr("allow_caps", "list(string)", false),
+		hclspec.NewLiteral(`["audit_write", "chown", "dac_override", "fowner", "fsetid", "kill", "net_bind_service", "setfcap", "setgid", "setpcap", "setuid", "sys_chroot"]`),
+	),
+	"allow_root": hclspec.NewDefault(
+		hclspec.NewAttr("allow_root", "bool", false),
+		hclspec.NewLiteral("false"),
+	),
+	"seccomp": hclspec.NewDefault(
+		hclspec.NewAttr("seccomp", "string", false),
+		hclspec.NewLiteral(`"default"`),
+	),
+	"masked_paths": hclspec.NewAttr("masked_paths", "list(string)", false),
 })
 
 // taskConfigSpec is the job's `config {...}` block.
@@ -66,6 +79,8 @@ var taskConfigSpec = hclspec.NewObject(map[string]*hclspec.Spec{
 	"class_path":  hclspec.NewAttr("class_path", "list(string)", false),
 	"jvm_options": hclspec.NewAttr("jvm_options", "list(string)", false),
 	"args":        hclspec.NewAttr("args", "list(string)", false),
+	"cap_add":     hclspec.NewAttr("cap_add", "list(string)", false),
+	"cap_drop":    hclspec.NewAttr("cap_drop", "list(string)", false),
 })
 
 var capabilities = &drivers.Capabilities{
@@ -73,8 +88,11 @@ var capabilities = &drivers.Capabilities{
 	Exec:        true, // ExecTask and ExecTaskStreaming (with or without a TTY) via `crun exec`
 	// The container gets its own root: the client builds plain task dirs and
 	// the driver mounts local/, secrets/ and the alloc dir into it.
-	FSIsolation:  fsisolation.Image,
-	MountConfigs: drivers.MountConfigSupportNone,
-	// The container shares the host's network namespace.
-	NetIsolationModes: []drivers.NetIsolationMode{drivers.NetIsolationModeHost},
+	FSIsolation: fsisolation.Image,
+	// volume_mount (host and CSI volumes) as bind mounts; see mounts.go.
+	MountConfigs: drivers.MountConfigSupportAll,
+	// Host: the container shares the host's network namespace (the default).
+	// Group: it joins the namespace Nomad prepared for the group's network
+	// (mode "bridge" or "none"); Nomad creates it, the driver only joins.
+	NetIsolationModes: []drivers.NetIsolationMode{drivers.NetIsolationModeHost, drivers.NetIsolationModeGroup},
 }

@@ -70,6 +70,14 @@ func (d *Driver) reportExit(h *task.Handle) {
 	}
 }
 
+// taskEvent tells the task's events (`nomad alloc status`) something the
+// driver decided for it, e.g. a clamped cpu weight.
+func (d *Driver) taskEvent(cfg *drivers.TaskConfig, msg string) {
+	_ = d.events.EmitEvent(&drivers.TaskEvent{
+		TaskID: cfg.ID, TaskName: cfg.Name, AllocID: cfg.AllocID, Timestamp: time.Now(), Message: msg,
+	})
+}
+
 // statsLoop reports the task cgroup's memory and CPU every interval.
 func (d *Driver) statsLoop(ctx context.Context, h *task.Handle, interval time.Duration, ch chan<- *drivers.TaskResourceUsage) {
 	defer close(ch)

@@ -140,13 +140,17 @@ func parseKeyValues(data []byte) map[string]uint64 {
 
 // delegatedControllers are enabled down to the task cgroup so that crun can
 // set limits on the container's child cgroup.
-var delegatedControllers = []string{"cpu", "memory", "pids"}
+var delegatedControllers = []string{"cpu", "cpuset", "memory", "pids"}
 
 // prepareTaskCgroup creates the task cgroup and enables the controllers in
 // it and in every ancestor below the root (Nomad already did this for its
 // own slices: writing again is a no-op). A controller the host lacks is
 // left out; crun then reports what it cannot set.
-func prepareTaskCgroup(dir string) error {
+//
+// With reserved cores, the task cgroup's own cpuset.cpus is set too (as
+// Nomad's exec driver does on the same cgroup): the container's cpuset must
+// lie within its parent's.
+func prepareTaskCgroup(dir, cpus string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("create task cgroup %s: %w", dir, err)
 	}
@@ -156,6 +160,11 @@ func prepareTaskCgroup(dir string) error {
 		p = filepath.Join(p, part)
 		for _, c := range delegatedControllers {
 			_ = os.WriteFile(filepath.Join(p, "cgroup.subtree_control"), []byte("+"+c), 0o644)
+		}
+	}
+	if cpus != "" {
+		if err := os.WriteFile(filepath.Join(dir, "cpuset.cpus"), []byte(cpus), 0o644); err != nil {
+			return fmt.Errorf("pin task cgroup %s to cores %s: %w", dir, cpus, err)
 		}
 	}
 	return nil

@@ -1,11 +1,18 @@
 package driver
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/nomad-lab/nomad-driver-java-crun/crun"
 )
 
 // Config is the plugin configuration from the agent's plugin block.
@@ -23,10 +30,23 @@ type Config struct {
 	// Nomad to claim (recover) each container it finds in its state root
 	// before it kills and deletes the unclaimed ones.
 	OrphanGracePeriod string `codec:"orphan_grace_period"`
+	// AllowCaps is the ceiling of every task's capabilities: the default set
+	// within it, and each task cap_add must be in it.
+	AllowCaps []string `codec:"allow_caps"`
+	// AllowRoot lets tasks run as uid 0 (off by default: a root task holds
+	// the capability set as effective capabilities).
+	AllowRoot bool `codec:"allow_root"`
+	// Seccomp is "default" (the built-in profile), "unconfined", or the
+	// absolute path of a JSON file in the OCI linux.seccomp format.
+	Seccomp string `codec:"seccomp"`
+	// MaskedPaths are hidden from every task in addition to the built-in list.
+	MaskedPaths []string `codec:"masked_paths"`
 
 	fingerprintPeriod time.Duration
 	crunTimeout       time.Duration
 	orphanGrace       time.Duration
+	allowCaps         []string            // normalized AllowCaps
+	seccompProfile    *specs.LinuxSeccomp // from the Seccomp file; nil for the built-ins
 }
 
 // defaultConfig is what SetConfig starts from (the hclspec defaults).
@@ -39,10 +59,23 @@ func defaultConfig() *Config {
 		DefaultUser:       "nobody",
 		CrunTimeout:       "30s",
 		OrphanGracePeriod: "2m",
+		AllowCaps:         defaultAllowCaps(),
+		Seccomp:           "default",
 		fingerprintPeriod: 30 * time.Second,
 		crunTimeout:       30 * time.Second,
 		orphanGrace:       2 * time.Minute,
+		allowCaps:         slices.Clone(crun.DefaultCapabilities),
 	}
+}
+
+// defaultAllowCaps is allow_caps' default: the default set, so a cap_add
+// needs the operator's consent.
+func defaultAllowCaps() []string {
+	out := make([]string, 0, len(crun.DefaultCapabilities))
+	for _, c := range crun.DefaultCapabilities {
+		out = append(out, strings.ToLower(strings.TrimPrefix(c, "CAP_")))
+	}
+	return out
 }
 
 // validate checks the plugin config and fills derived fields.
@@ -75,6 +108,39 @@ func (c *Config) validate() error {
 	if c.DefaultUser == "" {
 		return errors.New(`plugin config default_user is empty: set a user name such as "nobody"`)
 	}
+	if c.allowCaps, err = normalizeCaps("plugin config allow_caps", c.AllowCaps); err != nil {
+		return err
+	}
+	if err := c.loadSeccomp(); err != nil {
+		return err
+	}
+	for _, p := range c.MaskedPaths {
+		if !filepath.IsAbs(p) {
+			return fmt.Errorf("plugin config masked_paths entry %q must be an absolute path inside the container, e.g. /etc/myapp/secret.key", p)
+		}
+	}
+	return nil
+}
+
+// loadSeccomp checks the seccomp setting and reads a profile file at once,
+// so that a broken file fails the agent's start, not every task.
+func (c *Config) loadSeccomp() error {
+	c.seccompProfile = nil
+	switch {
+	case c.Seccomp == "default" || c.Seccomp == "unconfined":
+		return nil
+	case !filepath.IsAbs(c.Seccomp):
+		return fmt.Errorf("plugin config seccomp %q: use \"default\", \"unconfined\" or the absolute path of a JSON file in the OCI linux.seccomp format", c.Seccomp)
+	}
+	data, err := os.ReadFile(c.Seccomp)
+	if err != nil {
+		return fmt.Errorf("plugin config seccomp: %w", err)
+	}
+	var prof specs.LinuxSeccomp
+	if err := json.Unmarshal(data, &prof); err != nil || prof.DefaultAction == "" {
+		return fmt.Errorf("plugin config seccomp: %s is not an OCI linux.seccomp profile (JSON with defaultAction and syscalls): %v", c.Seccomp, err)
+	}
+	c.seccompProfile = &prof
 	return nil
 }
 
@@ -85,6 +151,8 @@ type TaskConfig struct {
 	ClassPath  []string `codec:"class_path"`
 	JVMOptions []string `codec:"jvm_options"`
 	Args       []string `codec:"args"`
+	CapAdd     []string `codec:"cap_add"`
+	CapDrop    []string `codec:"cap_drop"`
 }
 
 // validate rejects configs that cannot describe exactly one Java program.

@@ -1,6 +1,7 @@
 package driver
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -113,5 +114,8 @@ config {
 	}
 	if err := c.validate(); err != nil || c.crunTimeout.Seconds() != 30 || c.orphanGrace.Minutes() != 2 {
 		t.Fatalf("validate: %v %+v", err, c)
+	}
+	if !slices.Equal(c.allowCaps, defaultConfig().allowCaps) || c.AllowRoot || c.Seccomp != "default" {
+		t.Fatalf("security defaults from the schema: allow_caps=%v allow_root=%v seccomp=%q", c.AllowCaps, c.AllowRoot, c.Seccomp)
 	}
 }

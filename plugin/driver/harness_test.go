@@ -71,10 +71,14 @@ type harness struct {
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
+	return newHarnessWithConfig(t, testRoot(t), nil)
+}
+
+// testRoot is a fresh state root, removed after the test.
+func testRoot(t *testing.T) string {
 	root := filepath.Join("/run", "java-crun-test-"+uuid.Generate()[:8])
-	h := newHarnessWithConfig(t, root, nil)
 	t.Cleanup(func() { _ = os.RemoveAll(root) })
-	return h
+	return root
 }
 
 func waitHealthy(t *testing.T, d *Driver) {
@@ -486,7 +490,8 @@ func (w testWriter) Write(p []byte) (int, error) {
 var _ io.Writer = testWriter{}
 
 func pluginConfigForTest(root string) map[string]any {
-	cfg := map[string]any{"state_root": root, "fingerprint_period": "1s"}
+	// The tests run their tasks as root (to read what root could read).
+	cfg := map[string]any{"state_root": root, "fingerprint_period": "1s", "allow_root": true}
 	if os.Getenv(noLimitsEnv) == "1" {
 		cfg["pids_limit"] = 0
 	}

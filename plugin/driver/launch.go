@@ -31,55 +31,20 @@ func unrecoverable(err error) error { return structs.NewRecoverableError(err, fa
 // recoverable marks a transient failure: Nomad applies the restart policy.
 func recoverable(err error) error { return structs.NewRecoverableError(err, true) }
 
-// validateTask decodes and checks everything a start depends on, so that
-// bad input fails before any container exists.
-func (d *Driver) validateTask(cfg *drivers.TaskConfig) (*TaskConfig, runtimeInfo, error) {
-	var tc TaskConfig
-	if err := cfg.DecodeDriverConfig(&tc); err != nil {
-		return nil, runtimeInfo{}, unrecoverable(fmt.Errorf("task config: %w", err))
-	}
-	if err := tc.validate(); err != nil {
-		return nil, runtimeInfo{}, unrecoverable(err)
-	}
-	rt, err := d.checkNode(d.ctx, d.runtime())
-	if err != nil {
-		return nil, rt, err
-	}
-	if tc.JarPath != "" {
-		_, host, err := resolveTaskPath("jar_path", tc.JarPath, cfg.TaskDir())
-		if err != nil {
-			return nil, rt, unrecoverable(err)
-		}
-		if err := ValidateJar(host, tc.JarPath, true); err != nil {
-			return nil, rt, unrecoverable(err)
-		}
-	}
-	// The checks above run as root: the JVM runs as the task user.
-	userName := d.taskUserName(cfg)
-	u, err := hostUser(userName)
-	if err != nil {
-		return nil, rt, unrecoverable(err)
-	}
-	if err := checkTaskFiles(&tc, cfg.TaskDir(), hostAccess(u, userName)); err != nil {
-		return nil, rt, unrecoverable(err)
-	}
-	return &tc, rt, nil
-}
-
-// taskUserName is the task's user, else the plugin's default_user.
-func (d *Driver) taskUserName(cfg *drivers.TaskConfig) string {
-	if cfg.User != "" {
-		return cfg.User
-	}
-	return d.config().DefaultUser
-}
-
 // launch builds the bundle, starts the shim and waits until crun reports
 // the container running (or already exited).
 func (d *Driver) launch(cfg *drivers.TaskConfig, tc *TaskConfig, rt runtimeInfo) (*task.Handle, error) {
 	u, err := hostUser(d.taskUserName(cfg))
 	if err != nil {
 		return nil, unrecoverable(err)
+	}
+	sec, err := taskSecurity(d.config(), tc, filepath.Glob)
+	if err != nil {
+		return nil, unrecoverable(err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, recoverable(fmt.Errorf("locate the driver binary to mount as the container's init: %w", err))
 	}
 	id := containerID(cfg)
 	d.claim(id)
@@ -94,16 +59,38 @@ func (d *Driver) launch(cfg *drivers.TaskConfig, tc *TaskConfig, rt runtimeInfo)
 		StdoutPath:      cfg.StdoutPath,
 		StderrPath:      cfg.StderrPath,
 	}
-	in, err := buildSpecInput(cfg, tc, specParams{
-		JavaHome:    rt.JavaHome,
-		User:        u,
-		PidsLimit:   d.config().PidsLimit,
-		CgroupsPath: crunCgroupsPath(state.ContainerCgroup),
-		Exists:      func(p string) bool { _, err := os.Stat(p); return err == nil },
-		NoFile:      noFileLimit(),
+	if err := os.MkdirAll(state.BundleDir, 0o700); err != nil {
+		return nil, recoverable(fmt.Errorf("create bundle %s: %w", state.BundleDir, err))
+	}
+	nameBinds, notes, err := nameResolution(state.BundleDir, cfg, hostname(cfg), realNameHost)
+	if err != nil {
+		_ = os.RemoveAll(state.BundleDir)
+		return nil, recoverable(err)
+	}
+	for _, n := range notes {
+		d.taskEvent(cfg, n)
+	}
+	d.mu.RLock()
+	totalCompute := int64(d.compute.TotalCompute)
+	d.mu.RUnlock()
+	in, specNotes, err := buildSpecInput(cfg, tc, specParams{
+		JavaHome:     rt.JavaHome,
+		User:         u,
+		PidsLimit:    d.config().PidsLimit,
+		CgroupsPath:  crunCgroupsPath(state.ContainerCgroup),
+		Exists:       func(p string) bool { _, err := os.Stat(p); return err == nil },
+		NoFile:       noFileLimit(),
+		Security:     sec,
+		InitBinary:   self,
+		ExtraBinds:   nameBinds,
+		TotalCompute: totalCompute,
+		StatDevice:   hostDevice,
 	})
 	if err != nil {
 		return nil, unrecoverable(err)
+	}
+	for _, n := range specNotes {
+		d.taskEvent(cfg, n)
 	}
 	cli := d.cli(state.CrunPath, state.CrunRoot)
 	cleanup := func() { _ = d.removeContainer(state, cli) }
@@ -115,7 +102,7 @@ func (d *Driver) launch(cfg *drivers.TaskConfig, tc *TaskConfig, rt runtimeInfo)
 		cleanup()
 		return nil, recoverable(err)
 	}
-	if err := prepareTaskCgroup(cgroupDir); err != nil {
+	if err := prepareTaskCgroup(cgroupDir, in.CpusetCpus); err != nil {
 		cleanup()
 		return nil, recoverable(err)
 	}

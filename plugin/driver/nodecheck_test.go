@@ -146,3 +146,37 @@ func TestCheckNodeReprobesJavaOnlyWhenInstallChanged(t *testing.T) {
 		t.Fatalf("after re-probe: err %v, %d probes (want still 1)", err, n.probed)
 	}
 }
+
+// TestNewValidationsAreUnrecoverable: what the job asks and this node will
+// not honour fails the task once, with the field named, before any
+// container exists.
+func TestNewValidationsAreUnrecoverable(t *testing.T) {
+	cases := map[string]func(*drivers.TaskConfig, *TaskConfig){
+		"volume_mount destination": func(c *drivers.TaskConfig, _ *TaskConfig) {
+			c.Mounts = []*drivers.MountConfig{{TaskPath: "/etc", HostPath: "/tmp"}}
+		},
+		"device /dev/nope": func(c *drivers.TaskConfig, _ *TaskConfig) {
+			c.Devices = []*drivers.DeviceConfig{{TaskPath: "/dev/nope", HostPath: "/dev/nope"}}
+		},
+		"task dns servers":      func(c *drivers.TaskConfig, _ *TaskConfig) { c.DNS = &drivers.DNSConfig{Servers: []string{"resolver"}} },
+		"cap_add CAP_SYS_ADMIN": func(_ *drivers.TaskConfig, tc *TaskConfig) { tc.CapAdd = []string{"sys_admin"} },
+		"network isolation \"task\"": func(c *drivers.TaskConfig, _ *TaskConfig) {
+			c.NetworkIsolation = &drivers.NetworkIsolationSpec{Mode: drivers.NetIsolationModeTask}
+		},
+	}
+	for want, mutate := range cases {
+		t.Run(want, func(t *testing.T) {
+			n := newTestNode(t)
+			cfg := jarTask(t)
+			tc := &TaskConfig{JarPath: "local/app.jar"}
+			mutate(cfg, tc)
+			if err := cfg.EncodeConcreteDriverConfig(tc); err != nil {
+				t.Fatal(err)
+			}
+			_, _, err := n.d.StartTask(cfg)
+			if err == nil || structs.IsRecoverable(err) || !strings.Contains(err.Error(), want) {
+				t.Fatalf("err %v (recoverable %v), want an unrecoverable error naming %q", err, structs.IsRecoverable(err), want)
+			}
+		})
+	}
+}

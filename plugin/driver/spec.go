@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/nomad/plugins/drivers"
 
 	"github.com/nomad-lab/nomad-driver-java-crun/crun"
+	"github.com/nomad-lab/nomad-driver-java-crun/shim"
 )
 
 const (
@@ -29,6 +30,16 @@ type specParams struct {
 	CgroupsPath string
 	Exists      func(path string) bool // host path exists (following symlinks)
 	NoFile      uint64                 // RLIMIT_NOFILE for the JVM
+	Security    security
+	// InitBinary is the host path of this binary, bind-mounted read-only at
+	// shim.InitPath to run as the container's PID 1 (see shim/init.go).
+	InitBinary string
+	// ExtraBinds go after the others (the name files of names.go).
+	ExtraBinds []crun.Bind
+	// TotalCompute is the node's total MHz (cpu shares are scaled when it
+	// exceeds the kernel's range).
+	TotalCompute int64
+	StatDevice   statDevice // hostDevice, injected for tests
 }
 
 // javaCommand is the container's argv: java [jvm_options] -jar JAR [args]
@@ -57,14 +68,16 @@ func javaCommand(javaHome string, tc *TaskConfig, td *allocdir.TaskDir) ([]strin
 }
 
 // buildSpecInput assembles the container from the task: read-only system
-// dirs and Java home, read-write task dirs, env, user, resources.
-func buildSpecInput(cfg *drivers.TaskConfig, tc *TaskConfig, p specParams) (crun.SpecInput, error) {
+// dirs and Java home, read-write task dirs, env, user, resources. notes say
+// what the driver adjusted (for task events).
+func buildSpecInput(cfg *drivers.TaskConfig, tc *TaskConfig, p specParams) (in crun.SpecInput, notes []string, err error) {
 	td := cfg.TaskDir()
 	argv, err := javaCommand(p.JavaHome, tc, td)
 	if err != nil {
-		return crun.SpecInput{}, err
+		return crun.SpecInput{}, nil, err
 	}
-	in := crun.SpecInput{
+	argv = append([]string{shim.InitPath}, argv...)
+	in = crun.SpecInput{
 		Args:           argv,
 		Env:            taskEnv(cfg, p.JavaHome),
 		Cwd:            defaultCwd,
@@ -75,6 +88,9 @@ func buildSpecInput(cfg *drivers.TaskConfig, tc *TaskConfig, p specParams) (crun
 		CgroupsPath:    p.CgroupsPath,
 		PidsLimit:      p.PidsLimit,
 		NoFile:         p.NoFile,
+		Capabilities:   p.Security.Caps,
+		Seccomp:        p.Security.Seccomp,
+		MaskedPaths:    p.Security.Masked,
 	}
 	for _, dir := range systemDirs {
 		if p.Exists(dir) {
@@ -87,15 +103,45 @@ func buildSpecInput(cfg *drivers.TaskConfig, tc *TaskConfig, p specParams) (crun
 	for _, dst := range []string{"/local", "/alloc", "/secrets"} {
 		in.Binds = append(in.Binds, crun.Bind{Source: taskDirMounts(td)[dst], Destination: dst})
 	}
+	in.Binds = append(in.Binds, crun.Bind{Source: p.InitBinary, Destination: shim.InitPath, ReadOnly: true})
+	in.Binds = append(in.Binds, p.ExtraBinds...)
+	volumes, err := volumeBinds(cfg.Mounts, p.Exists)
+	if err != nil {
+		return crun.SpecInput{}, nil, err
+	}
+	in.Binds = append(in.Binds, volumes...)
+	if in.Devices, err = taskDevices(cfg.Devices, p.StatDevice); err != nil {
+		return crun.SpecInput{}, nil, err
+	}
+	netns, err := networkNamespace(cfg.NetworkIsolation)
+	if err != nil {
+		return crun.SpecInput{}, nil, err
+	}
+	in.NetNSPath = netns
 	if cfg.Resources != nil {
 		in.MemoryLimit, in.MemoryReservation = memoryLimits(cfg.Resources.NomadResources)
-		if cfg.Resources.LinuxResources != nil && cfg.Resources.LinuxResources.CPUShares > 0 {
-			in.CPUShares = uint64(cfg.Resources.LinuxResources.CPUShares)
+		var requested int64
+		if lr := cfg.Resources.LinuxResources; lr != nil && lr.CPUShares > 0 {
+			requested = lr.CPUShares
 		} else if cfg.Resources.NomadResources != nil {
-			in.CPUShares = uint64(cfg.Resources.NomadResources.Cpu.CpuShares)
+			requested = cfg.Resources.NomadResources.Cpu.CpuShares
 		}
+		var note string
+		if in.CPUShares, note = cpuShares(requested, p.TotalCompute); note != "" {
+			notes = append(notes, note)
+		}
+		in.CpusetCpus = reservedCores(cfg)
 	}
-	return in, nil
+	return in, notes, nil
+}
+
+// reservedCores is `resources { cores = N }` as Nomad reserved them for the
+// task ("1", "0,2"): the container is pinned to exactly those.
+func reservedCores(cfg *drivers.TaskConfig) string {
+	if cfg.Resources == nil || cfg.Resources.LinuxResources == nil {
+		return ""
+	}
+	return cfg.Resources.LinuxResources.CpusetCpus
 }
 
 func coveredBySystemDirs(path string) bool {
@@ -145,10 +191,28 @@ func taskEnv(cfg *drivers.TaskConfig, javaHome string) []string {
 	return env
 }
 
+// networkNamespace is the namespace the container joins: the one Nomad
+// prepared for a group network (`network { mode = "bridge" }` or "none"),
+// else none of its own (host networking).
+func networkNamespace(ni *drivers.NetworkIsolationSpec) (string, error) {
+	switch {
+	case ni == nil || ni.Mode == drivers.NetIsolationModeHost || ni.Mode == "":
+		return "", nil
+	case ni.Mode == drivers.NetIsolationModeGroup && ni.Path != "":
+		return ni.Path, nil
+	default:
+		return "", fmt.Errorf("network isolation %q (namespace path %q) is not supported by java-crun: use the group's network mode host, bridge or none", ni.Mode, ni.Path)
+	}
+}
+
 var hostnameUnsafe = regexp.MustCompile(`[^a-z0-9-]+`)
 
-// hostname is "<task>-<first 8 of alloc id>", a valid DNS label.
+// hostname is the group network's hostname (`network { hostname = ... }`),
+// else "<task>-<first 8 of alloc id>", a valid DNS label.
 func hostname(cfg *drivers.TaskConfig) string {
+	if ni := cfg.NetworkIsolation; ni != nil && ni.Mode == drivers.NetIsolationModeGroup && ni.HostsConfig != nil && ni.HostsConfig.Hostname != "" {
+		return ni.HostsConfig.Hostname
+	}
 	name := strings.Trim(hostnameUnsafe.ReplaceAllString(strings.ToLower(cfg.Name), "-"), "-")
 	if name == "" {
 		name = "task"

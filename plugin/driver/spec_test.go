@@ -11,6 +11,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/nomad-lab/nomad-driver-java-crun/crun"
+	"github.com/nomad-lab/nomad-driver-java-crun/shim"
 )
 
 func testTaskConfig() *drivers.TaskConfig {
@@ -38,12 +39,13 @@ func testParams() specParams {
 		NoFile:      1024,
 		CgroupsPath: "/java-crun/x/container",
 		Exists:      func(p string) bool { return p != "/lib64" && p != "/sbin" },
+		InitBinary:  "/opt/nomad/plugins/nomad-driver-java-crun",
 	}
 }
 
 func buildTestSpec(t *testing.T, cfg *drivers.TaskConfig, tc *TaskConfig, p specParams) *specs.Spec {
 	t.Helper()
-	in, err := buildSpecInput(cfg, tc, p)
+	in, _, err := buildSpecInput(cfg, tc, p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,6 +77,8 @@ func TestSpecCommand(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			s := buildTestSpec(t, testTaskConfig(), &c.tc, testParams())
+			// The init runs java as its child (see shim/init.go).
+			c.want = append([]string{shim.InitPath}, c.want...)
 			if !slices.Equal(s.Process.Args, c.want) {
 				t.Fatalf("args %q, want %q", s.Process.Args, c.want)
 			}
@@ -84,7 +88,7 @@ func TestSpecCommand(t *testing.T) {
 
 func TestSpecRejectsPathsOutsideContainer(t *testing.T) {
 	for _, p := range []string{"../../etc/shadow-app.jar", "app.jar", "/root/app.jar", "/var/tmp/x.jar"} {
-		_, err := buildSpecInput(testTaskConfig(), &TaskConfig{JarPath: p}, testParams())
+		_, _, err := buildSpecInput(testTaskConfig(), &TaskConfig{JarPath: p}, testParams())
 		if err == nil || !strings.Contains(err.Error(), "jar_path") {
 			t.Errorf("jar_path %q: err = %v", p, err)
 		}
@@ -128,6 +132,10 @@ func TestSpecMounts(t *testing.T) {
 	if m := mountAt(s, "/sys"); !slices.Contains(m.Options, "ro") {
 		t.Error("/sys must be read-only")
 	}
+	if m := mountAt(s, shim.InitPath); m == nil || m.Source != "/opt/nomad/plugins/nomad-driver-java-crun" ||
+		!slices.Contains(m.Options, "ro") || slices.Contains(m.Options, "noexec") || s.Process.Args[0] != shim.InitPath {
+		t.Errorf("init: mount %+v, argv[0] %q: want the driver binary read-only at %s, run as PID 1", m, s.Process.Args[0], shim.InitPath)
+	}
 }
 
 func TestSpecJavaHomeOutsideUsrIsMounted(t *testing.T) {
@@ -138,8 +146,8 @@ func TestSpecJavaHomeOutsideUsrIsMounted(t *testing.T) {
 	if m == nil || !slices.Contains(m.Options, "ro") {
 		t.Fatalf("java home mount %+v", m)
 	}
-	if s.Process.Args[0] != "/opt/jdk-21/bin/java" {
-		t.Fatal(s.Process.Args[0])
+	if s.Process.Args[1] != "/opt/jdk-21/bin/java" {
+		t.Fatal(s.Process.Args[1])
 	}
 }
 

@@ -49,12 +49,15 @@ type Exit struct {
 	ExitCode int `json:"exit_code"` // 128+N when the init was killed by signal N
 	// Signal is N when the init was killed by signal N, or exited with
 	// 128+N after the driver had delivered N to it (see Classify).
-	Signal     int       `json:"signal"`
-	WaitStatus *int      `json:"wait_status,omitempty"` // the init's raw wait(2) status, when the shim reaped it
-	OOMKilled  bool      `json:"oom_killed"`
-	CrunError  string    `json:"crun_error,omitempty"` // crun's own failure, from its JSON log
-	Err        string    `json:"error,omitempty"`      // the shim's failure to run crun at all
-	FinishedAt time.Time `json:"finished_at"`
+	Signal     int  `json:"signal"`
+	WaitStatus *int `json:"wait_status,omitempty"` // the JVM's raw wait(2) status (from the init, else the init's own)
+	// InitWaitStatus is the container init's raw wait status, as the shim
+	// reaped it.
+	InitWaitStatus *int      `json:"init_wait_status,omitempty"`
+	OOMKilled      bool      `json:"oom_killed"`
+	CrunError      string    `json:"crun_error,omitempty"` // crun's own failure, from its JSON log
+	Err            string    `json:"error,omitempty"`      // the shim's failure to run crun at all
+	FinishedAt     time.Time `json:"finished_at"`
 }
 
 // WriteConfig stores cfg in its bundle.

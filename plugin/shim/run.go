@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -22,6 +23,7 @@ import (
 // MaybeRun turns this process into a shim when it was launched as one, and
 // never returns then. main() and test binaries call it first.
 func MaybeRun() {
+	maybeRunInit()
 	if os.Getenv(envMarker) != "1" {
 		return
 	}
@@ -107,13 +109,22 @@ func supervise(cfg *Config, bundle string, logf func(string, ...any)) *Exit {
 	logPath := filepath.Join(bundle, CrunRunLog)
 	pidPath := filepath.Join(bundle, PidFile)
 
+	// The container's init reports the JVM's wait status through this pipe
+	// (see init.go); crun passes its write end on as fd 3.
+	statusR, statusW, err := os.Pipe()
+	if err != nil {
+		return &Exit{ExitCode: -1, Err: fmt.Sprintf("status pipe for the container's init: %v", err)}
+	}
+	defer statusR.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), cli.Deadline())
-	cmd := cli.RunDetachedCommand(ctx, cfg.ContainerID, bundle, logPath, pidPath)
+	cmd := cli.RunDetachedCommand(ctx, cfg.ContainerID, bundle, logPath, pidPath, 1)
 	// crun passes its stdio on to the container: Nomad's log FIFOs.
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.ExtraFiles = []*os.File{statusW}
 	runErr := cmd.Run()
 	timedOut := ctx.Err() != nil
 	cancel()
+	_ = statusW.Close()
 	if runErr != nil {
 		reapOrphans() // crun's helper processes, re-parented to us
 		return crunRunFailed(cli, cfg.ContainerID, runErr, timedOut, logPath)
@@ -128,6 +139,16 @@ func supervise(cfg *Config, bundle string, logf func(string, ...any)) *Exit {
 		return &Exit{ExitCode: -1, Err: fmt.Sprintf("lost container %s (pid %d): %v; its exit code is unknown", cfg.ContainerID, pid, err)}
 	}
 	exit := &Exit{}
+	initRaw := int(ws)
+	exit.InitWaitStatus = &initRaw
+	if appWS, ok := readInitStatus(statusR); ok {
+		ws = appWS // the JVM's own status, as the init saw it
+	} else {
+		// No report: the init itself was killed (SIGKILL from crun kill or
+		// the OOM killer), which kills the JVM with it; its status is the
+		// truth then.
+		logf("no status from the container's init; using its own wait status %d", initRaw)
+	}
 	raw := int(ws)
 	exit.WaitStatus = &raw
 	exit.ExitCode, exit.Signal = Classify(ws, SentSignals(bundle))
@@ -162,6 +183,15 @@ func crunRunFailed(cli *crun.CLI, id string, runErr error, timedOut bool, logPat
 		exit.Err = fmt.Sprintf("cannot run crun: %v", runErr)
 	}
 	return exit
+}
+
+// readInitStatus reads the JVM's wait status that the init wrote before it
+// exited. The init is reaped by now, so the pipe is at EOF; the deadline
+// guards against a process that inherited the write end by mistake.
+func readInitStatus(r *os.File) (unix.WaitStatus, bool) {
+	_ = r.SetReadDeadline(time.Now().Add(time.Second))
+	data, _ := io.ReadAll(r)
+	return ParseInitStatus(data)
 }
 
 // reap waits for pid, reaping whatever else was re-parented to the shim

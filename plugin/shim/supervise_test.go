@@ -69,6 +69,13 @@ func fakeCrun(args []string) int {
 	}
 	script, _ := os.ReadFile(filepath.Join(bundle, "fake-init"))
 	init := exec.Command("/bin/sh", "-c", string(script))
+	if string(mode) == "java-crun-init" {
+		// As in a real container: our init runs the "JVM", with the status
+		// pipe that crun --preserve-fds=1 passes on as fd 3.
+		self, _ := os.Executable()
+		init = &exec.Cmd{Path: self, Args: []string{InitPath, "/bin/sh", "-c", string(script)},
+			ExtraFiles: []*os.File{os.NewFile(3, "status")}}
+	}
 	init.Stdout, init.Stderr = os.Stdout, os.Stderr
 	if err := init.Start(); err != nil {
 		return 1
@@ -199,5 +206,34 @@ func TestSuperviseBoundsAHungCrunRun(t *testing.T) {
 	}
 	if !strings.Contains(exit.CrunError, "run --detach c1` did not return within 500ms") {
 		t.Fatalf("exit %+v", exit)
+	}
+}
+
+// TestSuperviseUsesTheInitsReport: the init exits 128+N when the JVM was
+// killed by signal N (it cannot die of the JVM's signal itself); the shim
+// must report what the init saw, not the init's own exit code.
+func TestSuperviseUsesTheInitsReport(t *testing.T) {
+	cases := []struct {
+		name       string
+		init       string
+		code, sign int
+	}{
+		{"JVM killed by SIGTERM", `sleep 0.3; kill -TERM $$`, 143, 15},
+		{"JVM exits 143 by itself", `sleep 0.3; exit 143`, 143, 0},
+		{"JVM killed by SIGUSR1", `kill -USR1 $$`, 138, 10},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			exit, _, calls := superviseWith(t, c.init, "java-crun-init", "", nil, 0)
+			if exit.ExitCode != c.code || exit.Signal != c.sign || exit.Err != "" {
+				t.Fatalf("exit %+v, want code %d signal %d", exit, c.code, c.sign)
+			}
+			if exit.InitWaitStatus == nil || exit.WaitStatus == nil {
+				t.Fatalf("wait statuses not recorded: %+v", exit)
+			}
+			if !strings.Contains(calls, "--preserve-fds=1") {
+				t.Errorf("crun run without --preserve-fds=1: %s", calls)
+			}
+		})
 	}
 }

@@ -20,6 +20,10 @@ import (
 // still alive (it is not our child, so we cannot wait(2) for it).
 const pollInterval = 250 * time.Millisecond
 
+// initStartTimeout bounds awaitInit: the Go runtime of the container's init
+// starts in about 20 ms natively, under a second in an emulated VM.
+const initStartTimeout = 10 * time.Second
+
 // Handle is one live task: its persisted state plus the watcher that turns
 // the shim's exit into an ExitResult.
 type Handle struct {
@@ -109,6 +113,7 @@ func (h *Handle) Signal(ctx context.Context, sig string) error {
 	if !h.IsRunning() {
 		return fmt.Errorf("task %s has exited: cannot deliver %s", h.Config.Name, sig)
 	}
+	h.awaitInit()
 	// Noted first, so that the shim can tell "exited 143 after our SIGTERM"
 	// from "chose exit code 143" (see shim.Classify).
 	if num := unix.SignalNum(sig); num != 0 {
@@ -121,6 +126,23 @@ func (h *Handle) Signal(ctx context.Context, sig string) error {
 		return nil // it ended meanwhile: nothing left to signal
 	}
 	return err
+}
+
+// awaitInit holds a signal until the container's init has started the JVM:
+// from then on the init forwards every signal, so one sent during the JVM's
+// start-up reaches it. Before, the init is a Go runtime still starting,
+// which would drop it (or exit on SIGTERM). Bounded: the init forks the JVM
+// within milliseconds of its start.
+func (h *Handle) awaitInit() {
+	pid := h.State.ContainerPID
+	deadline := time.Now().Add(initStartTimeout)
+	for pid > 0 && jvmPID(pid) == 0 && time.Now().Before(deadline) {
+		select {
+		case <-h.done:
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 // Stop delivers sig once the task can receive it, waits until timeout

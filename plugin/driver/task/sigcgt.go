@@ -3,11 +3,14 @@ package task
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nomad-lab/nomad-driver-java-crun/shim"
 )
 
 // handlerPollInterval is how often Stop re-reads the task's caught-signal
@@ -35,12 +38,12 @@ func catchesSignal(pid int, sig unix.Signal) (bool, error) {
 	return false, fmt.Errorf("no SigCgt line in /proc/%d/status", pid)
 }
 
-// awaitHandler waits until the container's init catches sig, the task ends
-// or deadline passes, and reports how long it waited. The JVM is PID 1 of
-// its PID namespace, and the kernel drops a signal sent to a namespace's
-// init that has no handler for it: a stop in the first second of a JVM's
-// life (before Java registers its SIGTERM handler) would otherwise be lost
-// and end, kill_timeout later, in SIGKILL instead of a graceful exit.
+// awaitHandler waits until the JVM catches sig, the task ends or deadline
+// passes, and reports how long it waited. A stop in the first second of a
+// JVM's life (before Java registers its SIGTERM handler) would otherwise
+// kill it without running its shutdown hooks (with the init, see
+// shim/init.go), or be dropped by the kernel (a JVM that is itself PID 1,
+// in containers started before the init existed).
 func (h *Handle) awaitHandler(sig unix.Signal, deadline time.Time) (time.Duration, bool) {
 	start := time.Now()
 	pid := h.State.ContainerPID
@@ -48,7 +51,10 @@ func (h *Handle) awaitHandler(sig unix.Signal, deadline time.Time) (time.Duratio
 		return 0, true // the kernel always delivers these two
 	}
 	for {
-		caught, err := catchesSignal(pid, sig)
+		caught, err := false, error(nil)
+		if jvm := jvmPID(pid); jvm > 0 { // 0: the init has not started it yet
+			caught, err = catchesSignal(jvm, sig)
+		}
 		if err != nil || caught {
 			// An unreadable status means the process is gone; the signal
 			// attempt that follows reports or absorbs that.
@@ -64,3 +70,32 @@ func (h *Handle) awaitHandler(sig unix.Signal, deadline time.Time) (time.Duratio
 		}
 	}
 }
+
+// jvmPID is the JVM of the container whose init is pid: the init's child
+// when pid runs java-crun-init, else pid itself (the JVM as PID 1); 0 while
+// the init has no child yet.
+func jvmPID(pid int) int {
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return pid // gone: the caller's read fails and says so
+	}
+	argv0, _, _ := strings.Cut(string(cmdline), "\x00")
+	if filepath.Base(argv0) != initName {
+		return pid
+	}
+	// The init is a Go program: the thread that forked the JVM may be any
+	// of its threads, and children lists each thread's own.
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	for _, t := range tasks {
+		children, _ := os.ReadFile(t)
+		if f := strings.Fields(string(children)); len(f) > 0 {
+			if n, err := strconv.Atoi(f[0]); err == nil {
+				return n
+			}
+		}
+	}
+	return 0
+}
+
+// initName is the container init's argv[0] base name (shim.InitPath).
+var initName = filepath.Base(shim.InitPath)

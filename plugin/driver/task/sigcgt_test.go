@@ -1,7 +1,10 @@
 package task
 
 import (
+	"fmt"
+	"os"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -82,5 +85,38 @@ func TestAwaitHandlerSkipsSigkill(t *testing.T) {
 	waited, caught := liveHandle(startShell(t, "sleep 5")).awaitHandler(unix.SIGKILL, time.Now().Add(time.Minute))
 	if !caught || waited != 0 {
 		t.Fatalf("SIGKILL is always delivered: waited=%s caught=%v", waited, caught)
+	}
+}
+
+// TestAwaitHandlerLooksAtTheInitsChild: with the init as PID 1, what
+// decides a signal's fate is the JVM's handler (the init's child), not the
+// init's, which catches everything.
+func TestAwaitHandlerLooksAtTheInitsChild(t *testing.T) {
+	cmd := exec.Command("/bin/sh", "-c", `sleep 0.5; sh -c 'trap "exit 3" TERM; while :; do sleep 0.05; done' & wait`)
+	cmd.Args[0] = "/.java-crun/java-crun-init" // how the init shows in /proc/<pid>/cmdline
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Kill(-cmd.Process.Pid, unix.SIGKILL); _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	for i := 0; i < 100; i++ { // until the fork has exec'd sh
+		if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", cmd.Process.Pid)); strings.HasPrefix(string(b), cmd.Args[0]) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := jvmPID(cmd.Process.Pid); got != 0 {
+		t.Fatalf("jvmPID before the child exists = %d, want 0", got)
+	}
+	h := liveHandle(cmd.Process.Pid)
+	waited, caught := h.awaitHandler(unix.SIGTERM, time.Now().Add(10*time.Second))
+	if !caught || waited < 400*time.Millisecond {
+		t.Fatalf("waited %s caught %v: want to wait for the child's trap, not the init's", waited, caught)
+	}
+	child := jvmPID(cmd.Process.Pid)
+	if child <= 0 || child == cmd.Process.Pid {
+		t.Fatalf("jvmPID = %d", child)
+	}
+	if self := startShell(t, "sleep 5"); jvmPID(self) != self {
+		t.Fatal("a JVM that is PID 1 itself (no init) must be its own target")
 	}
 }

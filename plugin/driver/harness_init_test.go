@@ -1,0 +1,59 @@
+package driver
+
+// Harness tests of the container's init (shim/init.go) with real crun and
+// a real JVM: signals reach the JVM with the effect they have outside a
+// container, also during its start-up; orphans are reaped; PID 1 is the
+// init and the JVM its child.
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestHarnessSignalWithoutHandlerKillsJVM(t *testing.T) {
+	h, cfg, _ := startSleeper(t)
+	waitRunningJVM(t, h, cfg)
+	// The init's threads have pids of their own: its child is the JVM.
+	if out, code := h.exec(t, cfg, "/bin/sh", "-c", "tr '\\0' ' ' < /proc/1/cmdline; echo; cat /proc/$(cat /proc/1/task/*/children | cut -d' ' -f1)/comm"); code != 0 ||
+		!strings.HasPrefix(out, "/.java-crun/java-crun-init ") || !strings.Contains(out, "\njava\n") {
+		t.Fatalf("want PID 1 the init and its child java, got %q", out)
+	}
+	// sleeper.jar has no SIGUSR1 handler: outside a container `kill -USR1`
+	// kills a JVM (exit 138); the kernel used to drop it for the JVM as PID 1.
+	if err := h.SignalTask(cfg.ID, "SIGUSR1"); err != nil {
+		t.Fatal(err)
+	}
+	res := h.wait(t, cfg.ID, time.Minute)
+	if res.Signal != 10 || res.ExitCode != 138 {
+		t.Fatalf("after SIGUSR1: %+v, want killed by signal 10 (138)", res)
+	}
+	h.destroyAndAssertGone(t, cfg)
+}
+
+func TestHarnessSignalDuringJVMStartReachesIt(t *testing.T) {
+	h, cfg, _ := startSleeper(t)
+	// At once: the JVM is still starting (a second or more under TCG).
+	if err := h.SignalTask(cfg.ID, "SIGUSR1"); err != nil {
+		t.Fatal(err)
+	}
+	res := h.wait(t, cfg.ID, time.Minute)
+	t.Logf("JVM had printed its start line: %v", strings.Contains(readLog(t, cfg, "stdout"), "sleeper started"))
+	if res.Signal != 10 || res.ExitCode != 138 {
+		t.Fatalf("SIGUSR1 during start-up: %+v, want the JVM killed by it (138), as outside a container", res)
+	}
+	h.destroyAndAssertGone(t, cfg)
+}
+
+func TestHarnessInitReapsZombies(t *testing.T) {
+	h, cfg, _ := startSleeper(t)
+	waitRunningJVM(t, h, cfg)
+	// The subshell's sleep is orphaned inside the container, so it is
+	// re-parented to PID 1; once it exited, only PID 1 can reap it.
+	out, code := h.exec(t, cfg, "/bin/sh", "-c",
+		`(sleep 0.3 &); sleep 3; for s in /proc/[0-9]*/status; do grep -q '^State:.*Z' $s && echo "zombie $s"; done; echo checked`)
+	if code != 0 || !strings.Contains(out, "checked") || strings.Contains(out, "zombie") {
+		t.Fatalf("exit %d: %s", code, out)
+	}
+	_ = h.DestroyTask(cfg.ID, true)
+}
