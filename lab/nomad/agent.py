@@ -103,6 +103,14 @@ advertise {{
   serf = "127.0.0.1"
 }}
 
+# Without it a client never asks the driver for TaskStats (Nomad 1.11 stats_hook: only
+# published allocation metrics are collected): the stats API would show zeros. -dev sets it;
+# a persisting agent would not.
+telemetry {{
+  publish_allocation_metrics = true
+  collection_interval        = "1s"
+}}
+
 server {{
   enabled          = true
   bootstrap_expect = 1
