@@ -17,6 +17,7 @@ import pytest
 
 from lab import faults
 from lab.core.errors import CommandFailed, LabTimeout
+from lab.faults import framework
 from lab.remote.host import CommandResult
 
 TC_STUB = r'''
@@ -152,8 +153,8 @@ class SandboxHost:
 
 @pytest.fixture
 def host(tmp_path, monkeypatch):
-    monkeypatch.setattr(faults, "STATE_DIR", str(tmp_path / "var-lib-lab-faults"))
-    monkeypatch.setattr(faults, "HEAL_TIMEOUT", 5.0)
+    monkeypatch.setattr(framework, "STATE_DIR", str(tmp_path / "var-lib-lab-faults"))
+    monkeypatch.setattr(framework, "HEAL_TIMEOUT", 5.0)
     jvm = tmp_path / "jvm"
     (jvm / "bin").mkdir(parents=True)
     (jvm / "lib").mkdir()
@@ -179,7 +180,7 @@ def leftovers(host):
 
 
 def heal_scripts():
-    state = Path(faults.STATE_DIR)
+    state = Path(framework.STATE_DIR)
     return sorted(p.name for p in state.glob("*.sh")) if state.exists() else []
 
 
@@ -210,7 +211,7 @@ def test_heal_runs_when_the_body_raises(host, journal):
 
 def test_heal_and_sweep_are_idempotent(host, journal):
     with faults.java_library_missing(host, journal=journal) as fault:
-        heal = Path(faults._heal_path(fault)).read_text()
+        heal = Path(faults.heal_path(fault)).read_text()
     for _ in range(2):  # the saved heal script, run again after the heal: changes nothing
         host.sudo(heal)
     assert (host.root / "jvm" / "lib" / "libjli.so").exists()
@@ -299,9 +300,9 @@ def test_a_heal_that_cannot_restore_raises_heal_failed(host, journal):
 def test_a_heal_retries_while_ssh_is_down(host, journal):
     lib = host.root / "jvm" / "lib" / "libjli.so"
     with faults.java_library_missing(host, journal=journal):
-        host.ssh_down_for.append("rm -f " + faults.STATE_DIR)
+        host.ssh_down_for.append(f"fault.sh heal {framework.STATE_DIR}/")
     assert lib.exists()
-    heals = [c for c in host.commands if "rm -f " + faults.STATE_DIR in c]
+    heals = [c for c in host.commands if f"fault.sh heal {framework.STATE_DIR}/" in c]
     assert len(heals) == 2  # one lost to SSH, one that worked
 
 
@@ -381,7 +382,7 @@ def test_network_delay_on_a_port_shapes_only_that_port(host, journal):
             "dport 8080 0xffff flowid 1ab:3", "sport 8080 0xffff flowid 1ab:3"]
         assert "netem" in fault.details["observed"]
     assert host.tc()["qdiscs"] == []
-    assert any("modprobe sch_netem" in c for c in host.commands)
+    assert any("netem.sh modules sch_netem sch_prio cls_u32" in c for c in host.commands)
 
 
 def test_network_delay_without_port_is_one_netem_root(host, journal):
