@@ -11,8 +11,8 @@ from lab.faults.registry import Marker, fault
 
 SCRIPT = "java.sh"
 
-# A `java` on PATH that has no execute bit: sweep gives it 0755 back.
-NOT_EXECUTABLE = Marker("not-executable", SCRIPT)
+# A .../bin/java under the sweep roots that has no execute bit: sweep gives it 0755 back.
+NOT_EXECUTABLE = Marker("not-executable", SCRIPT, scope="roots")
 
 
 def locate(host: Host, java: str, java_home: str | None) -> tuple[str, str]:

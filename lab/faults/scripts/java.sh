@@ -9,14 +9,13 @@
 #   java.sh noexec BIN             chmod a-x BIN
 #   java.sh setmode MODE BIN       chmod MODE BIN if BIN exists
 #   java.sh hasmode MODE BIN       exit 0 iff BIN has MODE
-#   java.sh scan | sweep           a `java` on PATH with no execute bit; sweep sets 0755
+#   java.sh scan | sweep ROOT...   a .../bin/java under the roots with no execute bit; sweep
+#                                  sets 0755. (Not `command -v java`: it skips such a file.)
 # Exit 3 means a precondition failed and nothing was changed; stderr says which.
 set -u
 
 non_executable_java() {
-  local j real
-  j=$(command -v java) && real=$(readlink -f "$j") && [ -f "$real" ] && [ ! -x "$real" ] \
-    && echo "$real"
+  find "$@" -xdev -path '*/bin/java' -type f ! -perm /111 2>/dev/null
 }
 
 sub=${1:-}
@@ -73,13 +72,13 @@ case $sub in
     [ "$mode" = "$1" ] || { echo "$2 has mode $mode, expected $1" >&2; exit 1; }
     ;;
   scan)
-    non_executable_java
+    non_executable_java "$@"
     true
     ;;
   sweep)
-    if real=$(non_executable_java); then
-      chmod 0755 "$real" && echo "healed: chmod 0755 $real"
-    fi
+    non_executable_java "$@" | while read -r java; do
+      chmod 0755 "$java" && echo "healed: chmod 0755 $java"
+    done
     true
     ;;
   *)
