@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from lab.faults import files
-from lab.faults.framework import FaultError, Host, Plan, call, probe
+from lab.faults.framework import FaultError, Host, Plan, Step, call, probe
 from lab.faults.registry import Marker, fault
 
 SCRIPT = "java.sh"
@@ -25,7 +25,7 @@ def locate(host: Host, java: str, java_home: str | None) -> tuple[str, str]:
     return real[: -len("/bin/java")], real
 
 
-def fails(java_bin: str):
+def fails(java_bin: str) -> Step:
     """Check: exit 0 iff `java -version` fails; prints its complaint (first line)."""
     return call(SCRIPT, "fails", java_bin)
 
