@@ -14,6 +14,7 @@ from pathlib import Path
 
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 BAD_JARS = ("random", "truncated", "nomain", "empty")
+PADDING_ENTRY = "lab-padding/random.bin"  # the filler entry of a padded JAR
 
 
 def random_bytes(size: int = 64 * 1024, seed: int = 4242) -> bytes:
@@ -68,29 +69,40 @@ def write_bad_jars(bad_dir: Path, real_jar: Path | None = None) -> dict[str, Pat
     return paths
 
 
+def build_padded_jar(base_jar: Path, size_bytes: int, out: Path, seed: int = 1) -> Path:
+    """Write `out`: every entry of `base_jar` (manifest first, as copied; an earlier padding
+    dropped) plus one stored entry of seeded random bytes, so `out` is at least `size_bytes`.
+    Random bytes defeat compression anywhere on the path; the JVM ignores an entry no class
+    refers to, so the JAR still runs like base_jar. Written in 1 MiB chunks, never held in
+    memory."""
+    pad = max(0, size_bytes - base_jar.stat().st_size)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    rng = random.Random(seed)
+    with zipfile.ZipFile(base_jar) as source, zipfile.ZipFile(partial, "w") as jar:
+        for info in source.infolist():
+            if info.filename != PADDING_ENTRY:
+                jar.writestr(info, source.read(info))
+        padding = zipfile.ZipInfo(PADDING_ENTRY, date_time=ZIP_EPOCH)
+        padding.compress_type = zipfile.ZIP_STORED
+        with jar.open(padding, "w", force_zip64=pad >= zipfile.ZIP64_LIMIT) as blob:
+            remaining = pad
+            while remaining > 0:
+                chunk = min(remaining, 1 << 20)
+                blob.write(rng.randbytes(chunk))
+                remaining -= chunk
+    os.replace(partial, out)
+    return out
+
+
 def padded_jar(base_jar: Path, dest: Path, size_mb: int, seed: int = 1) -> Path:
-    """base_jar plus an incompressible stored entry, so dest is at least size_mb MiB and still
-    runs like base_jar (the large-artifact tests). Reused when it already has that size."""
+    """build_padded_jar of at least size_mb MiB at dest, reused when it already has that size
+    and is newer than base_jar (the large-artifact tests)."""
     target = size_mb << 20
     if dest.exists() and dest.stat().st_size >= target and dest.stat().st_mtime >= \
             base_jar.stat().st_mtime:
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = dest.with_name(dest.name + ".partial")
-    rng = random.Random(seed)
-    with zipfile.ZipFile(base_jar) as source, zipfile.ZipFile(partial, "w") as jar:
-        for info in source.infolist():
-            jar.writestr(info, source.read(info))
-        padding = zipfile.ZipInfo("padding/blob.bin", date_time=ZIP_EPOCH)
-        padding.compress_type = zipfile.ZIP_STORED
-        with jar.open(padding, "w", force_zip64=True) as blob:
-            remaining = target
-            while remaining > 0:
-                chunk = min(remaining, 4 << 20)
-                blob.write(rng.randbytes(chunk))
-                remaining -= chunk
-    os.replace(partial, dest)
-    return dest
+    return build_padded_jar(base_jar, target, dest, seed)
 
 
 def _add(jar: zipfile.ZipFile, name: str, data: bytes) -> None:

@@ -1,31 +1,9 @@
-"""An HTTP artifact server for Nomad `artifact` blocks, with failure modes set per artifact.
-
-The server runs inside pytest on the control host (127.0.0.1, ephemeral port). `expose(host)`
-opens an SSH reverse tunnel and yields URLs that are valid inside the lab host, which is where
-Nomad's artifact downloader runs.
-
-What that downloader does (go-getter v1.8.4's HttpGetter as configured by Nomad v1.11.3's
-client/allocrunner/taskrunner/getter/params.go), because the failure modes are shaped by it:
-- one plain GET per download: Nomad sets `DoNotCheckHeadFirst`, so no HEAD and no Range resume;
-- `http_read_timeout` is a deadline on the whole GET (a context timeout), not an idle timeout:
-  a stall longer than it fails with "context deadline exceeded";
-- `http_max_size` wraps the body in a LimitReader: a body larger than it comes out shorter than
-  Content-Length and fails with "short write", so every response here carries Content-Length;
-- Nomad never retries a download itself; the task's restart policy does ("Failed Artifact
-  Download" is recoverable). `reset(..., times=1)` plus a restart therefore proves recovery.
-HEAD and single-range requests are still served properly for other clients (curl, requests,
-go-getter with its defaults). Query strings (go-getter's `checksum=`, `archive=`) are ignored.
-
-Through the SSH reverse tunnel an injected TCP RST reaches the lab host as an early close of
-the tunnelled connection (the client sees an unexpected EOF), since SSH carries streams, not
-packets. For a real RST inside the lab host use `lab.faults.connection_resets`.
-"""
+"""The HTTP server of lab.faults.artifacts: serves registered artifacts on 127.0.0.1 and applies
+their failure modes (rules.py) while recording every request (requestlog.py)."""
 
 from __future__ import annotations
 
-import hashlib
 import http.server
-import io
 import logging
 import os
 import select
@@ -36,116 +14,25 @@ import tempfile
 import threading
 import time
 import urllib.parse
-import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
-from lab.core.errors import LabError, LabTimeout
-from lab.core.wait import Pending, until
+from lab.faults.artifacts import content
+from lab.faults.artifacts.content import (
+    Artifact,
+    ArtifactError,
+    Unsatisfiable,
+    check_name,
+    parse_range,
+)
+from lab.faults.artifacts.requestlog import RequestLog, RequestRecord
+from lab.faults.artifacts.rules import FailureModes, Rule
 
 log = logging.getLogger(__name__)
 
 CHUNK = 64 * 1024
-PADDING_ENTRY = "lab-padding/random.bin"
-
-
-class ArtifactError(LabError):
-    """The artifact server was misused or could not serve (names the artifact and the fix)."""
-
-
-@dataclass(frozen=True)
-class Artifact:
-    name: str
-    size: int
-    sha256: str
-    path: Path | None = field(default=None, repr=False, compare=False)
-    data: bytes | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def checksum(self) -> str:
-        """The value for a job's `artifact { options { checksum = ... } }`."""
-        return f"sha256:{self.sha256}"
-
-    def open(self) -> BinaryIO:
-        return self.path.open("rb") if self.path is not None else io.BytesIO(self.data or b"")
-
-
-@dataclass
-class RequestRecord:
-    """One request as the server saw it; `outcome` is set when the response ends.
-
-    outcome: in-progress, complete, reset (RST sent), client-gone (the client closed or the
-    write failed: e.g. it timed out), error-status (an injected status), not-found,
-    bad-range (416), aborted (the server stopped mid-response).
-    mode: the failure mode that applied (stall, reset, status), "slow" if only throttled,
-    else None.
-    """
-
-    name: str
-    method: str
-    range: str | None
-    started_at: float
-    status: int = 0
-    mode: str | None = None
-    bytes_sent: int = 0
-    outcome: str = "in-progress"
-    finished_at: float | None = None
-
-    @property
-    def done(self) -> bool:
-        return self.outcome != "in-progress"
-
-    def __str__(self) -> str:
-        took = f"{self.finished_at - self.started_at:.2f}s" if self.finished_at else "running"
-        rng = f" range={self.range}" if self.range else ""
-        mode = f" mode={self.mode}" if self.mode else ""
-        return (f"{self.method} {self.name}{rng} -> {self.status or '-'} {self.outcome}{mode} "
-                f"sent={self.bytes_sent} ({took})")
-
-
-@dataclass
-class _Rule:
-    kind: str  # stall | reset | status
-    remaining: int | None  # None: every request
-    after_bytes: int | None = 0
-    seconds: float = 0.0
-    code: int = 0
-
-
-class _Unsatisfiable(Exception):
-    pass
-
-
-def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """The inclusive byte span of a single `bytes=` range, or None to serve the whole body.
-
-    Malformed and multi-range headers are ignored (RFC 9110 allows serving 200 instead);
-    a range that starts past the end raises _Unsatisfiable (416).
-    """
-    if not header or not header.strip().startswith("bytes=") or "," in header:
-        return None
-    spec = header.strip()[len("bytes="):].strip()
-    first, sep, last = spec.partition("-")
-    if not sep:
-        return None
-    try:
-        if first == "":  # suffix: the last N bytes
-            count = int(last)
-            if count <= 0 or size == 0:
-                raise _Unsatisfiable
-            return max(0, size - count), size - 1
-        start = int(first)
-        end = int(last) if last else size - 1
-    except ValueError:
-        return None
-    if start >= size:
-        raise _Unsatisfiable
-    if end < start:
-        return None
-    return start, min(end, size - 1)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -186,10 +73,9 @@ class ArtifactServer:
     def __init__(self, bind: str = "127.0.0.1"):
         self._bind = bind
         self._artifacts: dict[str, Artifact] = {}
-        self._rules: dict[str, list[_Rule]] = {}
-        self._rates: dict[str, int] = {}
-        self._records: list[RequestRecord] = []
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards _artifacts
+        self._modes = FailureModes()
+        self._log = RequestLog()
         self._stopping = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -214,26 +100,13 @@ class ArtifactServer:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
-            self._settle()
+            self._log.settle()
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
         if self._tmpdir is not None:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
             self._tmpdir = None
-
-    def _settle(self, timeout: float = 2.0) -> None:
-        """Let woken responses record how they ended; one stuck writing to a client that no
-        longer reads is marked aborted rather than holding up teardown."""
-        def settled():
-            running = [str(r) for r in self.requests() if not r.done]
-            return Pending(running) if running else True
-        try:
-            until(settled, timeout, "in-flight artifact responses to end", interval=0.01)
-        except LabTimeout:
-            for record in self.requests():
-                if not record.done:
-                    record.outcome = "aborted"
 
     def __enter__(self) -> ArtifactServer:
         return self.start()
@@ -261,19 +134,7 @@ class ArtifactServer:
     # -- content -----------------------------------------------------------------------------
     def add(self, name: str, source: str | os.PathLike | bytes) -> Artifact:
         """Register `source` (a file, streamed from disk on each request, or bytes) as `name`."""
-        _check_name(name)
-        if isinstance(source, bytes | bytearray):
-            data = bytes(source)
-            artifact = Artifact(name, len(data), hashlib.sha256(data).hexdigest(), data=data)
-        else:
-            path = Path(source)
-            if not path.is_file():
-                raise ArtifactError(f"artifact {name!r}: {path} is not a file; build it first "
-                                    "(e.g. `invoke plugin.build` / the test-jar fixture)")
-            artifact = Artifact(name, path.stat().st_size, _sha256_file(path), path=path)
-        with self._lock:
-            self._artifacts[name] = artifact
-        return artifact
+        return self._register(content.from_source(name, source))
 
     def add_large(self, name: str, size_bytes: int, base_jar: str | os.PathLike,
                   cache_dir: str | os.PathLike | None = None) -> Artifact:
@@ -283,38 +144,18 @@ class ArtifactServer:
         With `cache_dir`, the file (and its checksum) is kept there and reused by later runs;
         otherwise it lives in the server's temporary directory until stop().
         """
-        base = Path(base_jar)
-        if not base.is_file():
-            raise ArtifactError(f"add_large {name!r}: base jar {base} does not exist; build the "
-                                "test jars first")
-        if cache_dir is not None:
-            directory = Path(cache_dir)
-            directory.mkdir(parents=True, exist_ok=True)
-        else:
-            directory = self._scratch_dir()
-        base_sha = _sha256_file(base)
-        out = directory / f"{base.stem}-padded-{size_bytes}-{base_sha[:12]}.jar"
-        sidecar = out.with_name(out.name + ".sha256")
-        if out.is_file() and sidecar.is_file() and out.stat().st_size >= size_bytes:
-            sha = sidecar.read_text().strip()
-            artifact = Artifact(name, out.stat().st_size, sha, path=out)
-        else:
-            build_padded_jar(base, size_bytes, out)
-            artifact = Artifact(name, out.stat().st_size, _sha256_file(out), path=out)
-            sidecar.write_text(artifact.sha256 + "\n")
-        with self._lock:
-            self._artifacts[name] = artifact
-        return artifact
+        directory = Path(cache_dir) if cache_dir is not None else self._scratch_dir()
+        return self._register(content.padded(name, size_bytes, base_jar, directory))
 
     def alias(self, name: str, of: str) -> Artifact:
         """Register artifact `of` again as `name` (no copy, no re-hash): a test that sets
         failure modes on its own name cannot disturb others sharing the session's server."""
-        _check_name(name)
-        source = self.artifact(of)
-        artifact = Artifact(name, source.size, source.sha256, path=source.path,
-                            data=source.data)
+        check_name(name)
+        return self._register(self.artifact(of).renamed(name))
+
+    def _register(self, artifact: Artifact) -> Artifact:
         with self._lock:
-            self._artifacts[name] = artifact
+            self._artifacts[artifact.name] = artifact
         return artifact
 
     def artifact(self, name: str) -> Artifact:
@@ -331,84 +172,48 @@ class ArtifactServer:
         """Send headers and `after_bytes` of the body, then send nothing for `seconds` (or
         until the client gives up, recorded as client-gone), then carry on normally.
         To trip Nomad's `http_read_timeout`, make `seconds` longer than it."""
-        self._add_rule(name, _Rule("stall", times, after_bytes=after_bytes, seconds=seconds))
+        self._modes.add(name, Rule("stall", times, after_bytes=after_bytes, seconds=seconds))
 
     def reset(self, name: str, after_bytes: int | None = 0, times: int | None = 1) -> None:
         """Abort the first `times` GETs with a TCP RST (SO_LINGER 0) after `after_bytes` of the
         body (None: before any response), then serve normally. The cut is always mid-body:
         `after_bytes` is clamped to size-1."""
-        self._add_rule(name, _Rule("reset", times, after_bytes=after_bytes))
+        self._modes.add(name, Rule("reset", times, after_bytes=after_bytes))
 
     def status(self, name: str, code: int, times: int | None = None) -> None:
         """Answer the next `times` requests (None: all) with HTTP `code` and a short text body."""
         if not 100 <= code <= 599:
             raise ArtifactError(f"status({name!r}, {code}): not an HTTP status code")
-        self._add_rule(name, _Rule("status", times, code=code))
+        self._modes.add(name, Rule("status", times, code=code))
 
     def slow(self, name: str, bytes_per_sec: int) -> None:
         """Throttle every body of `name` to about `bytes_per_sec` (until clear())."""
-        if bytes_per_sec <= 0:
-            raise ArtifactError(f"slow({name!r}, {bytes_per_sec}): the rate must be positive")
-        with self._lock:
-            self._rates[name] = int(bytes_per_sec)
+        self._modes.slow(name, bytes_per_sec)
 
     def clear(self, name: str | None = None) -> None:
         """Drop the failure modes of `name` (or of every artifact): serve normally again."""
-        with self._lock:
-            for table in (self._rules, self._rates):
-                if name is None:
-                    table.clear()
-                else:
-                    table.pop(name, None)
-
-    def _add_rule(self, name: str, rule: _Rule) -> None:
-        _check_name(name)
-        if rule.remaining is not None and rule.remaining < 1:
-            raise ArtifactError(f"{rule.kind}({name!r}): times must be >= 1 or None (always)")
-        with self._lock:
-            self._rules.setdefault(name, []).append(rule)
-
-    def _take_rule(self, name: str, consume: bool) -> _Rule | None:
-        """The first rule still active for `name`, counted down when `consume`."""
-        with self._lock:
-            rules = self._rules.get(name, [])
-            for rule in rules:
-                if rule.remaining is None or rule.remaining > 0:
-                    if consume and rule.remaining is not None:
-                        rule.remaining -= 1
-                    return rule
-            return None
+        self._modes.clear(name)
 
     # -- observation -------------------------------------------------------------------------
     def requests(self, name: str | None = None) -> list[RequestRecord]:
         """Every request for `name` (or all), oldest first; records of finished requests do
         not change any more."""
-        with self._lock:
-            return [r for r in self._records if name is None or r.name == name]
+        return self._log.records(name)
 
     def wait_for_request(self, name: str, timeout: float, outcome: str | None = None,
                          method: str = "GET") -> RequestRecord:
         """Wait for a finished request for `name` (with `outcome`, if given) and return it."""
-        def check():
-            seen = [r for r in self.requests(name) if r.method == method]
-            for record in seen:
-                if record.done and (outcome is None or record.outcome == outcome):
-                    return record
-            return Pending([str(r) for r in seen] or "no request yet")
-        return until(check, timeout,
-                     f"a {method} of artifact {name!r}" + (f" ending {outcome}" if outcome else ""))
+        return self._log.wait_for(name, timeout, outcome, method)
 
     def summary(self) -> str:
         """One line per request, for a failure report."""
-        return "\n".join(str(r) for r in self.requests()) or "(no requests)"
+        return self._log.summary()
 
     # -- serving -----------------------------------------------------------------------------
     def _serve(self, handler: _Handler, head: bool) -> None:
         path = urllib.parse.urlsplit(handler.path).path
         name = urllib.parse.unquote(path.lstrip("/"))
-        record = RequestRecord(name, handler.command, handler.headers.get("Range"), time.time())
-        with self._lock:
-            self._records.append(record)
+        record = self._log.start(name, handler.command, handler.headers.get("Range"))
         try:
             self._respond(handler, record, head)
         except (OSError, ValueError) as exc:  # peer went away (EPIPE, ECONNRESET, timeout)
@@ -422,13 +227,13 @@ class ArtifactServer:
     def _respond(self, handler: _Handler, record: RequestRecord, head: bool) -> None:
         with self._lock:
             artifact = self._artifacts.get(record.name)
-            rate = self._rates.get(record.name)
+        rate = self._modes.rate(record.name)
         if artifact is None:
             record.outcome = "not-found"
             _send_text(handler, record, 404, f"no artifact named {record.name!r} on the lab's "
                        "artifact server: register it with srv.add()\n")
             return
-        rule = self._take_rule(record.name, consume=not head)  # HEAD never uses up a fault
+        rule = self._modes.take(record.name, consume=not head)  # HEAD never uses up a fault
         if rule is not None and rule.kind == "status":
             record.mode, record.outcome = "status", "error-status"
             _send_text(handler, record, rule.code,
@@ -444,7 +249,7 @@ class ArtifactServer:
 
         try:
             span = parse_range(record.range, artifact.size)
-        except _Unsatisfiable:
+        except Unsatisfiable:
             record.outcome = "bad-range"
             _send_text(handler, record, 416, "range not satisfiable\n",
                        {"Content-Range": f"bytes */{artifact.size}"})
@@ -474,7 +279,7 @@ class ArtifactServer:
         self._stream(handler, record, artifact, start, length, rule, cut, rate)
 
     def _stream(self, handler: _Handler, record: RequestRecord, artifact: Artifact, start: int,
-                length: int, rule: _Rule | None, cut: int | None, rate: int | None) -> None:
+                length: int, rule: Rule | None, cut: int | None, rate: int | None) -> None:
         began = time.monotonic()
         with artifact.open() as body:
             body.seek(start)
@@ -547,29 +352,6 @@ class ExposedServer:
         return f"http://127.0.0.1:{self.port}/{urllib.parse.quote(name)}"
 
 
-def build_padded_jar(base_jar: Path, size_bytes: int, out: Path) -> Path:
-    """Write `out`: every entry of `base_jar` (manifest first, as copied) plus one stored entry
-    of random bytes so the file is >= `size_bytes`. Random data defeats compression anywhere
-    on the path; the JVM ignores an entry no class refers to, so the JAR still runs."""
-    pad = max(0, size_bytes - base_jar.stat().st_size)
-    partial = out.with_name(out.name + ".partial")
-    with zipfile.ZipFile(base_jar) as src, zipfile.ZipFile(partial, "w") as dst:
-        for info in src.infolist():
-            if info.filename == PADDING_ENTRY:
-                continue
-            dst.writestr(info, src.read(info))
-        entry = zipfile.ZipInfo(PADDING_ENTRY, date_time=(2020, 1, 1, 0, 0, 0))
-        entry.compress_type = zipfile.ZIP_STORED
-        with dst.open(entry, "w", force_zip64=pad >= zipfile.ZIP64_LIMIT) as sink:
-            left = pad
-            while left:
-                chunk = os.urandom(min(1 << 20, left))
-                sink.write(chunk)
-                left -= len(chunk)
-    os.replace(partial, out)
-    return out
-
-
 def _send_text(handler: _Handler, record: RequestRecord, code: int, text: str,
                headers: dict[str, str] | None = None) -> None:
     body = text.encode()
@@ -591,17 +373,3 @@ def _reset_connection(handler: _Handler) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     handler.rfile.close()  # the makefile() reference would otherwise keep the fd open
     sock.close()
-
-
-def _check_name(name: str) -> None:
-    if not name or name.startswith("/") or ".." in name.split("/") or "?" in name:
-        raise ArtifactError(f"artifact name {name!r} must be a relative URL path without "
-                            "'..' or '?', e.g. 'apps/hello.jar'")
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
