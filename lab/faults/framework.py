@@ -127,9 +127,8 @@ class Step:
     args: tuple[str, ...] = ()
 
     def command(self) -> str:
-        """The command line, with the script's text inline (lab.remote.host.script_command;
-        an absolute name there is taken as the path)."""
-        return script_command(str(SCRIPTS / self.script), list(self.args))
+        """The command line, with the script's text inline (lab.remote.host.script_command)."""
+        return script_command(self.script, list(self.args), scripts_dir=SCRIPTS)
 
     def __str__(self) -> str:
         return " ".join([self.script, *self.args])

@@ -304,9 +304,10 @@ class LabHost:
         self._conn.close()
 
 
-def script_command(name: str, args: list) -> str:
-    """The command line that runs lab/remote/scripts/<name> remotely: its text travels inline."""
-    script = (SCRIPTS_DIR / name).read_text()
+def script_command(name: str, args: list, scripts_dir: Path = SCRIPTS_DIR) -> str:
+    """The command line that runs <scripts_dir>/<name> remotely (lab/remote/scripts by
+    default): its text travels inline, and the script sees its own name as $0."""
+    script = (scripts_dir / name).read_text()
     return f"bash -c {shlex.quote(script)} {name} " + " ".join(shlex.quote(str(a)) for a in args)
 
 
