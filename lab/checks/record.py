@@ -206,7 +206,7 @@ def render_text(record: dict[str, Any]) -> str:
     lines += ["", "timeline (wall clock of the control host; Nomad's events carry the lab "
               "host's clock)"]
     began = record["started_at"]
-    lines += [f"  {f'+{t - began:8.3f}s' if t else '          '} {_clock(t)}  {src:<8} {text}"
+    lines += [f"  {f'+{t - began:.3f}s' if t else '':>10} {_clock(t):>12}  {src:<8} {text}"
               for t, src, text in rows] or ["  (nothing happened: no fault, request or event)"]
     lines += ["", "leftovers"]
     left = record.get("leftovers")
