@@ -106,6 +106,12 @@ def test_passes_with_one_report_id_make_one_page_and_a_new_id_starts_over(tmp_pa
                                                                         "run2.json"]
 
 
+def test_report_ids_that_share_a_file_name_do_not_merge(tmp_path):
+    report.add_pass(tmp_path, "a/b", {"records": [a_record("t::one")]})
+    run = report.add_pass(tmp_path, "a_b", {"records": [a_record("t::two")]})
+    assert [r["test"] for p in run["passes"] for r in p["records"]] == ["t::two"]
+
+
 def test_only_the_newest_records_files_are_kept(tmp_path, monkeypatch):
     monkeypatch.setattr(report, "KEEP", 3)
     for i in range(5):
@@ -201,6 +207,9 @@ def check_index_and_bundles(reports: Path) -> None:
 def test_a_failing_inner_run_gets_an_index_with_links_to_a_record_per_failure(pytester):
     reports, result = inner_run(pytester)
     check_index_and_bundles(reports)
+    out = result.stdout.str()
+    for test in ("test_setup_fails", "test_body_fails", "test_teardown_fails"):
+        assert f"diagnostics bundle: {reports / 'diag' / f'test_inner.py_{test}'}" in out, test
     result.stdout.fnmatch_lines([f"lab report: {reports / 'index.html'}"])
 
 
