@@ -42,6 +42,7 @@ _HOST_KEY = pytest.StashKey[object]()  # the session's LabHost, for bundles of s
 _MADE_KEY = pytest.StashKey[dict]()  # test id -> its agent, kept for one that fails to start
 _MAKING_KEY = pytest.StashKey[str]()  # the test id the pool makes an agent for
 _REPORTING_KEY = pytest.StashKey["_Reporting"]()
+_REPORTER_ENV = "LAB_REPORTING_PID"  # the pytest process writing index.html
 # Fixtures whose tests change the lab host for everybody: an inner pytest session sweeps the
 # host when it starts, so nothing else may run there meanwhile.
 _EXCLUSIVE_FIXTURES = {"inner_runs", "pytester"}
@@ -385,6 +386,9 @@ class _Reporting:
     def __init__(self, config):
         self.config = config
         self.run = report.RunReport(" ".join(config.invocation_params.args))
+        # A run inside another (the e2e suite's nested runs) leaves the outer run's page alone.
+        self.nested = os.environ.get(_REPORTER_ENV, str(os.getpid())) != str(os.getpid())
+        os.environ[_REPORTER_ENV] = str(os.getpid())  # inherited by the runs we start
 
     def pytest_runtest_logreport(self, report):
         if report.when == "teardown" and getattr(report, "lab_record", None) is not None:
@@ -393,7 +397,7 @@ class _Reporting:
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session, exitstatus):
         given = self.config.getoption("--lab-reports")
-        if not self.run.records or not (given or self.run.used_the_lab):
+        if not self.run.records or not (given or (self.run.used_the_lab and not self.nested)):
             return
         report_id = self.config.getoption("--lab-report-id") or _lab_config(self.config).run_id
         try:

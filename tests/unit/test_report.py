@@ -10,6 +10,8 @@ import re
 from html.parser import HTMLParser
 from pathlib import Path
 
+import pytest
+
 from lab.checks import record, report
 
 pytest_plugins = ["pytester"]
@@ -216,14 +218,40 @@ def test_a_failing_inner_run_gets_an_index_with_links_to_a_record_per_failure(py
 def test_under_xdist_the_controller_writes_the_index_from_the_workers_records(pytester):
     reports, _ = inner_run(pytester, "-n", "2")
     check_index_and_bundles(reports)
-    envs = json.loads(next((reports / "records").iterdir()).read_text())["passes"][0]["envs"]
+    (records,) = (reports / "records").iterdir()  # the controller's only: workers write none
+    envs = json.loads(records.read_text())["passes"][0]["envs"]
     assert sorted(env["worker"] for env in envs) == ["gw0", "gw1"]
 
 
-def test_without_the_lab_or_lab_reports_nothing_is_written(pytester, monkeypatch):
-    """A unit-test run (no test uses the lab) leaves reports/ alone."""
-    pytester.makepyfile(test_inner=INNER)
-    monkeypatch.setenv("LAB_ROOT", str(pytester.path))
+LAB_TEST = '''
+import pytest
+
+
+@pytest.fixture
+def lab_host():  # stands in for the lab: the test counts as one that uses it
+    return None
+
+
+def test_uses_the_lab(lab_host):
+    assert lab_host == "LAB-FAILURE"
+'''
+
+
+@pytest.mark.parametrize("source, nested, written", [
+    (INNER, False, False),  # a unit-test run (no test uses the lab) leaves reports/ alone
+    (LAB_TEST, False, True),  # a lab run writes the checkout's reports/index.html
+    (LAB_TEST, True, False),  # a run inside another leaves the outer run's page alone
+])
+def test_a_report_by_default_only_for_a_lab_run_that_is_not_nested(pytester, monkeypatch,
+                                                                    source, nested, written):
+    pytester.makepyfile(test_inner=source)
+    monkeypatch.setenv("LAB_ROOT", str(pytester.path))  # the checkout's reports/ is here
+    monkeypatch.delenv("LAB_REPORTING_PID", raising=False)  # this unit run's own
+    if nested:
+        monkeypatch.setenv("LAB_REPORTING_PID", "1")
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
-    result.assert_outcomes(passed=2, failed=2, errors=2)
-    assert not (pytester.path / "reports").exists()
+    assert result.ret == 1
+    assert (pytester.path / "reports" / "index.html").exists() == written
+    if source == LAB_TEST:  # the failure's record is in its bundle either way
+        assert (pytester.path / "reports" / "diag" / "test_inner.py_test_uses_the_lab" /
+                "record.txt").exists()
