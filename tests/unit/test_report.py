@@ -241,7 +241,7 @@ def test_uses_the_lab(lab_host):
     (INNER, False, False),  # a unit-test run (no test uses the lab) leaves reports/ alone
     (LAB_TEST, False, True),  # a lab run writes the checkout's reports/index.html
     (LAB_TEST, True, False),  # a run inside another leaves the outer run's page alone
-])
+], ids=["unit-run", "lab-run", "nested-lab-run"])
 def test_a_report_by_default_only_for_a_lab_run_that_is_not_nested(pytester, monkeypatch,
                                                                     source, nested, written):
     pytester.makepyfile(test_inner=source)
