@@ -17,7 +17,6 @@ from __future__ import annotations
 import itertools
 import os
 import sys
-import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -205,7 +204,6 @@ def lab_facts(request, lab_host, record_testsuite_property) -> dict[str, str]:
     return found
 
 
-
 @pytest.fixture(scope="session")
 def jars(lab_config) -> dict[str, Path]:
     jar_dir = lab_config.build_dir / "jars"
@@ -274,20 +272,10 @@ def pytest_runtest_call(item):
 def agent(request, lab_config, lab_host, lab_facts, agent_pool):
     item = request.node
     rec = item.stash.setdefault(_RECORD_KEY, record.Record(item.nodeid, lab=True))
-    phases = rec.phases = item.stash.setdefault(_PHASES_KEY, [])
-    made, began = request.config.stash.setdefault(_MADE_KEY, {}), time.monotonic()
+    rec.phases = item.stash.setdefault(_PHASES_KEY, [])
     request.config.stash[_MAKING_KEY] = item.nodeid
-    try:
-        agent, waited = agent_pool.take(item.nodeid, agent_options(item))
-    except BaseException:
-        phases.append(("agent failed", time.monotonic() - began))
-        failed_agent = made.pop(item.nodeid, None)  # its id, ports and timeline so far
-        if failed_agent is not None:
-            rec.agent = rec.part("agent", lambda: record.agent_info(failed_agent))
-        raise
-    made.pop(item.nodeid, None)
-    rec.agent = rec.part("agent", lambda: record.agent_info(agent, waited))
-    phases.append(("agent ready", waited))
+    agent, waited = recording.take_agent(agent_pool, item.nodeid, agent_options(item), rec,
+                                         request.config.stash.setdefault(_MADE_KEY, {}))
     props = item.user_properties
     props.append(("agent_wait_s", round(waited, 2)))
     props.append(("agent_startup_s", round(agent.startup_seconds, 2)))

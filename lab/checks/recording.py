@@ -1,5 +1,6 @@
 """The steps of recording a test, as the pytest plugin takes them (no pytest in here).
 
+    take_agent(...)                the test's agent, recorded even when it fails to start
     bundle(rec, out, host, agent)  the diagnostics bundle, collected once per test: when the
                                    body fails (agent up), setup fails (whatever the host
                                    shows), the drain fails (before the agent stops) or the
@@ -19,6 +20,26 @@ from pathlib import Path
 from typing import Any
 
 from lab.checks import diag, record
+
+
+def take_agent(pool: Any, key: str, options: Any, rec: record.Record,
+               made: dict[str, Any]) -> tuple[Any, float]:
+    """The test's agent from the pool (lab.nomad.agent_pool), into the record; for one that
+    fails to start, its id, ports and start-up timeline so far (`made`: test id -> the agent
+    the pool made for it)."""
+    began = time.monotonic()
+    try:
+        agent, waited = pool.take(key, options)
+    except BaseException:
+        rec.phases.append(("agent failed", time.monotonic() - began))
+        failed = made.pop(key, None)
+        if failed is not None:
+            rec.agent = rec.part("agent", lambda: record.agent_info(failed))
+        raise
+    made.pop(key, None)
+    rec.agent = rec.part("agent", lambda: record.agent_info(agent, waited))
+    rec.phases.append(("agent ready", waited))
+    return agent, waited
 
 
 def bundle(rec: record.Record, out: Path, host: Any, agent: Any = None) -> Path:

@@ -349,3 +349,35 @@ def test_a_failed_drain_bundles_while_the_agent_is_up_and_stops_it_gracefully(mo
     assert rec.task_events is None and rec.errors == {
         "task_events": "ConnectionError: tunnel closed"}
     assert rec.leftovers == {"found": {}, "described": []}
+
+
+# -- the agent's set-up ----------------------------------------------------------------------
+class TakePool:
+    def __init__(self, answer):
+        self.answer = answer
+
+    def take(self, key, options):
+        if isinstance(self.answer, BaseException):
+            raise self.answer
+        return self.answer, 0.25
+
+
+def test_an_agent_taken_from_the_pool_is_recorded_with_its_wait():
+    rec = record.Record("t", lab=True)
+    made = {"t": "the agent"}
+    agent = agent_ns()
+    assert recording.take_agent(TakePool(agent), "t", None, rec, made) == (agent, 0.25)
+    assert rec.agent["id"] == "nomad-lab-ab12-3" and rec.agent["waited_s"] == 0.25
+    assert rec.phases == [("agent ready", 0.25)] and made == {}
+
+
+def test_an_agent_that_fails_to_start_is_recorded_from_what_the_pool_made():
+    rec = record.Record("t", lab=True)
+    failed = agent_ns(ready_at=0.0, node_id=None, timeline={"unit_started": 0.3})
+    made = {"t": failed, "other": agent_ns()}
+    with pytest.raises(RuntimeError, match="not running"):
+        recording.take_agent(TakePool(RuntimeError("agent not running")), "t", None, rec, made)
+    assert rec.agent["id"] == "nomad-lab-ab12-3" and rec.agent["timeline"] == {
+        "unit_started": 0.3}
+    assert "startup_s" not in rec.agent and [n for n, _ in rec.phases] == ["agent failed"]
+    assert list(made) == ["other"]
