@@ -14,6 +14,7 @@ Every step is best effort: what cannot be gathered is written into the record's 
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -46,14 +47,22 @@ def bundle(rec: record.Record, out: Path, host: Any, agent: Any = None) -> Path:
     """Collect the diagnostics bundle into `out` unless this test's is already there (a test
     that does not use the lab, or whose lab host never came up, gets its record only)."""
     if rec.bundle is None and rec.lab and host is not None:
+        _fresh(rec, out)
         started = time.monotonic()
         try:
             diag.collect(host, agent, out)
             rec.phases.append(("diagnostics collected", time.monotonic() - started))
         except Exception as exc:  # noqa: BLE001 - diagnostics must never mask the real failure
             rec.errors["bundle"] = f"could not collect diagnostics: {type(exc).__name__}: {exc}"
-    rec.bundle = str(out)
+    _fresh(rec, out)
     return out
+
+
+def _fresh(rec: record.Record, out: Path) -> None:
+    """The first time this test writes its bundle: none of an earlier run's files stay."""
+    if rec.bundle is None:
+        shutil.rmtree(out, ignore_errors=True)
+        rec.bundle = str(out)
 
 
 def summary(out: Path) -> str:
@@ -79,7 +88,7 @@ def finish(rec: record.Record, out: Path, artifacts: Any = None) -> list[tuple[s
             artifacts.requests(), rec.started_at))
     if not rec.failed:
         return []
-    rec.bundle = str(out)
+    _fresh(rec, out)
     try:
         record.write(rec.to_dict(), out)
     except Exception as exc:  # noqa: BLE001 - a record must not mask the failure

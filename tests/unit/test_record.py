@@ -242,6 +242,23 @@ def test_the_bundle_is_collected_once_and_only_for_a_lab_test(monkeypatch, tmp_p
     assert len(collected) == 1 and plain.bundle and no_host.bundle
 
 
+def test_a_bundle_starts_empty_but_keeps_what_this_test_put_there(monkeypatch, tmp_path):
+    monkeypatch.setattr(recording.diag, "collect", lambda host, agent, out: (
+        out.mkdir(parents=True), (out / "agent.log").write_text("now")))
+    out = tmp_path / "b"
+    out.mkdir()
+    (out / "task-0ld1d0ld-app.stdout").write_text("an earlier run's")
+    rec = record.Record("t", lab=True)
+    recording.bundle(rec, out, "host")
+    rec.add_report("teardown", "failed", 1.0, "left")
+    recording.finish(rec, out)
+    assert sorted(p.name for p in out.iterdir()) == ["agent.log", "record.json", "record.txt"]
+    plain = record.Record("t")  # a test without the lab: its record only
+    plain.add_report("call", "failed", 1.0, "boom")
+    recording.finish(plain, out)
+    assert sorted(p.name for p in out.iterdir()) == ["record.json", "record.txt"]
+
+
 def test_a_bundle_that_cannot_be_collected_is_an_error_in_the_record(monkeypatch, tmp_path):
     def broken(host, agent, out):
         raise OSError("disk full")
