@@ -220,7 +220,8 @@ def e2e(c, k=None, target=None, extra="", n="1", verbose=False, count=0, until_f
     from lab.workflows.up import build_and_push
 
     config = _config(c, target=target)
-    args = ["tests/e2e", *extra.split()]
+    # Both passes of -n N write into one reports/index.html (lab/checks/report.py).
+    args = ["tests/e2e", "--lab-report-id", config.run_id, *extra.split()]
     args += ["-k", k] if k else []
     args += ["--lab-target", target] if target else []
     args += ["-v"] if verbose else []

@@ -6,8 +6,10 @@ Fixtures (what a test uses):
   artifacts   HTTP artifact server exposed into the lab host (session)
   agent       a fresh NomadAgent for this test  api        LabApi bound to it
   jobs        build and submit java-crun jobs: jobs.run("hello", args=[...]) -> JobRun
-Every test that uses `agent` is checked for leftovers on the lab host afterwards, and a
-failing one gets a diagnostics bundle under reports/diag/ with a summary in its report.
+Every test that uses `agent` is checked for leftovers on the lab host afterwards. Every test
+that uses the lab gets a record (lab.checks.record); a failing one (in setup, body or teardown)
+gets a diagnostics bundle with its record under reports/diag/ and a summary in its report, and
+the run's reports/index.html (lab.checks.report) shows every test with its record.
 """
 
 from __future__ import annotations
@@ -15,18 +17,17 @@ from __future__ import annotations
 import itertools
 import os
 import sys
-import time
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
-from lab.checks import diag, facts, janitor
+from lab.checks import diag, facts, janitor, leftovers, record, recording, report, teardown
+from lab.checks.testjobs import Jobs
 from lab.core.config import LabConfig
 from lab.core.errors import LabError
 from lab.nomad.agent import AgentOptions, NomadAgent
 from lab.nomad.agent_pool import AgentPool
-from lab.nomad.jobrun import JobRun
 
 _agent_seq = itertools.count(1)
 _FACTS_KEY = pytest.StashKey[dict]()
@@ -35,6 +36,12 @@ _NEXT_KEY = pytest.StashKey[pytest.Item | None]()
 _CONTROLLER_KEY = pytest.StashKey[ExitStack]()
 _LAB_CONFIG_KEY = pytest.StashKey[LabConfig]()
 _PHASES_KEY = pytest.StashKey[list]()  # [(phase, seconds)] of one test, shown with -v
+_RECORD_KEY = pytest.StashKey[record.Record]()
+_HOST_KEY = pytest.StashKey[object]()  # the session's LabHost, for bundles of setup failures
+_MADE_KEY = pytest.StashKey[dict]()  # test id -> its agent, kept for one that fails to start
+_MAKING_KEY = pytest.StashKey[str]()  # the test id the pool makes an agent for
+_REPORTING_KEY = pytest.StashKey["_Reporting"]()
+_REPORTER_ENV = "LAB_REPORTING_PID"  # the pytest process writing index.html
 # Fixtures whose tests change the lab host for everybody: an inner pytest session sweeps the
 # host when it starts, so nothing else may run there meanwhile.
 _EXCLUSIVE_FIXTURES = {"inner_runs", "pytester"}
@@ -49,6 +56,11 @@ def pytest_addoption(parser):
                     help="multiply every timeout (default auto: larger under TCG)")
     group.addoption("--lab-keep", action="store_true", default=None,
                     help="keep a failed test's agent and data dir on the lab host to debug")
+    group.addoption("--lab-reports", default=None, metavar="DIR",
+                    help="where diagnostics bundles and index.html go (default: the checkout's "
+                    "reports/); given, every test is recorded, not only those using the lab")
+    group.addoption("--lab-report-id", default=None, metavar="ID",
+                    help="pytest runs given one id make one index.html (default: the run id)")
 
 
 def pytest_configure(config):
@@ -58,6 +70,9 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "exclusive: the test changes the lab host for everybody "
                             "(faults, plugin kill, agent restart, inner runs): nothing else "
                             "runs on that host meanwhile, not even the next test's agent")
+    if not _worker():
+        config.stash[_REPORTING_KEY] = _Reporting(config)
+        config.pluginmanager.register(config.stash[_REPORTING_KEY], "lab-reporting")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -115,18 +130,12 @@ def pytest_sessionstart(session):
     _sweep_before_the_run(host)
 
 
-def pytest_sessionfinish(session):
-    stack = session.config.stash.get(_CONTROLLER_KEY, None)
-    if stack is not None:
-        stack.close()
-
-
 def _sweep_before_the_run(host) -> None:
     """Heal what a crashed run left before we start (Jepsen's teardown before setup)."""
     swept = janitor.scan(host)
     if swept:
         janitor.sweep(host)
-        print(f"\nlab: swept leftovers of an earlier run: {janitor.describe(swept)}")
+        print(f"\nlab: swept leftovers of an earlier run:\n{leftovers.describe_text(swept)}")
 
 
 def is_exclusive(item) -> bool:
@@ -136,6 +145,11 @@ def is_exclusive(item) -> bool:
 def agent_options(item) -> AgentOptions:
     marker = item.get_closest_marker("agent")
     return AgentOptions(**(marker.kwargs if marker else {}))
+
+
+def _reports_dir(config) -> Path:
+    given = config.getoption("--lab-reports")
+    return Path(given).resolve() if given else _lab_config(config).reports_dir
 
 
 def _lab_config(config) -> LabConfig:
@@ -156,11 +170,12 @@ def lab_config(pytestconfig) -> LabConfig:
 
 
 @pytest.fixture(scope="session")
-def lab_host(lab_config):
+def lab_host(pytestconfig, lab_config):
     from lab.provision import target
 
     with target.leased(lab_config, f"pytest {' '.join(sys.argv[1:])}"[:120],
                        check_ready=True) as host:
+        pytestconfig.stash[_HOST_KEY] = host
         if not _worker():  # the xdist controller did both for its workers
             _refuse_a_stale_lab_host(host, lab_config)
             _sweep_before_the_run(host)
@@ -189,7 +204,6 @@ def lab_facts(request, lab_host, record_testsuite_property) -> dict[str, str]:
     return found
 
 
-
 @pytest.fixture(scope="session")
 def jars(lab_config) -> dict[str, Path]:
     jar_dir = lab_config.build_dir / "jars"
@@ -216,10 +230,14 @@ def artifacts(lab_host, jars):
 @pytest.fixture(scope="session")
 def agent_pool(request, lab_config, lab_host):
     """Starts each test's agent ahead, while the test before it runs (see lab.nomad.agent_pool)."""
+    made = request.config.stash.setdefault(_MADE_KEY, {})
+
     def make(options: AgentOptions) -> NomadAgent:
-        return NomadAgent(lab_host, lab_config.run_id, next(_agent_seq),
-                          ready_timeout=lab_config.timeout("agent_ready"),
-                          stop_timeout=lab_config.timeout("agent_stop"), options=options)
+        agent = NomadAgent(lab_host, lab_config.run_id, next(_agent_seq),
+                           ready_timeout=lab_config.timeout("agent_ready"),
+                           stop_timeout=lab_config.timeout("agent_stop"), options=options)
+        made[request.config.stash.get(_MAKING_KEY, "")] = agent
+        return agent
 
     pool = AgentPool(make)
     request.config.stash[_POOL_KEY] = pool
@@ -231,6 +249,8 @@ def agent_pool(request, lab_config, lab_host):
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
     item.stash[_NEXT_KEY] = nextitem
+    if item.config.getoption("--lab-reports") or "lab_host" in item.fixturenames:
+        item.stash[_RECORD_KEY] = record.Record(item.nodeid, lab="lab_host" in item.fixturenames)
     yield
 
 
@@ -244,62 +264,35 @@ def pytest_runtest_call(item):
     if (pool is not None and nxt is not None and "agent" in nxt.fixturenames
             and not is_exclusive(item) and not is_exclusive(nxt)
             and _lab_config(item.config).agents_ahead):
+        item.config.stash[_MAKING_KEY] = nxt.nodeid
         pool.start_ahead(nxt.nodeid, agent_options(nxt))
 
 
 @pytest.fixture
 def agent(request, lab_config, lab_host, lab_facts, agent_pool):
-    agent, waited = agent_pool.take(request.node.nodeid, agent_options(request.node))
-    phases = request.node.stash.setdefault(_PHASES_KEY, [])
-    phases.append(("agent ready", waited))
-    props = request.node.user_properties
+    item = request.node
+    rec = item.stash.setdefault(_RECORD_KEY, record.Record(item.nodeid, lab=True))
+    rec.phases = item.stash.setdefault(_PHASES_KEY, [])
+    request.config.stash[_MAKING_KEY] = item.nodeid
+    agent, waited = recording.take_agent(agent_pool, item.nodeid, agent_options(item), rec,
+                                         request.config.stash.setdefault(_MADE_KEY, {}))
+    props = item.user_properties
     props.append(("agent_wait_s", round(waited, 2)))
     props.append(("agent_startup_s", round(agent.startup_seconds, 2)))
     props.append(("agent_timeline", " ".join(f"{k}={v:.2f}" for k, v in agent.timeline.items())))
     yield agent
-    failed = getattr(request.node, "_lab_call_failed", False)
+    failed = getattr(item, "_lab_call_failed", False)
     if failed and lab_config.keep:
         # Keep it, and stop the session: the next test would find it as its own leftover.
         agent.close_tunnel()
         request.session.shouldstop = f"--lab-keep: kept agent {agent.id} of a failed test"
-        _terminal_line(keep_instructions(agent, lab_host))
+        _terminal_line(diag.keep_instructions(agent, lab_host))
         return
-    jobs = request.node.funcargs.get("jobs")
-    for run in getattr(jobs, "runs", []):
-        phases.extend((f"job {run.id.rsplit('-', 1)[-1]} {what}", secs)
-                      for what, secs in run.milestones)
-    with _phase(phases, "drained"):
-        problems = agent.drain()
-    with _phase(phases, "stopped"):
-        agent.stop(check=False, graceful=bool(problems))
-    with _phase(phases, "scanned"):
-        if _worker():  # other workers' tests run on this host: look at this agent's only
-            leftovers = janitor.scan_agent(lab_host, agent.id, agent.api.seen_alloc_ids)
-        else:
-            leftovers = janitor.scan(lab_host, exclude_agents=agent_pool.live_ids())
-    if leftovers:
-        agent_pool.drop_ahead()  # the sweep below removes every agent on the host
-        janitor.sweep(lab_host)
-    problems += [f"left on the lab host after the test: {janitor.describe(leftovers)}"] \
-        if leftovers else []
+    problems = teardown.agent_teardown(
+        agent, lab_host, agent_pool, rec, lambda a: _bundle(item, rec, a),
+        own_traces_only=bool(_worker()), jobs=item.funcargs.get("jobs"))
     if problems and not failed:
         pytest.fail("\n".join(problems), pytrace=False)
-
-
-def keep_instructions(agent: NomadAgent, host) -> str:
-    """How to reach a kept agent: its API through an SSH tunnel, its unit, the clean-up."""
-    spec = host.spec
-    key = f" -i {spec.key_file}" if spec.key_file else ""
-    port = agent.ports["http"]
-    return "\n".join([
-        f"lab: --lab-keep: the failed test's agent {agent.id} is left running; the session "
-        "stops here.",
-        f"  reach its API:  ssh -N -L {port}:127.0.0.1:{port} -p {spec.port}{key} "
-        f"{spec.user}@{spec.host} &",
-        f"                  export NOMAD_ADDR=http://127.0.0.1:{port}; nomad status",
-        f"  on the lab host (./invoke lab.ssh): unit {agent.unit}, log {agent.log_path}, "
-        f"data {agent.dir}",
-        "  clean up:       ./invoke lab.clean"])
 
 
 def _terminal_line(text: str) -> None:
@@ -308,25 +301,6 @@ def _terminal_line(text: str) -> None:
         _terminal.write_line(text)
     else:
         print(text)
-
-
-@contextmanager
-def _phase(phases: list, name: str):
-    began = time.monotonic()
-    try:
-        yield
-    finally:
-        phases.append((name, time.monotonic() - began))
-
-
-def pytest_runtest_logreport(report):
-    """With -v, one line per test after its teardown: each phase and how long it took."""
-    if report.when != "teardown":
-        return
-    phases = _phases_of.pop(report.nodeid, None)
-    if phases and _terminal and _terminal.verbosity > 0:
-        _terminal.write_line("    phases: " + " | ".join(f"{name} {secs:.1f}s"
-                                                       for name, secs in phases))
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -348,68 +322,82 @@ def api(agent):
     return agent.api
 
 
-class Jobs:
-    """Build and submit java-crun jobs whose JARs come from the lab's artifact server."""
-
-    def __init__(self, request, agent: NomadAgent, artifacts, config: LabConfig):
-        self.request, self.agent, self.artifacts, self.config = request, agent, artifacts, config
-        self.runs: list[JobRun] = []
-
-    def jar_url(self, name: str) -> str:
-        name = name if name.endswith(".jar") else f"{name}.jar"
-        return self.artifacts.exposed.url(name)
-
-    def id(self, suffix: str = "") -> str:
-        from lab.nomad.jobs import job_id
-
-        return job_id(self.config.run_id, f"{self.request.node.name}-{suffix}".strip("-"))
-
-    def task(self, jar: str = "hello", name: str = "app", **kwargs) -> dict:
-        from lab.nomad.jobs import java_task
-
-        return java_task(name, self.jar_url(jar), **kwargs)
-
-    def job(self, *tasks: dict, job_id: str | None = None, **kwargs) -> dict:
-        from lab.nomad.jobs import java_job
-
-        return java_job(job_id or self.id(), list(tasks), **kwargs)
-
-    def submit(self, job: dict) -> JobRun:
-        hint = f"diagnostics: {diag.bundle_dir(self.config.reports_dir, self.request.node.nodeid)}"
-        run = JobRun(self.agent.api, job, self.config.timeout, diag_hint=hint).submit()
-        self.runs.append(run)
-        return run
-
-    def run(self, jar: str = "hello", *, job_kwargs: dict | None = None, **task_kwargs) -> JobRun:
-        """One task group, one task named 'app' running `jar`; returns the submitted JobRun."""
-        return self.submit(self.job(self.task(jar, **task_kwargs), **(job_kwargs or {})))
-
-
 @pytest.fixture
 def jobs(request, agent, artifacts, lab_config) -> Jobs:
-    return Jobs(request, agent, artifacts, lab_config)
+    return Jobs(request.node.name, agent, artifacts, lab_config,
+                diag.bundle_dir(_reports_dir(request.config), request.node.nodeid))
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
-    outcome = yield
-    rep = outcome.get_result()
-    if rep.when != "call" or not rep.failed:
+    rep = (yield).get_result()
+    rec = item.stash.get(_RECORD_KEY, None)
+    if rec is None:
         return
-    item._lab_call_failed = True
-    agent = item.funcargs.get("agent") if hasattr(item, "funcargs") else None
-    host = item.funcargs.get("lab_host") if hasattr(item, "funcargs") else None
-    config: LabConfig | None = item.funcargs.get("lab_config") if host is not None else None
-    if host is None or config is None:
+    rec.add_report(rep.when, rep.outcome, rep.duration, rep.longreprtext if rep.failed else "")
+    funcargs = getattr(item, "funcargs", None) or {}
+    if rep.failed and rep.when == "call":
+        item._lab_call_failed = True
+    if rep.failed and rep.when in ("setup", "call"):
+        # In the body the agent is still up; in setup, whatever the host shows.
+        rep.sections.append(("lab diagnostics", recording.summary(
+            _bundle(item, rec, funcargs.get("agent")))))
+    if rep.when == "teardown":
+        out = diag.bundle_dir(_reports_dir(item.config), item.nodeid)
+        sections = recording.finish(rec, out, funcargs.get("artifacts"))
+        rep.sections.extend(sections if rep.failed else [])
+        # For the process that writes index.html (an xdist controller gets them serialized).
+        rep.lab_record = rec.to_dict()
+        rep.lab_env = recording.environment(lambda: _lab_config(item.config), _worker(),
+                                            item.config.stash.get(_FACTS_KEY, None))
+
+
+def _bundle(item, rec: record.Record, agent) -> Path:
+    return recording.bundle(rec, diag.bundle_dir(_reports_dir(item.config), item.nodeid),
+                            item.config.stash.get(_HOST_KEY, None), agent)
+
+
+def pytest_runtest_logreport(report):
+    """With -v, one line per test after its teardown: each phase and how long it took."""
+    if report.when != "teardown":
         return
-    out = diag.bundle_dir(config.reports_dir, item.nodeid)
-    started = time.monotonic()
-    try:
-        diag.collect(host, agent, out)
-        rep.sections.append(("lab diagnostics", diag.summary(out) +
-                             f"\n(collected in {time.monotonic() - started:.1f}s)"))
-    except Exception as exc:  # noqa: BLE001 - diagnostics must never mask the real failure
-        rep.sections.append(("lab diagnostics", f"could not collect diagnostics: {exc}"))
+    phases = _phases_of.pop(report.nodeid, None)
+    if phases and _terminal and _terminal.verbosity > 0:
+        _terminal.write_line("    phases: " + " | ".join(f"{name} {secs:.1f}s"
+                                                       for name, secs in phases))
+
+
+class _Reporting:
+    """In the process that sees every test's report (not an xdist worker): gathers the
+    records that come with the teardown reports and writes index.html at the end."""
+
+    def __init__(self, config):
+        self.config = config
+        self.run = report.RunReport(" ".join(config.invocation_params.args))
+        # A run inside another (the e2e suite's nested runs) leaves the outer run's page alone.
+        self.nested = os.environ.get(_REPORTER_ENV, str(os.getpid())) != str(os.getpid())
+        os.environ[_REPORTER_ENV] = str(os.getpid())  # inherited by the runs we start
+
+    def pytest_runtest_logreport(self, report):
+        if report.when == "teardown" and getattr(report, "lab_record", None) is not None:
+            self.run.add(report.lab_record, getattr(report, "lab_env", None))
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session, exitstatus):
+        given = self.config.getoption("--lab-reports")
+        if not self.run.records or not (given or (self.run.used_the_lab and not self.nested)):
+            return
+        report_id = self.config.getoption("--lab-report-id") or _lab_config(self.config).run_id
+        try:
+            self.run.write(_reports_dir(self.config), report_id, int(exitstatus))
+        except Exception as exc:  # noqa: BLE001 - the report must not turn a run into an error
+            self.run.error = f"could not write the lab report: {type(exc).__name__}: {exc}"
+
+
+def pytest_sessionfinish(session):
+    stack = session.config.stash.get(_CONTROLLER_KEY, None)
+    if stack is not None:
+        stack.close()
 
 
 def pytest_terminal_summary(terminalreporter, config):
@@ -417,6 +405,9 @@ def pytest_terminal_summary(terminalreporter, config):
     if found:
         terminalreporter.write_sep("-", "lab environment")
         terminalreporter.write_line(facts.render(found))
+    reporting = config.stash.get(_REPORTING_KEY, None)
+    if reporting is not None and (reporting.run.written or reporting.run.error):
+        terminalreporter.write_line(reporting.run.error or f"lab report: {reporting.run.written}")
 
 
 def pytest_report_header(config):

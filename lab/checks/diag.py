@@ -2,7 +2,9 @@
 
 Written to reports/diag/<test>/ before the agent is torn down: agent log (with the plugin's
 lines), allocations with task events, each task's stdout/stderr, `crun list` and states, task
-cgroups, dmesg tail, leftovers. `summary()` is the short text attached to the pytest report.
+cgroups, dmesg tail, leftovers; with the test's record (lab.checks.record) beside them.
+`summary()` is the short text attached to the pytest report; `keep_instructions()` says how to
+reach an agent that --lab-keep kept.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 import re
 from pathlib import Path
 
+from lab.checks import record
 from lab.checks.janitor import CRUN_ROOTS
 from lab.nomad.agent import NomadAgent
 from lab.nomad.jobrun import summarize_alloc
@@ -56,7 +59,7 @@ def collect(host: LabHost, agent: NomadAgent | None, out: Path) -> list[str]:
             allocs: list[dict] = []
 
             def allocations() -> list[dict]:
-                allocs.extend(_allocations(agent))
+                allocs.extend(record.allocations(agent.api))
                 return allocs
 
             part("allocations.json", allocations)
@@ -82,10 +85,6 @@ def collect(host: LabHost, agent: NomadAgent | None, out: Path) -> list[str]:
     return written
 
 
-def _allocations(agent: NomadAgent) -> list[dict]:
-    return [agent.api.allocation(a["ID"]) for a in agent.api.allocations()]
-
-
 def summary(out: Path, max_lines: int = 25) -> str:
     """A few lines for the test report: allocations, events, the plugin's last words."""
     lines = [f"diagnostics bundle: {out}"]
@@ -98,3 +97,19 @@ def summary(out: Path, max_lines: int = 25) -> str:
     errors = [line for line in plugin if "[ERROR]" in line or "[WARN]" in line][-5:]
     lines += ["  plugin: " + line[-300:] for line in errors]
     return "\n".join(lines[:max_lines])
+
+
+def keep_instructions(agent: NomadAgent, host) -> str:
+    """How to reach a kept agent: its API through an SSH tunnel, its unit, the clean-up."""
+    spec = host.spec
+    key = f" -i {spec.key_file}" if spec.key_file else ""
+    port = agent.ports["http"]
+    return "\n".join([
+        f"lab: --lab-keep: the failed test's agent {agent.id} is left running; the session "
+        "stops here.",
+        f"  reach its API:  ssh -N -L {port}:127.0.0.1:{port} -p {spec.port}{key} "
+        f"{spec.user}@{spec.host} &",
+        f"                  export NOMAD_ADDR=http://127.0.0.1:{port}; nomad status",
+        f"  on the lab host (./invoke lab.ssh): unit {agent.unit}, log {agent.log_path}, "
+        f"data {agent.dir}",
+        "  clean up:       ./invoke lab.clean"])

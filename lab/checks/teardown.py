@@ -1,0 +1,59 @@
+"""After a test, its agent: record its task events, drain, stop, scan for leftovers, sweep.
+
+Timed as the test's phases (drained, stopped, scanned). The diagnostics bundle is taken at the
+last moment it can show the problem: before the agent stops when the drain fails (its log and
+API are still there), before the sweep when the scan finds leftovers. Returns the problems
+(leftovers in words, with their paths), which fail the test unless its body already failed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from lab.checks import janitor, leftovers, record
+from lab.nomad.agent import NomadAgent
+from lab.nomad.agent_pool import AgentPool
+
+
+@contextmanager
+def phase(phases: list, name: str) -> Iterator[None]:
+    began = time.monotonic()
+    try:
+        yield
+    finally:
+        phases.append((name, time.monotonic() - began))
+
+
+def agent_teardown(agent: NomadAgent, host: Any, pool: AgentPool, rec: record.Record,
+                   bundle: Callable[[NomadAgent | None], Any], own_traces_only: bool,
+                   jobs: Any = None) -> list[str]:
+    """own_traces_only: other tests' agents run on the host (xdist): scan this agent's."""
+    phases = rec.phases
+    for run in getattr(jobs, "runs", []):
+        phases.extend((f"job {run.id.rsplit('-', 1)[-1]} {what}", secs)
+                      for what, secs in run.milestones)
+    # Before the drain purges the jobs and the client GCs their allocations.
+    rec.task_events = rec.part("task_events", lambda: record.task_events(
+        record.allocations(agent.api)))
+    with phase(phases, "drained"):
+        problems = agent.drain()
+    if problems:
+        bundle(agent)
+    with phase(phases, "stopped"):
+        agent.stop(check=False, graceful=bool(problems))
+    with phase(phases, "scanned"):
+        if own_traces_only:
+            found = janitor.scan_agent(host, agent.id, agent.api.seen_alloc_ids)
+        else:
+            found = janitor.scan(host, exclude_agents=pool.live_ids())
+    rec.set_leftovers(found, agent.id)
+    if found:
+        bundle(None)
+        pool.drop_ahead()  # the sweep below removes every agent on the host
+        janitor.sweep(host)
+        problems.append("left on the lab host after the test:\n"
+                        + leftovers.describe_text(found, agent.id))
+    return problems
