@@ -22,7 +22,17 @@ from pathlib import Path
 
 import pytest
 
-from lab.checks import diag, facts, janitor, leftovers, record, recording, report, teardown
+from lab.checks import (
+    diag,
+    facts,
+    janitor,
+    kernel_log,
+    leftovers,
+    record,
+    recording,
+    report,
+    teardown,
+)
 from lab.checks.testjobs import Jobs
 from lab.core.config import LabConfig
 from lab.core.errors import LabError
@@ -67,6 +77,9 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "agent(**options): options for this test's Nomad agent "
                             "(artifact={...} client artifact block, fingerprint_period=..., "
                             "persist=True for a client that keeps its state across restarts)")
+    config.addinivalue_line("markers", "kernel_problems_expected(*kinds): kernel problems of "
+                            "these kinds (lab/checks/kernel_log.py PROBLEMS) in the test's span "
+                            "are its purpose: recorded, not failed")
     config.addinivalue_line("markers", "exclusive: the test changes the lab host for everybody "
                             "(faults, plugin kill, agent restart, inner runs): nothing else "
                             "runs on that host meanwhile, not even the next test's agent")
@@ -266,6 +279,31 @@ def pytest_runtest_call(item):
             and _lab_config(item.config).agents_ahead):
         item.config.stash[_MAKING_KEY] = nxt.nodeid
         pool.start_ahead(nxt.nodeid, agent_options(nxt))
+
+
+@pytest.fixture(autouse=True)
+def kernel_health(request):
+    """The kernel-health gate (lab/checks/kernel_log.py): a lab test fails when the lab
+    host's kernel reported a problem during it. Autouse, so the span opens before the
+    test's agent starts; tests that do not use the lab host are left alone."""
+    if "lab_host" not in request.fixturenames:
+        yield
+        return
+    host = request.getfixturevalue("lab_host")
+    span = kernel_log.open_span(host)
+    yield
+    problems = kernel_log.problems_in(host, span)
+    rec = request.node.stash.get(_RECORD_KEY, None)
+    if rec is not None:
+        rec.kernel = [p.describe() for p in problems]
+    expected = request.node.get_closest_marker("kernel_problems_expected")
+    problems = [p for p in problems if not expected or p.kind not in expected.args]
+    if problems:
+        bundle = diag.bundle_dir(_reports_dir(request.config), request.node.nodeid)
+        bundle.mkdir(parents=True, exist_ok=True)
+        (bundle / "kernel.txt").write_text(kernel_log.report(problems) + "\n")
+        pytest.fail(kernel_log.failure_message(problems, shared_host=_parallel(request.config)),
+                    pytrace=False)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ error in `errors` instead of raising (a record must never mask the test's own fa
     task_events        every task event of the agent's allocations (time, alloc, task, type,
                        message), fetched through the agent's API before it stops
     leftovers          the scan after the test: what was found, and the same in words
+    kernel             kernel problems logged during the test (lab/checks/kernel_log.py)
     reports            setup / call / teardown: outcome, duration, the failure's text
 
 `write()` puts record.json and a readable record.txt (one timeline merging faults, artifact
@@ -43,6 +44,7 @@ class Record:
     artifact_requests: list[dict[str, Any]] | None = None  # None: the test did not use them
     task_events: list[dict[str, Any]] | None = None  # None: no agent API to ask
     leftovers: dict[str, Any] | None = None  # None: not scanned
+    kernel: list[str] | None = None  # kernel problems in the test's span; None: not read
     reports: dict[str, dict[str, Any]] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)  # part -> why it is missing
     bundle: str | None = None  # the diagnostics bundle's directory, once one is written
@@ -214,6 +216,10 @@ def render_text(record: dict[str, Any]) -> str:
         lines.append("  not scanned")
     else:
         lines += [f"  - {line}" for line in left.get("described") or []] or ["  none"]
+    kernel = record.get("kernel")
+    lines += ["", "kernel problems in this test's span (call traces: kernel.txt)"]
+    lines += (["  not read"] if kernel is None
+              else [f"  - {line}" for line in kernel] or ["  none"])
     if record.get("errors"):
         lines += ["", "parts of this record that could not be gathered"]
         lines += [f"  {name}: {why}" for name, why in record["errors"].items()]

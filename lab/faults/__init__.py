@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from lab.faults import crun, java, network, plugin  # noqa: F401 - each registers its faults
+from lab.faults import crun, java, kernel, network, plugin  # noqa: F401 - each registers its faults
 from lab.faults.crun import STAGED_WRAPPER, crun_failing, crun_missing, crun_wrapper
 from lab.faults.files import HIDDEN, MOVED_ASIDE, WRAPPER_MARK
 from lab.faults.framework import (
@@ -35,6 +35,7 @@ from lab.faults.framework import (
     heal_path,
 )
 from lab.faults.java import NOT_EXECUTABLE, java_library_missing, java_missing, java_not_executable
+from lab.faults.kernel import HUNG, hung_task
 from lab.faults.network import (
     NETEM_HANDLE,
     QDISC,
@@ -55,8 +56,8 @@ __all__ = [
     "FaultNotInjected", "FaultRecord", "HealFailed", "Host", "Journal", "Marker", "Plan",
     "Registry", "Step", "connection_resets", "crun_failing", "crun_missing", "crun_wrapper",
     "fault", "heal_path", "java_library_missing", "java_missing", "java_not_executable",
-    "kill_plugin", "network_delay", "plugin_pids", "scan", "scan_script", "sweep",
-    "wait_plugin_restarted",
+    "HUNG", "hung_task", "kill_plugin", "network_delay", "plugin_pids", "scan", "scan_script",
+    "sweep", "wait_plugin_restarted",
 ]
 
 

@@ -1,6 +1,6 @@
-"""A sandbox lab host for the fault tests: the fault scripts really run (local bash), on files in
-a temporary directory, with tc, iptables and modprobe replaced by stubs that keep their state
-in JSON. No VM, nothing outside the sandbox's root is touched."""
+"""A sandbox lab host for the fault tests: the fault scripts really run (local bash), on files
+in a temporary directory, with tc, iptables, modprobe, dmsetup and dd replaced by stubs that
+keep their state in JSON. No VM, nothing outside the sandbox's root is touched."""
 
 from __future__ import annotations
 
@@ -86,6 +86,41 @@ if sys.argv[1] in os.environ.get("FAKE_MISSING_MODULES", "").split(","):
     sys.exit(1)
 '''
 
+DMSETUP_STUB = r'''
+import json, os, sys
+state_file = os.path.join(os.environ["FAKE_STATE"], "dm.json")
+devs = json.load(open(state_file)) if os.path.exists(state_file) else {}
+a = sys.argv[1:]
+def save(): json.dump(devs, open(state_file, "w"))
+def missing(name): print(f"Device {name} not found", file=sys.stderr); sys.exit(1)
+if a[0] == "create": devs[a[1]] = {"suspended": False, "open": 0}; save()
+elif a[0] in ("suspend", "resume"):
+    if a[1] not in devs: missing(a[1])
+    devs[a[1]]["suspended"] = a[0] == "suspend"
+    if a[0] == "resume": devs[a[1]]["open"] = 0  # the blocked read completes and closes
+    save()
+elif a[0] == "remove":
+    name = a[-1]
+    if name not in devs: missing(name)
+    del devs[name]; save()
+elif a[0] == "ls":
+    print("\n".join(f"{n}\t(254:{i})" for i, n in enumerate(devs)) or "No devices found")
+elif a[0] == "info":
+    name = a[-1]
+    if name not in devs: missing(name)
+    d = devs[name]
+    print(f"L-{'s' if d['suspended'] else '-'}w:{d['open']}" if "-c" in a
+          else f"Name: {name}\nState: {'SUSPENDED' if d['suspended'] else 'ACTIVE'}")
+elif a[0] == "_open": devs[a[1]]["open"] += 1; save()  # the dd stub's open
+else: print("dmsetup stub: unsupported " + " ".join(a), file=sys.stderr); sys.exit(2)
+'''
+
+# A reader that opens the device and would block: it only counts itself as an opener.
+DD_STUB = """#!/bin/sh
+dev=${1#if=/dev/mapper/}
+exec dmsetup _open "$dev"
+"""
+
 JAVA = """#!/bin/sh
 here=$(dirname "$(readlink -f "$0")")
 if [ ! -e "$here/../lib/libjli.so" ]; then
@@ -113,12 +148,19 @@ class SandboxHost:
         stubs = root / "stubs"
         stubs.mkdir()
         for name, code in (("tc", TC_STUB), ("iptables", IPTABLES_STUB),
-                           ("modprobe", MODPROBE_STUB)):
+                           ("modprobe", MODPROBE_STUB), ("dmsetup", DMSETUP_STUB)):
             (stubs / name).write_text(f"#!{sys.executable}\n{code}")
             (stubs / name).chmod(0o755)
+        (stubs / "dd").write_text(DD_STUB)
+        (stubs / "dd").chmod(0o755)
+        proc_sys = root / "proc-sys" / "kernel"  # the hung-task fault's sysctls
+        proc_sys.mkdir(parents=True)
+        (proc_sys / "hung_task_timeout_secs").write_text("120\n")
+        (proc_sys / "hung_task_warnings").write_text("10\n")
         (root / "fakestate").mkdir()
         self.env = {"PATH": f"{stubs}:{root}/bin:/usr/bin:/bin", "FAKE_STATE":
-                    str(root / "fakestate"), "LC_ALL": "C"}
+                    str(root / "fakestate"), "LC_ALL": "C",
+                    "LAB_PROC_SYS": str(root / "proc-sys")}
 
     def run(self, cmd, *, check=True, timeout=None, sudo=False, hint=""):
         self.commands.append(cmd)

@@ -83,7 +83,7 @@ def test_scan_and_sweep_are_the_registry_markers_pending_heals_first():
     markers = faults.REGISTRY.markers()
     assert markers[0] == faults.PENDING
     assert {m.name for m in markers} == {"heal-pending", "moved-aside", "staged-wrapper",
-                                         "not-executable", "qdisc", "iptables"}
+                                         "not-executable", "qdisc", "iptables", "hung-task"}
     script = faults.scan_script(["/r"])
     positions = [script.index(m.step("scan", ["/r"]).command()) for m in markers]
     assert positions == sorted(positions)
@@ -120,6 +120,7 @@ def examples(host):
         "crun_failing": lambda: faults.crun_failing(host, path=f"{root}/usr/bin/crun"),
         "network_delay": lambda: faults.network_delay(host, 50, port=8080),
         "connection_resets": lambda: faults.connection_resets(host, 8080, every=2),
+        "hung_task": lambda: faults.hung_task(host, timeout_s=5),
     }
 
 
