@@ -159,6 +159,7 @@ def inner_runs(tmp_path, lab_config, lab_host):
 
 
 # -- own agent per test ---------------------------------------------------------------------
+@pytest.mark.slow  # two agents and two JVMs: 170 s under TCG
 def test_an_agent_sees_nothing_of_another_agents_job_node_containers_or_data_dir(
         jobs, agent, lab_host, lab_config):
     """Per-test isolation, proved within one test: beside this test's agent, running a job, a
