@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from lab.core.errors import LabTimeout
 from lab.core.wait import Pending, until
+from lab.nomad import events
 from lab.nomad.api import TRANSIENT, ApiError, LabApi
 
 TERMINAL_ALLOC = ("complete", "failed", "lost")
@@ -22,16 +23,10 @@ def summarize_alloc(alloc: dict | None) -> str:
         return "no allocation yet"
     parts = [f"alloc {alloc['ID'][:8]} client_status={alloc.get('ClientStatus')}"]
     for task, state in sorted((alloc.get("TaskStates") or {}).items()):
-        events = [_event_text(e) for e in (state.get("Events") or [])[-3:]]
+        said = [events.line(e) for e in (state.get("Events") or [])[-3:]]
         parts.append(f"task {task}: {state.get('State')} failed={state.get('Failed')} "
-                     f"restarts={state.get('Restarts')} events={events}")
+                     f"restarts={state.get('Restarts')} events={said}")
     return "; ".join(parts)
-
-
-def _event_text(event: dict) -> str:
-    text = event.get("Type", "?")
-    detail = event.get("DisplayMessage") or event.get("DriverError") or ""
-    return f"{text}: {detail}" if detail else text
 
 
 class JobRun:

@@ -13,7 +13,8 @@ import zipfile
 from pathlib import Path
 
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
-BAD_JARS = ("random", "truncated", "nomain", "empty")
+BAD_JARS = ("random", "truncated", "nomain", "empty", "badclass")
+BAD_CLASS_MAIN = "lab.apps.badclass.Main"  # the Main-Class of badclass.jar, whose bytes are garbage
 PADDING_ENTRY = "lab-padding/random.bin"  # the filler entry of a padded JAR
 
 
@@ -28,6 +29,18 @@ def no_main_class() -> bytes:
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as jar:
         _add(jar, "META-INF/MANIFEST.MF", b"Manifest-Version: 1.0\r\nCreated-By: lab\r\n\r\n")
         _add(jar, "lab/apps/nomain/NoMain.class", b"\xca\xfe\xba\xbe" + bytes(60))
+    return buffer.getvalue()
+
+
+def corrupt_main_class() -> bytes:
+    """A valid zip and a valid manifest naming its Main-Class, whose class file is garbage
+    (no 0xCAFEBABE magic): only the JVM, loading the class, can tell (ClassFormatError)."""
+    entry = BAD_CLASS_MAIN.replace(".", "/") + ".class"
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as jar:
+        _add(jar, "META-INF/MANIFEST.MF",
+             f"Manifest-Version: 1.0\r\nMain-Class: {BAD_CLASS_MAIN}\r\n\r\n".encode())
+        _add(jar, entry, b"NOT A CLASS FILE " + random_bytes(1024, seed=99))
     return buffer.getvalue()
 
 
@@ -53,6 +66,7 @@ def bad_jar_bytes(real_jar: bytes | None = None) -> dict[str, bytes]:
         "truncated": truncated(real_jar or runnable_stand_in()),
         "nomain": no_main_class(),
         "empty": b"",
+        "badclass": corrupt_main_class(),
     }
 
 

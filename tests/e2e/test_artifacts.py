@@ -10,29 +10,22 @@ from __future__ import annotations
 import io
 import re
 import secrets
-import shlex
 import tarfile
 
 import pytest
 
 from lab import faults
+from lab.checks import probes
 from lab.faults.artifacts import build_padded_jar
+from lab.nomad import events
 from lab.nomad.jobs import artifact, java_task, slug
 
 MiB = 1024 * 1024
 
 
 # -- helpers --------------------------------------------------------------------------------
-def event_text(event: dict) -> str:
-    """Everything a user can read about one task event (its messages and details)."""
-    details = event.get("Details") or {}
-    parts = [event.get("DisplayMessage"), event.get("DriverError"), event.get("DownloadError"),
-             *details.values()]
-    return " | ".join(dict.fromkeys(str(p) for p in parts if p))  # once each, in order
-
-
 def events_text(run, task: str | None = None) -> str:
-    return "\n".join(f"{e['Type']}: {event_text(e)}" for e in run.events(task))
+    return events.describe(run.events(task))
 
 
 def event_seconds(run, first: str, then: str, task: str | None = None) -> float:
@@ -47,16 +40,10 @@ def gets(artifacts, name: str) -> list:
     return [r for r in artifacts.requests(name) if r.method == "GET"]
 
 
-def task_file(agent, run, path: str, task: str = "app") -> str:
-    """Absolute path on the lab host of `path` (relative to the task dir) in the newest alloc."""
-    alloc = run.alloc()
-    return f"{agent.dir}/data/alloc/{alloc['ID']}/{task}/{path}"
-
-
-def stat(lab_host, path: str) -> dict[str, str]:
-    """Mode (octal), owner and size of a file on the lab host, as root sees it."""
-    out = lab_host.sudo(f"stat -c '%a %U %s' {shlex.quote(path)}").stdout.split()
-    return {"mode": out[0], "owner": out[1], "size": out[2]}
+def task_file(lab_host, agent, run, path: str, task: str = "app") -> probes.FileInfo:
+    """`path` (relative to the task dir) of the newest alloc, as root sees it on the lab
+    host: mode, owner, size."""
+    return probes.file(lab_host, f"{probes.task_dir(agent, run.alloc()['ID'], task)}/{path}")
 
 
 def tar_of(member: str, data: bytes, mode: int, uid: int = 0) -> bytes:
@@ -124,7 +111,7 @@ def test_server_stalling_beyond_http_read_timeout_ends_in_failed_artifact_downlo
     failed = run.wait_event("Failed Artifact Download")
     run.wait_dead()
 
-    message = event_text(failed)
+    message = events.text(failed)
     assert "context deadline exceeded" in message, message
     assert jar.name in message  # the event names the artifact
     types = run.event_types()
@@ -155,8 +142,8 @@ def test_artifact_of_200_mb_downloads_and_runs(request, jobs, artifacts, jars, l
 
     assert run.exit_codes() == [0], events_text(run)
     assert "arg[0]=large" in run.logs()
-    on_host = stat(lab_host, task_file(agent, run, f"local/{big.name}"))
-    assert int(on_host["size"]) == big.size >= 200 * MiB
+    on_host = task_file(lab_host, agent, run, f"local/{big.name}")
+    assert on_host.size == big.size >= 200 * MiB, on_host
     (get,) = gets(artifacts, big.name)
     assert (get.outcome, get.bytes_sent) == ("complete", big.size)
     seconds = event_seconds(run, "Downloading Artifacts", "Started")
@@ -186,7 +173,7 @@ def test_artifact_above_http_max_size_fails_and_one_below_runs(jobs, own_artifac
     over.wait_dead()
     under.wait_dead()
 
-    message = event_text(failed)
+    message = events.text(failed)
     assert jobs.jar_url(too_big.name) in message and "short write" in message, message
     assert "Started" not in over.event_types(), events_text(over)
     assert under.exit_codes() == [0], events_text(under)
@@ -209,7 +196,7 @@ def test_right_sha256_passes_and_wrong_one_fails_with_the_download_error(jobs, o
 
     assert good.exit_codes() == [0], events_text(good)
     assert "Failed Artifact Download" not in good.event_types()
-    message = event_text(failed)
+    message = events.text(failed)
     assert re.search(r"checksums? did not match", message, re.I), message
     assert jar.sha256 in message and "0" * 64 in message, message
     assert "Started" not in bad.event_types(), events_text(bad)
@@ -236,13 +223,13 @@ def test_artifact_file_mode_and_task_user_are_honoured(jobs, own_artifact, artif
     as_daemon.wait_dead()
 
     assert as_nobody.exit_codes() == [0], events_text(as_nobody)
-    assert stat(lab_host, task_file(agent, as_nobody, "local/fsprobe.jar"))["mode"] == "755"
+    assert task_file(lab_host, agent, as_nobody, "local/fsprobe.jar").mode == 0o755
     seen = as_nobody.logs()
     assert "uid: 65534" in seen and "file /local/fsprobe.jar: readable" in seen, seen
 
     assert as_daemon.exit_codes() == [0], events_text(as_daemon)
-    on_host = stat(lab_host, task_file(agent, as_daemon, "local/fsprobe.jar"))
-    assert (on_host["mode"], on_host["owner"]) == ("600", "daemon"), on_host
+    on_host = task_file(lab_host, agent, as_daemon, "local/fsprobe.jar")
+    assert (on_host.mode, on_host.owner) == (0o600, "daemon"), on_host
     seen = as_daemon.logs()
     assert "uid: 1" in seen and "file /local/fsprobe.jar: readable" in seen, seen
 
@@ -259,8 +246,8 @@ def test_jar_the_task_user_cannot_read_fails_with_a_message_that_says_so(
                                restart_attempts=2, restart_delay_s=1))
     run.wait_dead()
 
-    on_host = stat(lab_host, task_file(agent, run, "local/hello.jar"))
-    assert (on_host["mode"], on_host["owner"]) == ("600", "root"), on_host
+    on_host = task_file(lab_host, agent, run, "local/hello.jar")
+    assert (on_host.mode, on_host.owner) == (0o600, "root"), on_host
     said = events_text(run)
     seen = f"events:\n{said}\nstderr: {run.logs(stream='stderr')[-500:]!r}"
     state = run.task_state()
@@ -288,17 +275,8 @@ def test_connection_reset_mid_download_is_retried_and_the_task_runs(jobs, own_ar
         < types.index("Started"), events_text(run)
     assert run.exit_codes() == [0] and run.task_state()["Restarts"] == 1, events_text(run)
     failed = next(e for e in run.events() if e["Type"] == "Failed Artifact Download")
-    assert "EOF" in event_text(failed), event_text(failed)
+    assert "EOF" in events.text(failed), events.text(failed)
     assert [r.outcome for r in gets(artifacts, jar.name)] == ["reset", "complete"]
-
-
-def netem_counters(lab_host) -> dict[str, int]:
-    """Bytes, packets and drops through the lab's netem qdisc on lo (while it is in place)."""
-    out = lab_host.sudo("tc -s qdisc show dev lo").stdout
-    block = out[out.index("qdisc netem"):]
-    sent = re.search(r"Sent (\d+) bytes (\d+) pkt \(dropped (\d+)", block)
-    assert sent, f"no netem statistics in:\n{out}"
-    return {"bytes": int(sent[1]), "packets": int(sent[2]), "dropped": int(sent[3])}
 
 
 @pytest.mark.exclusive
@@ -315,7 +293,7 @@ def test_download_survives_packet_loss_and_delay_in_the_vm(jobs, own_artifact, a
                               port=artifacts.exposed.port):
         run = jobs.run(jar.name, checksum=jar.checksum)
         run.wait_dead()
-        shaped = netem_counters(lab_host)
+        shaped = probes.qdisc_stats(lab_host, "netem", dev="lo")
 
     assert run.exit_codes() == [0], events_text(run)
     assert "Failed Artifact Download" not in run.event_types(), events_text(run)
@@ -348,7 +326,7 @@ def test_download_fails_cleanly_under_a_network_fault_and_recovers_on_restart_on
         assert "Started" not in run.event_types()
     run.wait_dead()
 
-    assert expected in event_text(failed), event_text(failed)
+    assert expected in events.text(failed), events.text(failed)
     assert run.exit_codes() == [0], events_text(run)
     types = run.event_types()
     assert types.index("Failed Artifact Download") < types.index("Restarting") \

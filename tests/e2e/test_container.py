@@ -5,19 +5,22 @@ and the shared alloc dir are where a task expects them; the console output is ex
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import secrets
-import shlex
 
 import pytest
 
 from lab import faults
-from lab.checks import fsprobe
+from lab.checks import fsprobe, probes
 from lab.core.wait import Pending, until
+from lab.nomad import events
 
 DRIVER = "java-crun"
 MIB = 1024 * 1024
+# Above the kernel's PID_MAX_LIMIT (4194304 on 64-bit): the pids controller refuses it.
+PIDS_LIMIT_THE_KERNEL_REFUSES = 5_000_000
 
 
 # -- what the tests read ---------------------------------------------------------------------
@@ -36,24 +39,8 @@ def wait_driver(api, agent, lab_config, want: str, condition) -> dict:
     return until(check, lab_config.timeout("fingerprint"), f"driver {DRIVER} {want}")
 
 
-def task_event(run, event_type: str, task: str | None = None) -> dict:
-    found = [e for e in run.events(task) if e["Type"] == event_type]
-    assert found, f"no {event_type!r} event; events: {run.event_types(task)}"
-    return found[-1]
-
-
-def event_text(event: dict) -> str:
-    return " | ".join(str(event.get(k) or "") for k in ("DisplayMessage", "DriverError",
-                                                         "Message", "Details"))
-
-
-def container_on_host(lab_host, agent, alloc_id: str) -> dict:
-    """`crun state` of the one container of this allocation, from the lab host's crun."""
-    root = shlex.quote(agent.crun_root)
-    ids = [c for c in lab_host.sudo(f"crun --root {root} list -q").stdout.split()
-           if c.startswith(alloc_id)]
-    assert len(ids) == 1, f"crun containers of alloc {alloc_id}: {ids}"
-    return json.loads(lab_host.sudo(f"crun --root {root} state {shlex.quote(ids[0])}").stdout)
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 # -- the container ---------------------------------------------------------------------------
@@ -69,16 +56,15 @@ def test_jar_runs_in_crun_container_as_pid1_with_own_hostname_readonly_root_and_
 
     # The host's view of a live container.
     sleeper.wait_running()
-    state = container_on_host(lab_host, agent, sleeper.alloc()["ID"])
-    assert state["status"] == "running", state
-    pid = int(state["pid"])
-    host = lab_host.sudo(f"readlink /proc/{pid}/ns/pid /proc/1/ns/pid; "
-                         f"sed -n 's/^0:://p' /proc/{pid}/cgroup; hostname").stdout.split()
-    container_ns, host_ns, cgroup, host_name = host
-    assert container_ns != host_ns, "the JVM shares the host's pid namespace"
-    assert sleeper.alloc()["ID"] in cgroup, f"cgroup {cgroup} is not the task's"
-    host_limit = lab_host.sudo(f"cat /sys/fs/cgroup{cgroup}/memory.max").stdout.strip()
-    assert host_limit == str(memory_mb * MIB), (cgroup, host_limit)
+    container = probes.crun(lab_host, agent).of_alloc(sleeper.alloc()["ID"])
+    assert container.status == "running", container
+    jvm, host_init = probes.process(lab_host, container.pid), probes.process(lab_host, 1)
+    host_name = probes.hostname(lab_host)
+    assert jvm.pid_namespace != host_init.pid_namespace, \
+        "the JVM shares the host's pid namespace"
+    assert sleeper.alloc()["ID"] in jvm.cgroup, f"cgroup {jvm.cgroup} is not the task's"
+    host_limit = probes.cgroup_value(lab_host, jvm.cgroup, "memory.max")
+    assert host_limit == str(memory_mb * MIB), (jvm.cgroup, host_limit)
     sleeper.stop()
 
     # The app's own view.
@@ -153,12 +139,40 @@ def test_crun_failing_to_create_the_container_reports_cruns_own_message(jobs, la
         run = jobs.run("hello")
         run.wait_dead()
 
-    failure = task_event(run, "Driver Failure")
-    assert message in event_text(failure), failure
-    assert "crun" in event_text(failure), failure
+    failure = events.last(run.events(), "Driver Failure")
+    assert message in events.text(failure), failure
+    assert "crun" in events.text(failure), failure
     assert run.task_state()["Failed"] is True
     # The app never ran: no Started event (and Nomad has no log for a task never started).
     assert "Started" not in run.event_types(), run.event_types()
+
+
+@pytest.mark.agent(plugin_config={"pids_limit": PIDS_LIMIT_THE_KERNEL_REFUSES})
+def test_crun_failing_for_a_real_reason_reports_cruns_own_message_and_the_task_restarts(
+        jobs, request):
+    """A real crun failure, not a stand-in: the plugin's pids_limit (5,000,000) is above what
+    the kernel's pids controller accepts, so crun itself fails to create the container
+    (writing pids.max: Invalid argument). The Driver Failure event carries crun's own words
+    (`crun: ...pids.max...`), not just an exit status; a crun failure is the node's problem
+    (recoverable: "Restarting"), and after the allowed attempt the task ends "Not Restarting"
+    without the app ever starting."""
+    run = jobs.run("hello", job_kwargs={"restart_attempts": 1, "restart_delay_s": 1,
+                                        "restart_mode": "fail"})
+
+    run.wait_alloc_terminal()
+
+    evs = run.events()
+    failures = events.of_type(evs, "Driver Failure")
+    assert len(failures) == 2, events.describe(evs)
+    said = events.text(failures[0])
+    request.node.user_properties.append(("crun_message", said))
+    assert "crun: " in said and "pids.max" in said and "Invalid argument" in said, said
+    assert "exit status" not in said, f"crun's message is missing, only its status: {said}"
+    lifecycle = [t for t in events.types(evs)
+                 if t in ("Started", "Driver Failure", "Restarting", "Not Restarting")]
+    assert lifecycle == ["Driver Failure", "Restarting", "Driver Failure", "Not Restarting"], \
+        events.describe(evs)
+    assert run.task_state()["Failed"] is True
 
 
 @pytest.mark.exclusive
@@ -197,34 +211,43 @@ def test_invalid_jvm_options_are_reported_with_the_jvm_or_driver_message(jobs):
     assert "hello from java-crun" not in unknown.logs()
 
     not_option.wait_dead()
-    failure = task_event(not_option, "Driver Failure")
-    assert "jvm_options[0]" in event_text(failure) and "NoDash" in event_text(failure), failure
+    failure = events.last(not_option.events(), "Driver Failure")
+    assert "jvm_options[0]" in events.text(failure) and "NoDash" in events.text(failure), failure
     types = not_option.event_types()
     assert "Restarting" not in types and "Started" not in types, types
 
 
 # -- artifacts and the alloc dir -------------------------------------------------------------
-def test_artifacts_are_mounted_at_local_inside_the_container(jobs, jars, artifacts):
-    """An artifact is mounted and accessible inside the container at the expected path: the JAR
-    at /local/<name>.jar and an extra data artifact at /local/conf/, byte for byte."""
+def test_artifacts_are_mounted_at_local_inside_the_container_byte_for_byte(
+        jobs, jars, artifacts, agent, lab_host):
+    """An artifact is mounted and accessible inside the container at the expected path, byte
+    for byte: the JAR at /local/<name>.jar and an extra data artifact at /local/conf/ have,
+    read inside the running container (sha256sum through `nomad alloc exec`), the sha256 of
+    the local files the artifact server sent; a path never downloaded is not there. The task
+    user (nobody) can read both: the JVM runs the JAR as nobody, and the data file is
+    world-readable in the task dir."""
     data = secrets.token_bytes(4096 + secrets.randbelow(4096))
     name = f"data-{secrets.token_hex(4)}.bin"
     artifacts.add(name, data)
     extra = {"GetterSource": artifacts.exposed.url(name), "RelativeDest": f"local/conf/{name}",
              "GetterMode": "file"}
-    run = jobs.run("fsprobe", args=["/local/fsprobe.jar", f"/local/conf/{name}",
-                                    "/local/conf/absent.bin"],
-                   extra_artifacts=[extra])
+    run = jobs.run("sleeper", args=["forever"], extra_artifacts=[extra])
 
-    run.wait_dead()
+    run.wait_log("sleeper started")
+    alloc_id = run.alloc()["ID"]
 
-    assert run.exit_codes() == [0], run.event_types()
     assert "Downloading Artifacts" in run.event_types()
-    report = fsprobe.report(run.logs())
-    assert fsprobe.one(report, "file /local/fsprobe.jar") == \
-        f"readable size={jars['fsprobe'].stat().st_size}"
-    assert fsprobe.one(report, f"file /local/conf/{name}") == f"readable size={len(data)}"
-    assert fsprobe.one(report, "file /local/conf/absent.bin") == "missing"
+    inside = probes.sha256_in_task(lab_host, agent, alloc_id,
+                                   ["/local/sleeper.jar", f"/local/conf/{name}"])
+    assert inside == {"/local/sleeper.jar": sha256(jars["sleeper"].read_bytes()),
+                      f"/local/conf/{name}": sha256(data)}, inside
+    absent = probes.exec_in_task(lab_host, agent, alloc_id,
+                                 ["test", "-e", "/local/conf/absent.bin"])
+    assert absent.rc == 1, absent
+    on_host = probes.file(lab_host, f"{probes.task_dir(agent, alloc_id)}/local/conf/{name}")
+    assert on_host.is_file and on_host.mode & 0o004, on_host  # readable by nobody
+    run.stop()
+    run.wait_dead()
 
 
 def test_shared_alloc_dir_passes_a_file_between_two_tasks_of_one_group(jobs):

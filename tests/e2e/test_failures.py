@@ -12,6 +12,8 @@ import pytest
 from lab import faults
 from lab.checks import janitor
 from lab.core.wait import Pending, until
+from lab.nomad import events
+from lab.provision.badjars import BAD_CLASS_MAIN, BAD_JARS
 
 # What a failed job must not leave on the lab host once it is stopped and GC'd (the agent's
 # own unit and data dir are still there while the test runs, so they are not listed).
@@ -21,20 +23,8 @@ ORPHAN_KINDS = ("container", "bundle", "shim", "java_process", "cgroup", "mount"
 LIFECYCLE = ("Started", "Terminated", "Restarting", "Not Restarting", "Driver Failure")
 
 
-def event_text(event: dict) -> str:
-    """Everything a user can read about an event, in one string to search."""
-    details = event.get("Details") or {}
-    return " | ".join(str(v) for v in (event.get("DisplayMessage"), event.get("DriverError"),
-                                        event.get("Message"), details.get("driver_error"),
-                                        details.get("restart_reason")) if v)
-
-
 def lifecycle(run) -> list[str]:
-    return [e["Type"] for e in run.events() if e["Type"] in LIFECYCLE]
-
-
-def seconds_between(first: dict, last: dict) -> float:
-    return (int(last["Time"]) - int(first["Time"])) / 1e9
+    return [t for t in events.types(run.events()) if t in LIFECYCLE]
 
 
 def orphans(lab_host) -> dict[str, list[str]]:
@@ -97,8 +87,56 @@ def test_java_missing_makes_the_driver_unhealthy_and_placement_fails_saying_why(
     assert run.exit_codes() == [0], run.event_types()
 
 
+# Java broken after the last fingerprint: case -> (the fault, what the Driver Failure must name
+# besides "node problem: java runtime not usable", given the fault's record).
+JAVA_BROKEN = {
+    "java-binary-missing": (faults.java_missing,
+                            lambda record: [record.details["path"], "no such file or directory"]),
+    "jre-library-missing": (lambda host: faults.java_library_missing(host, "libjli.so"),
+                            lambda record: ["-version failed", "libjli.so"]),
+}
+
+
+@pytest.mark.exclusive
+# The node fingerprints once, healthy, at the agent's start, and not again during the test:
+# what sees the fault is the driver's own check when the task starts.
+@pytest.mark.agent(fingerprint_period="10m")
+@pytest.mark.parametrize("case", list(JAVA_BROKEN))
+def test_java_broken_after_the_last_fingerprint_is_caught_at_task_start_as_a_node_problem(
+        case, jobs, api, agent, lab_host, lab_config):
+    """Java breaks (its binary or libjli.so hidden) after the node's last fingerprint found it
+    healthy: the node still says healthy, so the job is placed, and the driver's start-time
+    check catches it. The Driver Failure event says it is a node problem and what is wrong
+    (the java binary's path, or `java -version` failing on libjli.so); being the node's fault
+    it is recoverable ("Restarting", never "Not Restarting"), and once Java is healed the next
+    attempt runs the JAR."""
+    inject, named = JAVA_BROKEN[case]
+    assert driver_health(api, agent).get("Healthy"), driver_health(api, agent)
+
+    with inject(lab_host) as fault:
+        run = jobs.run("hello", job_kwargs={"restart_attempts": 5, "restart_delay_s": 5,
+                                            "restart_mode": "fail"})
+        failure = run.wait_event("Driver Failure", timeout=lab_config.timeout("job"))
+        info = driver_health(api, agent)
+        assert info.get("Healthy"), ("the fingerprint saw the fault, so the start-time check "
+                                     f"was not what caught it: {info}")
+    run.wait_dead()
+
+    said = events.text(failure)
+    assert "node problem: java runtime not usable" in said, said
+    for words in named(fault):
+        assert words in said, (words, said)
+    evs = run.events()
+    assert lifecycle(run)[:2] == ["Driver Failure", "Restarting"], events.describe(evs)
+    assert lifecycle(run)[-2:] == ["Started", "Terminated"], events.describe(evs)
+    assert "Not Restarting" not in events.types(evs), events.describe(evs)
+    assert run.exit_codes() == [0], events.describe(evs)
+    assert run.task_state()["Restarts"] >= 1
+    assert "hello from java-crun" in run.logs()
+
+
 # -- broken JARs -------------------------------------------------------------------------------
-BAD_JARS = {
+BROKEN_JARS = {
     # case: (bad JAR under build/jars/bad, served as bad-<name>.jar; None: no such file)
     #       and the message the Driver Failure event must carry
     "random-bytes": ("random", "local/bad-random.jar is not a valid JAR: zip: not a valid zip "
@@ -116,20 +154,20 @@ BAD_JARS = {
 def bad_jars(artifacts, lab_config) -> None:
     """The lab's deliberately broken JARs (lab.provision.badjars), served as bad-<name>.jar."""
     bad_dir = lab_config.build_dir / "jars" / "bad"
-    for name in ("random", "truncated", "nomain", "empty"):
+    for name in BAD_JARS:
         path = bad_dir / f"{name}.jar"
         if not path.is_file():
             pytest.fail(f"{path} is missing: build the test JARs (`./invoke plugin.build`)")
         artifacts.add(f"bad-{name}.jar", path)
 
 
-@pytest.mark.parametrize("case", list(BAD_JARS))
+@pytest.mark.parametrize("case", list(BROKEN_JARS))
 def test_broken_jar_fails_fast_with_a_driver_failure_and_no_restart_loop(
         case, jobs, bad_jars, lab_config, request):
     """Invalid or corrupted JARs (random bytes, truncated zip, no Main-Class, empty file,
     missing file): each fails fast with a Driver Failure event naming the problem, no JVM is
     started and nothing restarts, although the restart policy would allow 2 attempts."""
-    bad, expected = BAD_JARS[case]
+    bad, expected = BROKEN_JARS[case]
     if bad is None:  # a real JAR is downloaded, but jar_path names a file that is not there
         task = jobs.task("hello", config={"jar_path": "local/missing.jar"})
     else:
@@ -139,20 +177,40 @@ def test_broken_jar_fails_fast_with_a_driver_failure_and_no_restart_loop(
 
     alloc = run.wait_alloc_terminal()
     state = alloc["TaskStates"]["app"]
-    events = state["Events"]
-    failures = [e for e in events if e["Type"] == "Driver Failure"]
-    assert len(failures) == 1, [e["Type"] for e in events]
-    assert expected in event_text(failures[0]), failures[0]
+    evs = state["Events"]
+    failures = events.of_type(evs, "Driver Failure")
+    assert len(failures) == 1, events.describe(evs)
+    assert expected in events.text(failures[0]), failures[0]
     assert alloc["ClientStatus"] == "failed", alloc["ClientStatus"]
     assert state["Failed"] is True
     assert state["Restarts"] == 0
     assert lifecycle(run) == ["Driver Failure", "Not Restarting"], run.event_types()
-    assert "unrecoverable" in event_text(next(e for e in events if e["Type"] == "Not Restarting"))
+    assert "unrecoverable" in events.text(events.last(evs, "Not Restarting"))
     # Fast: the failure comes from validating the JAR, not from a JVM that started
     # (measured 1.2-2.0 s from Received, download included, under TCG).
-    took = seconds_between(events[0], failures[0])
+    took = events.seconds_between(evs[0], failures[0])
     request.node.user_properties.append(("received_to_driver_failure_s", round(took, 2)))
     assert took < 4 * lab_config.scale, f"Driver Failure came {took:.1f}s after Received"
+
+
+def test_jar_with_a_valid_zip_but_a_corrupt_main_class_fails_with_the_jvms_class_format_error(
+        jobs, bad_jars):
+    """A JAR whose zip and manifest are valid but whose Main-Class file is garbage passes
+    the driver's checks (only a JVM can tell): the JVM starts and says what is wrong on the
+    task's stderr, java.lang.ClassFormatError "Incompatible magic value" naming the class,
+    and the task ends with exit code 1 (no restart allowed here)."""
+    run = jobs.submit(jobs.job(jobs.task("bad-badclass.jar"), restart_attempts=0))
+
+    run.wait_dead()
+
+    evs = run.events()
+    stderr = run.logs(stream="stderr")
+    assert "java.lang.ClassFormatError" in stderr, stderr
+    assert "Incompatible magic value" in stderr, stderr
+    assert BAD_CLASS_MAIN.replace(".", "/") in stderr, stderr
+    assert run.exit_codes() == [1], events.describe(evs)
+    assert lifecycle(run) == ["Started", "Terminated", "Not Restarting"], events.describe(evs)
+    assert run.task_state()["Failed"] is True
 
 
 # -- restarts ----------------------------------------------------------------------------------
@@ -188,7 +246,7 @@ def test_permanent_failure_ends_with_not_restarting_after_the_attempts_and_leave
     assert run.exit_codes() == [1, 1, 1]
     not_restarting = run.events()[-1]
     assert not_restarting["Type"] == "Not Restarting"
-    assert "Exceeded allowed attempts 2" in event_text(not_restarting), not_restarting
+    assert "Exceeded allowed attempts 2" in events.text(not_restarting), not_restarting
     state = alloc["TaskStates"]["app"]
     assert (alloc["ClientStatus"], state["Failed"], state["Restarts"]) == ("failed", True, 2)
     assert "failing" in run.logs(stream="stderr")

@@ -17,7 +17,6 @@ import json
 import os
 import re
 import secrets
-import shlex
 import shutil
 import signal
 import subprocess
@@ -28,9 +27,11 @@ from pathlib import Path
 
 import pytest
 
-from lab.checks import diag, janitor
+from lab.checks import diag, janitor, probes
 from lab.core.config import ROOT
 from lab.core.wait import Pending, until
+from lab.nomad.agent import AgentOptions, NomadAgent
+from lab.nomad.jobrun import JobRun
 
 pytest_plugins = ["pytester"]
 
@@ -153,40 +154,63 @@ def inner_runs(tmp_path, lab_config, lab_host):
              if run.marker.exists() and len(run.marker.read_text().split()) == 2]
     if janitor.scan(lab_host):
         for unit in units:
-            lab_host.sudo(f"systemctl kill --signal=KILL {unit}; systemctl stop {unit}; "
-                          f"systemctl reset-failed {unit}; true", check=False)
+            probes.stop_unit(lab_host, unit, kill=True)
         janitor.sweep(lab_host)
 
 
 # -- own agent per test ---------------------------------------------------------------------
-_first_agent: dict[str, str] = {}
+@pytest.mark.slow  # two agents and two JVMs: 170 s under TCG
+def test_an_agent_sees_nothing_of_another_agents_job_node_containers_or_data_dir(
+        jobs, agent, lab_host, lab_config):
+    """Per-test isolation, proved within one test: beside this test's agent, running a job, a
+    second agent is started the way every test's own is (as the next test's is, ahead of
+    time). Each is a cluster of its own: its API knows only its own job, allocation and node;
+    its driver's crun root holds only its own container; each allocation's directory is under
+    its own agent's data dir only; ports, unit and data dir differ. Stopping the second agent
+    removes its unit and data dir and leaves the first agent's task running."""
+    mine = jobs.run("sleeper", args=["forever"])
+    peer = NomadAgent(lab_host, lab_config.run_id, f"peer{secrets.token_hex(2)}",
+                      ready_timeout=lab_config.timeout("agent_ready"),
+                      stop_timeout=lab_config.timeout("agent_stop"), options=AgentOptions())
+    started = False
+    try:
+        peer.start()
+        started = True
+        theirs = JobRun(peer.api, jobs.job(jobs.task("sleeper", args=["forever"]),
+                                           job_id=jobs.id("peer")), lab_config.timeout).submit()
+        mine.wait_running()
+        theirs.wait_running()
+        my_alloc, their_alloc = mine.alloc()["ID"], theirs.alloc()["ID"]
 
+        for one, other, job, alloc in ((agent, peer, mine, my_alloc),
+                                       (peer, agent, theirs, their_alloc)):
+            seen = f"{one.id} sees"
+            assert [j["ID"] for j in one.api.jobs()] == [job.id], seen
+            assert [a["ID"] for a in one.api.allocations()] == [alloc], seen
+            assert [n["ID"] for n in one.api.nodes()] == [one.node_id], seen
+            other_job = theirs.id if one is agent else mine.id
+            assert one.api.job(other_job) is None, f"{seen} {other_job}"
+            containers = probes.crun(lab_host, one).running()
+            assert [c.split(".")[0] for c in containers] == [alloc], (one.crun_root, containers)
+            assert probes.file(lab_host, probes.alloc_dir(one, alloc)).exists
+            assert not probes.file(lab_host, probes.alloc_dir(other, alloc)).exists
+        assert agent.node_id != peer.node_id
+        assert (agent.dir, agent.unit, agent.crun_root) != (peer.dir, peer.unit, peer.crun_root)
+        assert set(agent.ports.values()).isdisjoint(peer.ports.values())
 
-def test_own_agent_1_runs_a_job_and_records_its_agent(jobs, agent):
-    """First of a pair (run in this order): a job on this test's own agent."""
-    run = jobs.run("hello")
-    run.wait_dead()
-    assert run.exit_codes() == [0], run.event_types()
-    assert [j["ID"] for j in agent.api.jobs()] == [run.id]
-    _first_agent.update(job=run.id, node=agent.node_id, data_dir=agent.dir, unit=agent.unit,
-                        http=str(agent.ports["http"]))
-
-
-def test_own_agent_2_does_not_see_the_previous_tests_job_node_or_data_dir(agent, api,
-                                                                           lab_host):
-    """Second of the pair: a fresh server and client. The previous test's job is unknown,
-    this cluster has one node and it is a new one, and the previous data dir and agent unit
-    are gone from the lab host."""
-    if not _first_agent:
-        pytest.skip("needs test_own_agent_1_... to run first in the same session")
-    assert api.job(_first_agent["job"]) is None
-    assert api.jobs() == [] and api.allocations() == []
-    assert [n["ID"] for n in api.nodes()] == [agent.node_id]
-    assert agent.node_id != _first_agent["node"]
-    assert agent.dir != _first_agent["data_dir"]
-    assert not lab_host.exists(_first_agent["data_dir"])
-    assert not lab_host.sudo(f"systemctl is-active --quiet {_first_agent['unit']}",
-                             check=False).ok
+        theirs.stop()
+        assert peer.drain() == []
+        assert peer.stop() == []
+        started = False
+        assert not lab_host.exists(peer.dir) and not probes.unit_active(lab_host, peer.unit)
+        assert mine.task_state()["State"] == "running", mine.event_types()
+        assert list(probes.crun(lab_host, agent).running())[0].startswith(my_alloc)
+    finally:
+        if started:
+            peer.drain()
+            peer.stop(check=False)
+    mine.stop()
+    mine.wait_dead()
 
 
 # -- cleanup after Ctrl-C -------------------------------------------------------------------
@@ -243,28 +267,15 @@ def test_run_killed_hard_leaves_traces_that_the_next_run_sweeps(inner_runs, lab_
 # -- dynamic ports --------------------------------------------------------------------------
 @pytest.fixture
 def usual_nomad_ports_taken(lab_host, lab_config):
-    """Listeners on 4646-4648 (all addresses) inside the lab host for the whole test. The
-    unit stops by itself after 15 minutes should this process die."""
-    unit = f"lab-ports-{lab_config.run_id}-{secrets.token_hex(2)}"
-    listen = " ".join(f"-l {port}" for port in USUAL_NOMAD_PORTS)
-    lab_host.sudo(f"systemd-run --unit={unit} --collect --quiet -p RuntimeMaxSec=900 "
-                  f"systemd-socket-activate {listen} sleep infinity")
-    try:
-        until(lambda: holders(lab_host, USUAL_NOMAD_PORTS) == {"systemd-socket"} or Pending(
-            holders(lab_host, USUAL_NOMAD_PORTS)), lab_config.timeout("command"),
-            f"{unit} listening on {USUAL_NOMAD_PORTS}")
+    """Listeners on 4646-4648 (all addresses) inside the lab host for the whole test."""
+    with probes.occupy_ports(lab_host, USUAL_NOMAD_PORTS, f"lab-ports-{lab_config.run_id}",
+                             lab_config.timeout("command")) as unit:
         yield unit
-    finally:
-        lab_host.sudo(f"systemctl stop {unit}; systemctl reset-failed {unit}; true",
-                      check=False)
 
 
 def holders(lab_host, ports) -> set[str]:
-    """Names of the processes listening on `ports` (TCP) in the lab host; the kernel keeps
-    15 characters of a name, so systemd-socket-activate shows as "systemd-socket"."""
-    filt = " or ".join(f"sport = :{p}" for p in ports)
-    out = lab_host.sudo(f"ss -Htlnp {shlex.quote(filt)}", check=False).stdout
-    return {part.split('"')[1].rstrip("-") for part in out.split("users:((")[1:]}
+    """Names of the processes listening on `ports` (TCP) in the lab host."""
+    return set().union(*probes.listeners(lab_host, ports).values())
 
 
 @pytest.mark.exclusive
@@ -357,11 +368,11 @@ def test_junit_report_records_box_kernel_cgroup_crun_java_nomad(pytester, monkey
     props = {p.get("name"): p.get("value") for p in ET.parse(junit).iter("property")}
     wanted = ("box", "kernel", "cgroup_mode", "crun", "java", "nomad")
     assert all(props.get(k) for k in wanted), props
-    assert props["kernel"] == lab_host.run("uname -r").stdout.strip()
+    assert props["kernel"] == probes.kernel_release(lab_host)
     assert props["cgroup_mode"] == "v2"
     assert props["crun"].startswith("crun version ")
     assert "version" in props["java"] and props["nomad"].startswith("Nomad v1.11")
-    box = json.loads(lab_host.run("cat /etc/nomad-lab-box.json").stdout)  # written by the box build
+    box = json.loads(lab_host.read_file("/etc/nomad-lab-box.json"))  # written by the box build
     assert box["box_hash"] in props["box"], (props["box"], box)
     assert "lab environment" in result.stdout.str()
 
@@ -418,7 +429,7 @@ def test_lab_up_during_a_test_run_waits_for_the_lease_instead_of_sweeping_the_ru
     assert time.monotonic() - started >= 10
     assert run.task_state()["State"] == "running", run.event_types()
     agent.api.node(agent.node_id)  # the agent still answers
-    assert lab_host.sudo(f"systemctl is-active --quiet {agent.unit}", check=False).ok
+    assert probes.unit_active(lab_host, agent.unit)
 
 
 # -- Ctrl-C in a terminal on `./invoke test` --------------------------------------------------

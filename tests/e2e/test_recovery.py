@@ -6,23 +6,18 @@ exit code is reported when it ends.
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from lab import faults
+from lab.checks import probes
 
 EXIT_CODE = 7  # sleeper's exit code: distinctive, so a recovered result cannot be a default
 TICK_MS = 500
 
 
 def running_containers(lab_host, agent) -> dict[str, int]:
-    """crun's running containers of the lab's driver: container id -> init pid."""
-    out = lab_host.sudo(
-        f"for c in $(crun --root {agent.crun_root} list -q 2>/dev/null); do "
-        f"crun --root {agent.crun_root} state \"$c\"; done", check=False).stdout
-    states = json.loads("[" + out.replace("}\n{", "},{").strip() + "]") if out.strip() else []
-    return {s["id"]: s["pid"] for s in states if s.get("status") == "running"}
+    """crun's running containers of the agent's driver: container id -> init pid."""
+    return probes.crun(lab_host, agent).running()
 
 
 def ticks(run) -> int:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import pytest
 
+from lab.checks import probes
 from lab.core.wait import until
+from lab.nomad import events
 from lab.nomad.api import TRANSIENT, ApiError
 
 GRACEFUL_TIMEOUT_S = 10  # kill_timeout for apps that do shut down: far above what they need
@@ -17,22 +19,19 @@ STUBBORN_TIMEOUT_S = 3  # kill_timeout for the app that ignores SIGTERM
 
 def event_time(run, event_type: str) -> float:
     """Seconds (epoch) of the task's first event of `event_type`."""
-    found = [e for e in run.events() if e["Type"] == event_type]
-    assert found, f"no {event_type!r} event: {run.event_types()}"
-    return int(found[0]["Time"]) / 1e9
+    return events.seconds(events.first(run.events(), event_type))
 
 
 def terminated(run) -> dict:
-    found = [e for e in run.events() if e["Type"] == "Terminated"]
-    assert len(found) == 1, run.event_types()
+    found = events.of_type(run.events(), "Terminated")
+    assert len(found) == 1, events.describe(run.events())
     return found[0]
 
 
 def alloc_data_file(agent, run, name: str, lab_host) -> str:
     """A file of the shared alloc dir's data/ (/alloc/data in the container), read on the
     lab host."""
-    alloc_id = run.alloc()["ID"]
-    return lab_host.sudo(f"cat {agent.dir}/data/alloc/{alloc_id}/alloc/data/{name}").stdout
+    return lab_host.read_file(f"{probes.alloc_dir(agent, run.alloc()['ID'])}/alloc/data/{name}")
 
 
 def test_stop_sends_sigterm_and_waits_for_the_shutdown_hook_within_kill_timeout(

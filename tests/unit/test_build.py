@@ -76,7 +76,7 @@ def test_builds_every_app_then_only_what_changed(project):
     assert sorted(jars) == ["exitcode", "hello", "sleeper"]
     assert all(jar.exists() for jar in jars.values())
     assert javac.compiled() == ["Exitcode", "Hello", "Sleeper"]  # one javac for all
-    assert logs[-1].startswith("apps: built 3, up to date 0, bad jars 4 (")
+    assert logs[-1].startswith("apps: built 3, up to date 0, bad jars 5 (")
 
     build.build_apps(project, logs.append, run=javac)
     assert len(javac.calls) == 1
@@ -276,6 +276,11 @@ def test_bad_jars_are_each_broken_in_their_own_way_and_deterministic(tmp_path):
     assert not zipfile.is_zipfile(io.BytesIO(data["truncated"]))
     with zipfile.ZipFile(io.BytesIO(data["nomain"])) as jar:
         assert "Main-Class" not in jar.read("META-INF/MANIFEST.MF").decode()
+    with zipfile.ZipFile(io.BytesIO(data["badclass"])) as jar:
+        assert jar.testzip() is None  # a valid zip: every entry's CRC checks
+        assert f"Main-Class: {badjars.BAD_CLASS_MAIN}" in jar.read("META-INF/MANIFEST.MF").decode()
+        main = jar.read(badjars.BAD_CLASS_MAIN.replace(".", "/") + ".class")
+        assert len(main) > 1000 and not main.startswith(b"\xca\xfe\xba\xbe")
     assert badjars.bad_jar_bytes(real.read_bytes()) == data
 
 
