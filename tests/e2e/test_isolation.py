@@ -53,6 +53,7 @@ def test_app_allocating_beyond_its_memory_is_oom_killed_and_the_events_say_so(jo
 
 
 # -- isolation -------------------------------------------------------------------------------
+@pytest.mark.agent(plugin_config={"allow_root": True})  # the driver refuses root by default
 def test_app_is_isolated_from_host_processes_and_files_with_no_new_privs_nor_dangerous_caps(
         jobs, agent, lab_host):
     """Isolation, for the default user (nobody) and for a task running as root alike:
