@@ -15,7 +15,6 @@ the run's reports/index.html (lab.checks.report) shows every test with its recor
 from __future__ import annotations
 
 import itertools
-import os
 import sys
 from contextlib import ExitStack
 from pathlib import Path
@@ -26,11 +25,9 @@ from lab.checks import (
     diag,
     facts,
     janitor,
-    kernel_log,
     leftovers,
     record,
     recording,
-    report,
     teardown,
 )
 from lab.checks.testjobs import Jobs
@@ -38,23 +35,10 @@ from lab.core.config import LabConfig
 from lab.core.errors import LabError
 from lab.nomad.agent import AgentOptions, NomadAgent
 from lab.nomad.agent_pool import AgentPool
+from lab.pytest_plugin import keys, reporting
+from lab.pytest_plugin.kernel_gate import kernel_health  # noqa: F401 - an autouse fixture
 
 _agent_seq = itertools.count(1)
-_FACTS_KEY = pytest.StashKey[dict]()
-_POOL_KEY = pytest.StashKey[AgentPool]()
-_NEXT_KEY = pytest.StashKey[pytest.Item | None]()
-_CONTROLLER_KEY = pytest.StashKey[ExitStack]()
-_LAB_CONFIG_KEY = pytest.StashKey[LabConfig]()
-_PHASES_KEY = pytest.StashKey[list]()  # [(phase, seconds)] of one test, shown with -v
-_RECORD_KEY = pytest.StashKey[record.Record]()
-_HOST_KEY = pytest.StashKey[object]()  # the session's LabHost, for bundles of setup failures
-_MADE_KEY = pytest.StashKey[dict]()  # test id -> its agent, kept for one that fails to start
-_MAKING_KEY = pytest.StashKey[str]()  # the test id the pool makes an agent for
-_REPORTING_KEY = pytest.StashKey["_Reporting"]()
-_REPORTER_ENV = "LAB_REPORTING_PID"  # the pytest process writing index.html
-# Fixtures whose tests change the lab host for everybody: an inner pytest session sweeps the
-# host when it starts, so nothing else may run there meanwhile.
-_EXCLUSIVE_FIXTURES = {"inner_runs", "pytester"}
 
 
 def pytest_addoption(parser):
@@ -83,41 +67,32 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "exclusive: the test changes the lab host for everybody "
                             "(faults, plugin kill, agent restart, inner runs): nothing else "
                             "runs on that host meanwhile, not even the next test's agent")
-    if not _worker():
-        config.stash[_REPORTING_KEY] = _Reporting(config)
-        config.pluginmanager.register(config.stash[_REPORTING_KEY], "lab-reporting")
+    if not keys.worker():
+        config.stash[keys.REPORTING_KEY] = reporting.Reporting(config)
+        config.pluginmanager.register(config.stash[keys.REPORTING_KEY], "lab-reporting")
 
 
 def pytest_collection_modifyitems(config, items):
     budget = None
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
-        if _EXCLUSIVE_FIXTURES & names:
+        if keys.EXCLUSIVE_FIXTURES & names:
             item.add_marker(pytest.mark.exclusive)
         if "lab_host" in names and item.get_closest_marker("timeout") is None:
             # pytest-timeout: no e2e test may hang the run; the bound follows the lab's
             # (scaled) timeouts: an agent, four jobs' worth of waiting and three teardowns.
             if budget is None:
-                lab = _lab_config(config)
+                lab = keys.lab_config(config)
                 budget = (lab.timeout("agent_ready") + 4 * lab.timeout("job")
                           + 3 * lab.timeout("agent_stop"))
             item.add_marker(pytest.mark.timeout(budget))
-    if _parallel(config):
+    if keys.parallel(config):
         # Tests in parallel share the lab host: the exclusive ones cannot run among them.
         # `./invoke test -n N` runs them alone afterwards, in a serial pass.
         skipped = [item for item in items if is_exclusive(item)]
         if skipped:
             config.hook.pytest_deselected(items=skipped)
             items[:] = [item for item in items if not is_exclusive(item)]
-
-
-def _worker() -> str | None:
-    """The xdist worker id (gw0, gw1...) when this process is one."""
-    return os.environ.get("PYTEST_XDIST_WORKER")
-
-
-def _parallel(config) -> bool:
-    return bool(_worker()) or bool(getattr(config.option, "numprocesses", None))
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -128,17 +103,17 @@ def pytest_sessionstart(session):
     global _terminal
     config = session.config
     _terminal = config.pluginmanager.get_plugin("terminalreporter")
-    if _worker() or not getattr(config.option, "numprocesses", None):
+    if keys.worker() or not getattr(config.option, "numprocesses", None):
         return
     if not any("e2e" in str(arg) for arg in config.args):
         return
     from lab.provision import target
 
-    lab_config = _lab_config(config)
+    lab_config = keys.lab_config(config)
     stack = ExitStack()
     host = stack.enter_context(target.leased(lab_config, "pytest -n (xdist controller)",
                                              check_ready=True))
-    config.stash[_CONTROLLER_KEY] = stack
+    config.stash[keys.CONTROLLER_KEY] = stack
     _refuse_a_stale_lab_host(host, lab_config)
     _sweep_before_the_run(host)
 
@@ -160,26 +135,9 @@ def agent_options(item) -> AgentOptions:
     return AgentOptions(**(marker.kwargs if marker else {}))
 
 
-def _reports_dir(config) -> Path:
-    given = config.getoption("--lab-reports")
-    return Path(given).resolve() if given else _lab_config(config).reports_dir
-
-
-def _lab_config(config) -> LabConfig:
-    """The session's one LabConfig (its run id is the one the header and every agent use)."""
-    found = config.stash.get(_LAB_CONFIG_KEY, None)
-    if found is None:
-        opt = config.getoption
-        found = LabConfig.load({"target": opt("--lab-target"), "ssh_key": opt("--lab-ssh-key"),
-                                "timeout_scale": opt("--lab-timeout-scale"),
-                                "keep": opt("--lab-keep")})
-        config.stash[_LAB_CONFIG_KEY] = found
-    return found
-
-
 @pytest.fixture(scope="session")
 def lab_config(pytestconfig) -> LabConfig:
-    return _lab_config(pytestconfig)
+    return keys.lab_config(pytestconfig)
 
 
 @pytest.fixture(scope="session")
@@ -188,8 +146,8 @@ def lab_host(pytestconfig, lab_config):
 
     with target.leased(lab_config, f"pytest {' '.join(sys.argv[1:])}"[:120],
                        check_ready=True) as host:
-        pytestconfig.stash[_HOST_KEY] = host
-        if not _worker():  # the xdist controller did both for its workers
+        pytestconfig.stash[keys.HOST_KEY] = host
+        if not keys.worker():  # the xdist controller did both for its workers
             _refuse_a_stale_lab_host(host, lab_config)
             _sweep_before_the_run(host)
         yield host
@@ -211,7 +169,7 @@ def _refuse_a_stale_lab_host(host, config: LabConfig) -> None:
 @pytest.fixture(scope="session")
 def lab_facts(request, lab_host, record_testsuite_property) -> dict[str, str]:
     found = facts.collect(lab_host)
-    request.config.stash[_FACTS_KEY] = found
+    request.config.stash[keys.FACTS_KEY] = found
     for key, value in found.items():
         record_testsuite_property(key, value)
     return found
@@ -243,27 +201,28 @@ def artifacts(lab_host, jars):
 @pytest.fixture(scope="session")
 def agent_pool(request, lab_config, lab_host):
     """Starts each test's agent ahead, while the test before it runs (see lab.nomad.agent_pool)."""
-    made = request.config.stash.setdefault(_MADE_KEY, {})
+    made = request.config.stash.setdefault(keys.MADE_KEY, {})
 
     def make(options: AgentOptions) -> NomadAgent:
         agent = NomadAgent(lab_host, lab_config.run_id, next(_agent_seq),
                            ready_timeout=lab_config.timeout("agent_ready"),
                            stop_timeout=lab_config.timeout("agent_stop"), options=options)
-        made[request.config.stash.get(_MAKING_KEY, "")] = agent
+        made[request.config.stash.get(keys.MAKING_KEY, "")] = agent
         return agent
 
     pool = AgentPool(make)
-    request.config.stash[_POOL_KEY] = pool
+    request.config.stash[keys.POOL_KEY] = pool
     yield pool
-    del request.config.stash[_POOL_KEY]
+    del request.config.stash[keys.POOL_KEY]
     pool.close()
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
-    item.stash[_NEXT_KEY] = nextitem
+    item.stash[keys.NEXT_KEY] = nextitem
     if item.config.getoption("--lab-reports") or "lab_host" in item.fixturenames:
-        item.stash[_RECORD_KEY] = record.Record(item.nodeid, lab="lab_host" in item.fixturenames)
+        item.stash[keys.RECORD_KEY] = record.Record(item.nodeid,
+                                                    lab="lab_host" in item.fixturenames)
     yield
 
 
@@ -272,48 +231,23 @@ def pytest_runtest_call(item):
     """As the test body begins, start the next test's agent, unless either test is exclusive
     (a fault would hit the other agent; a test may need its agent started after its own
     set-up, like the occupied-ports one)."""
-    pool = item.config.stash.get(_POOL_KEY, None)
-    nxt = item.stash.get(_NEXT_KEY, None)
+    pool = item.config.stash.get(keys.POOL_KEY, None)
+    nxt = item.stash.get(keys.NEXT_KEY, None)
     if (pool is not None and nxt is not None and "agent" in nxt.fixturenames
             and not is_exclusive(item) and not is_exclusive(nxt)
-            and _lab_config(item.config).agents_ahead):
-        item.config.stash[_MAKING_KEY] = nxt.nodeid
+            and keys.lab_config(item.config).agents_ahead):
+        item.config.stash[keys.MAKING_KEY] = nxt.nodeid
         pool.start_ahead(nxt.nodeid, agent_options(nxt))
-
-
-@pytest.fixture(autouse=True)
-def kernel_health(request):
-    """The kernel-health gate (lab/checks/kernel_log.py): a lab test fails when the lab
-    host's kernel reported a problem during it. Autouse, so the span opens before the
-    test's agent starts; tests that do not use the lab host are left alone."""
-    if "lab_host" not in request.fixturenames:
-        yield
-        return
-    host = request.getfixturevalue("lab_host")
-    span = kernel_log.open_span(host)
-    yield
-    problems = kernel_log.problems_in(host, span)
-    rec = request.node.stash.get(_RECORD_KEY, None)
-    if rec is not None:
-        rec.kernel = [p.describe() for p in problems]
-    expected = request.node.get_closest_marker("kernel_problems_expected")
-    problems = [p for p in problems if not expected or p.kind not in expected.args]
-    if problems:
-        bundle = diag.bundle_dir(_reports_dir(request.config), request.node.nodeid)
-        bundle.mkdir(parents=True, exist_ok=True)
-        (bundle / "kernel.txt").write_text(kernel_log.report(problems) + "\n")
-        pytest.fail(kernel_log.failure_message(problems, shared_host=_parallel(request.config)),
-                    pytrace=False)
 
 
 @pytest.fixture
 def agent(request, lab_config, lab_host, lab_facts, agent_pool):
     item = request.node
-    rec = item.stash.setdefault(_RECORD_KEY, record.Record(item.nodeid, lab=True))
-    rec.phases = item.stash.setdefault(_PHASES_KEY, [])
-    request.config.stash[_MAKING_KEY] = item.nodeid
+    rec = item.stash.setdefault(keys.RECORD_KEY, record.Record(item.nodeid, lab=True))
+    rec.phases = item.stash.setdefault(keys.PHASES_KEY, [])
+    request.config.stash[keys.MAKING_KEY] = item.nodeid
     agent, waited = recording.take_agent(agent_pool, item.nodeid, agent_options(item), rec,
-                                         request.config.stash.setdefault(_MADE_KEY, {}))
+                                         request.config.stash.setdefault(keys.MADE_KEY, {}))
     props = item.user_properties
     props.append(("agent_wait_s", round(waited, 2)))
     props.append(("agent_startup_s", round(agent.startup_seconds, 2)))
@@ -328,7 +262,7 @@ def agent(request, lab_config, lab_host, lab_facts, agent_pool):
         return
     problems = teardown.agent_teardown(
         agent, lab_host, agent_pool, rec, lambda a: _bundle(item, rec, a),
-        own_traces_only=bool(_worker()), jobs=item.funcargs.get("jobs"))
+        own_traces_only=bool(keys.worker()), jobs=item.funcargs.get("jobs"))
     if problems and not failed:
         pytest.fail("\n".join(problems), pytrace=False)
 
@@ -344,7 +278,7 @@ def _terminal_line(text: str) -> None:
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_teardown(item):
     yield
-    phases = item.stash.get(_PHASES_KEY, None)
+    phases = item.stash.get(keys.PHASES_KEY, None)
     if phases:
         _phases_of[item.nodeid] = phases
         item.user_properties.append(("phases", " ".join(f"{n.replace(' ', '_')}={s:.2f}"
@@ -363,13 +297,13 @@ def api(agent):
 @pytest.fixture
 def jobs(request, agent, artifacts, lab_config) -> Jobs:
     return Jobs(request.node.name, agent, artifacts, lab_config,
-                diag.bundle_dir(_reports_dir(request.config), request.node.nodeid))
+                diag.bundle_dir(keys.reports_dir(request.config), request.node.nodeid))
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     rep = (yield).get_result()
-    rec = item.stash.get(_RECORD_KEY, None)
+    rec = item.stash.get(keys.RECORD_KEY, None)
     if rec is None:
         return
     rec.add_report(rep.when, rep.outcome, rep.duration, rep.longreprtext if rep.failed else "")
@@ -381,18 +315,18 @@ def pytest_runtest_makereport(item, call):
         rep.sections.append(("lab diagnostics", recording.summary(
             _bundle(item, rec, funcargs.get("agent")))))
     if rep.when == "teardown":
-        out = diag.bundle_dir(_reports_dir(item.config), item.nodeid)
+        out = diag.bundle_dir(keys.reports_dir(item.config), item.nodeid)
         sections = recording.finish(rec, out, funcargs.get("artifacts"))
         rep.sections.extend(sections if rep.failed else [])
         # For the process that writes index.html (an xdist controller gets them serialized).
         rep.lab_record = rec.to_dict()
-        rep.lab_env = recording.environment(lambda: _lab_config(item.config), _worker(),
-                                            item.config.stash.get(_FACTS_KEY, None))
+        rep.lab_env = recording.environment(lambda: keys.lab_config(item.config), keys.worker(),
+                                            item.config.stash.get(keys.FACTS_KEY, None))
 
 
 def _bundle(item, rec: record.Record, agent) -> Path:
-    return recording.bundle(rec, diag.bundle_dir(_reports_dir(item.config), item.nodeid),
-                            item.config.stash.get(_HOST_KEY, None), agent)
+    return recording.bundle(rec, diag.bundle_dir(keys.reports_dir(item.config), item.nodeid),
+                            item.config.stash.get(keys.HOST_KEY, None), agent)
 
 
 def pytest_runtest_logreport(report):
@@ -405,52 +339,25 @@ def pytest_runtest_logreport(report):
                                                        for name, secs in phases))
 
 
-class _Reporting:
-    """In the process that sees every test's report (not an xdist worker): gathers the
-    records that come with the teardown reports and writes index.html at the end."""
-
-    def __init__(self, config):
-        self.config = config
-        self.run = report.RunReport(" ".join(config.invocation_params.args))
-        # A run inside another (the e2e suite's nested runs) leaves the outer run's page alone.
-        self.nested = os.environ.get(_REPORTER_ENV, str(os.getpid())) != str(os.getpid())
-        os.environ[_REPORTER_ENV] = str(os.getpid())  # inherited by the runs we start
-
-    def pytest_runtest_logreport(self, report):
-        if report.when == "teardown" and getattr(report, "lab_record", None) is not None:
-            self.run.add(report.lab_record, getattr(report, "lab_env", None))
-
-    @pytest.hookimpl(trylast=True)
-    def pytest_sessionfinish(self, session, exitstatus):
-        given = self.config.getoption("--lab-reports")
-        if not self.run.records or not (given or (self.run.used_the_lab and not self.nested)):
-            return
-        report_id = self.config.getoption("--lab-report-id") or _lab_config(self.config).run_id
-        try:
-            self.run.write(_reports_dir(self.config), report_id, int(exitstatus))
-        except Exception as exc:  # noqa: BLE001 - the report must not turn a run into an error
-            self.run.error = f"could not write the lab report: {type(exc).__name__}: {exc}"
-
-
 def pytest_sessionfinish(session):
-    stack = session.config.stash.get(_CONTROLLER_KEY, None)
+    stack = session.config.stash.get(keys.CONTROLLER_KEY, None)
     if stack is not None:
         stack.close()
 
 
 def pytest_terminal_summary(terminalreporter, config):
-    found = config.stash.get(_FACTS_KEY, None)
+    found = config.stash.get(keys.FACTS_KEY, None)
     if found:
         terminalreporter.write_sep("-", "lab environment")
         terminalreporter.write_line(facts.render(found))
-    reporting = config.stash.get(_REPORTING_KEY, None)
+    reporting = config.stash.get(keys.REPORTING_KEY, None)
     if reporting is not None and (reporting.run.written or reporting.run.error):
         terminalreporter.write_line(reporting.run.error or f"lab report: {reporting.run.written}")
 
 
 def pytest_report_header(config):
     try:
-        cfg = _lab_config(config)
+        cfg = keys.lab_config(config)
     except LabError as exc:
         return f"lab: configuration error: {exc}"
     return (f"lab: target={cfg.target} timeout_scale={cfg.scale:g} run_id={cfg.run_id} "
