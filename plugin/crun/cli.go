@@ -96,8 +96,12 @@ func (c *CLI) RunDetachedCommand(ctx context.Context, id, bundle, logPath, pidFi
 
 // ExecOptions are `crun exec` flags.
 type ExecOptions struct {
-	Cwd     string
-	PidFile string // crun writes the exec'd process's host pid here
+	Cwd string
+	// ProcessFile, when set, is an OCI process.json (`crun exec --process`):
+	// the exec'd process's user, capabilities, no_new_privs, env, cwd and
+	// terminal come from it, and Cwd and TTY are not passed as flags.
+	ProcessFile string
+	PidFile     string // crun writes the exec'd process's host pid here
 	// ConsoleSocket, with TTY, is the unix socket crun sends the pty
 	// master to (SCM_RIGHTS).
 	TTY           bool
@@ -108,15 +112,25 @@ type ExecOptions struct {
 // no deadline of its own: the exec'd command lives as long as its caller
 // wants (an interactive `nomad alloc exec`), bounded by ctx.
 func (c *CLI) ExecCommand(ctx context.Context, id, logPath string, o ExecOptions, argv []string) *exec.Cmd {
-	args := append(c.globalArgs(logPath), "exec", "--cwd", o.Cwd)
+	args := append(c.globalArgs(logPath), "exec")
+	if o.ProcessFile != "" {
+		args = append(args, "--process", o.ProcessFile)
+	} else {
+		args = append(args, "--cwd", o.Cwd)
+	}
 	if o.PidFile != "" {
 		args = append(args, "--pid-file", o.PidFile)
 	}
+	if o.TTY && o.ProcessFile == "" {
+		args = append(args, "--tty")
+	}
 	if o.TTY {
-		args = append(args, "--tty", "--console-socket", o.ConsoleSocket)
+		args = append(args, "--console-socket", o.ConsoleSocket)
 	}
 	args = append(args, id)
-	args = append(args, argv...)
+	if o.ProcessFile == "" {
+		args = append(args, argv...)
+	}
 	return exec.CommandContext(ctx, c.Path, args...)
 }
 

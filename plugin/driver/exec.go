@@ -3,6 +3,7 @@ package driver
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/nomad/plugins/drivers"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
 	"github.com/nomad-lab/nomad-driver-java-crun/crun"
@@ -70,13 +72,16 @@ func runExec(ctx context.Context, h *task.Handle, opts *drivers.ExecOptions) (in
 	logPath, pidPath := filepath.Join(dir, "crun.log"), filepath.Join(dir, "pid")
 
 	var tty *ttySession
-	o := crun.ExecOptions{Cwd: defaultCwd, PidFile: pidPath}
+	o := crun.ExecOptions{Cwd: defaultCwd, PidFile: pidPath, TTY: opts.Tty}
+	if o.ProcessFile, err = writeExecProcess(h.State.BundleDir, dir, opts); err != nil {
+		return 0, err
+	}
 	if opts.Tty {
 		if tty, err = listenConsole(); err != nil {
 			return 0, err
 		}
 		defer tty.close()
-		o.TTY, o.ConsoleSocket = true, tty.socketPath
+		o.ConsoleSocket = tty.socketPath
 	}
 	cmd := h.CLI.ExecCommand(ctx, h.State.ContainerID, logPath, o, opts.Command)
 	// On cancel (ExecTask's timeout, the user's Ctrl-C on the stream), kill
@@ -119,6 +124,33 @@ func runExec(ctx context.Context, h *task.Handle, opts *drivers.ExecOptions) (in
 		defer func() { stdinW.Close(); _ = opts.Stdin.Close() }()
 	}
 	return execResult(cmd.Wait(), logPath, opts.Command)
+}
+
+// writeExecProcess writes dir/process.json for `crun exec --process`: the
+// task's own process (its user and groups, capabilities, no_new_privs,
+// rlimits, environment) running argv in the task's working directory. Without
+// it crun exec runs the command as root with crun's defaults: more privilege
+// than the task itself holds.
+func writeExecProcess(bundle, dir string, opts *drivers.ExecOptions) (string, error) {
+	data, err := os.ReadFile(filepath.Join(bundle, "config.json"))
+	if err != nil {
+		return "", fmt.Errorf("exec: the task's OCI spec: %w", err)
+	}
+	var spec specs.Spec
+	if err := json.Unmarshal(data, &spec); err != nil || spec.Process == nil {
+		return "", fmt.Errorf("exec: the task's OCI spec %s/config.json has no process: %v", bundle, err)
+	}
+	p := *spec.Process
+	p.Args, p.Cwd, p.Terminal, p.ConsoleSize = opts.Command, defaultCwd, opts.Tty, nil
+	out, err := json.Marshal(&p)
+	if err != nil {
+		return "", fmt.Errorf("exec: encode process.json: %w", err)
+	}
+	path := filepath.Join(dir, "process.json")
+	if err := os.WriteFile(path, out, 0o600); err != nil {
+		return "", fmt.Errorf("exec: %w", err)
+	}
+	return path, nil
 }
 
 // execResult turns crun exec's exit into the command's exit code, or into

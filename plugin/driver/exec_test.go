@@ -2,6 +2,7 @@ package driver
 
 import (
 	"bytes"
+	"encoding/json"
 	"io"
 	"os"
 	"os/exec"
@@ -16,6 +17,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/nomad/plugins/drivers"
 	dtestutil "github.com/hashicorp/nomad/plugins/drivers/testutils"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/nomad-lab/nomad-driver-java-crun/crun"
 	"github.com/nomad-lab/nomad-driver-java-crun/driver/task"
@@ -23,20 +25,11 @@ import (
 )
 
 // fakeCrunExec is a crun whose `exec` runs the command on the host, after
-// writing its pid to --pid-file (the same process: exec "$@").
-const fakeCrunExec = `#!/bin/sh
-while [ $# -gt 0 ]; do case "$1" in --root|--log) shift 2;; --log-format=*) shift;; *) break;; esac; done
-shift # exec
-while [ $# -gt 0 ]; do case "$1" in --cwd) shift 2;; --pid-file) echo $$ > "$2"; shift 2;; *) break;; esac; done
-shift # container id
-exec "$@"
-`
-
-// fakeCrunTTY does what crun exec --tty --console-socket does: it makes a
-// pty, sends the master over the socket and runs the command on the slave.
-// Without --tty it runs the command on its own stdio.
-const fakeCrunTTY = `#!/usr/bin/env python3
-import os, sys, socket, pty, fcntl, termios
+// writing its pid to --pid-file (the same process: it execs the command). The
+// command and TTY come from --process (kept as exec-process.json beside the
+// fake, for assertions) or from the command line.
+const fakeCrunExec = `#!/usr/bin/env python3
+import json, os, shutil, sys
 a = sys.argv[1:]
 while a[0] in ("--root", "--log"): a = a[2:]
 while a[0].startswith("--log-format"): a = a[1:]
@@ -46,6 +39,30 @@ while a[0].startswith("--"):
     if a[0] == "--tty": opts["tty"] = True; a = a[1:]
     else: opts[a[0]] = a[1]; a = a[2:]
 a = a[1:]  # container id
+if "--process" in opts:
+    shutil.copy(opts["--process"], os.path.join(os.path.dirname(sys.argv[0]), "exec-process.json"))
+    a = json.load(open(opts["--process"]))["args"]
+open(opts["--pid-file"], "w").write(str(os.getpid()))
+os.execvp(a[0], a)
+`
+
+// fakeCrunTTY does what crun exec --tty --console-socket does: it makes a
+// pty, sends the master over the socket and runs the command on the slave.
+// Without --tty it runs the command on its own stdio.
+const fakeCrunTTY = `#!/usr/bin/env python3
+import json, os, sys, socket, pty, fcntl, termios
+a = sys.argv[1:]
+while a[0] in ("--root", "--log"): a = a[2:]
+while a[0].startswith("--log-format"): a = a[1:]
+a = a[1:]  # exec
+opts = {}
+while a[0].startswith("--"):
+    if a[0] == "--tty": opts["tty"] = True; a = a[1:]
+    else: opts[a[0]] = a[1]; a = a[2:]
+a = a[1:]  # container id
+if "--process" in opts:
+    process = json.load(open(opts["--process"]))
+    a, opts["tty"] = process["args"], process.get("terminal", False)
 if not opts.get("tty"):
     open(opts["--pid-file"], "w").write(str(os.getpid()))
     os.execvp(a[0], a)
@@ -72,6 +89,17 @@ func runningHandle(t *testing.T, script string) *task.Handle {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "crun")
 	if err := os.WriteFile(p, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// The task's own process, as StartTask wrote it: what an exec must run as.
+	spec := &specs.Spec{Process: &specs.Process{
+		User: specs.User{UID: 65534, GID: 65534, AdditionalGids: []uint32{65534}},
+		Args: []string{"/.java-crun/java-crun-init", "java", "-jar", "/local/app.jar"},
+		Env:  []string{"PATH=/usr/bin:/bin", "NOMAD_TASK_NAME=main"}, Cwd: "/local",
+		NoNewPrivileges: true,
+		Capabilities:    &specs.LinuxCapabilities{Bounding: []string{"CAP_KILL"}},
+	}}
+	if err := crun.WriteBundle(dir, spec); err != nil {
 		t.Fatal(err)
 	}
 	ticks, _ := shim.StartTicks(os.Getpid())
@@ -130,6 +158,34 @@ func streamExec(t *testing.T, h *task.Handle, opts *drivers.ExecOptions, input s
 		t.Fatalf("exec %v did not return after its command ended (output so far %q)", opts.Command, out.String())
 	}
 	return nil, "", 0
+}
+
+func TestExecRunsAsTheTasksOwnProcessNotRoot(t *testing.T) {
+	h := runningHandle(t, fakeCrunExec)
+	res, out, _ := streamExec(t, h, &drivers.ExecOptions{Command: []string{"echo", "inside"}}, "", true)
+	if res.ExitCode != 0 || !strings.Contains(out, "inside") {
+		t.Fatalf("exit %d, output %q", res.ExitCode, out)
+	}
+	data, err := os.ReadFile(filepath.Join(h.State.BundleDir, "exec-process.json"))
+	if err != nil {
+		t.Fatalf("crun exec got no --process: %v", err)
+	}
+	var p specs.Process
+	if err := json.Unmarshal(data, &p); err != nil {
+		t.Fatal(err)
+	}
+	if p.User.UID != 65534 || p.User.GID != 65534 || len(p.User.AdditionalGids) != 1 {
+		t.Errorf("exec runs as %+v, want the task's user nobody (65534) with its groups", p.User)
+	}
+	if !p.NoNewPrivileges || p.Capabilities == nil || len(p.Capabilities.Bounding) != 1 {
+		t.Errorf("exec's privileges differ from the task's: nnp %v caps %+v", p.NoNewPrivileges, p.Capabilities)
+	}
+	if strings.Join(p.Args, " ") != "echo inside" || p.Cwd != "/local" || p.Terminal {
+		t.Errorf("exec process args %q cwd %q terminal %v", p.Args, p.Cwd, p.Terminal)
+	}
+	if len(p.Env) != 2 {
+		t.Errorf("exec env %q, want the task's", p.Env)
+	}
 }
 
 func TestExecStreamingReturnsWhileStdinStaysOpen(t *testing.T) {

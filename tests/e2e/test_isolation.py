@@ -122,10 +122,6 @@ def test_app_is_isolated_from_host_processes_and_files_with_no_new_privs_nor_dan
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.xfail(strict=True, reason="driver bug: ExecTask runs `crun exec` without --user, "
-                   "so `nomad alloc exec` gets root (uid 0) in a task whose user is nobody; "
-                   "seen 2026-11-29. Strict: remove this marker once the driver passes the "
-                   "task's user")
 def test_alloc_exec_into_a_task_runs_as_the_tasks_user_not_root(jobs, agent, lab_host):
     """`nomad alloc exec` into a running task runs the command as the task's user (nobody
     here, as Nomad's exec driver does), not as root: an exec must not hold more privilege

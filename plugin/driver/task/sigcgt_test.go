@@ -92,8 +92,16 @@ func TestAwaitHandlerSkipsSigkill(t *testing.T) {
 // decides a signal's fate is the JVM's handler (the init's child), not the
 // init's, which catches everything.
 func TestAwaitHandlerLooksAtTheInitsChild(t *testing.T) {
-	cmd := exec.Command("/bin/sh", "-c", `sleep 0.5; sh -c 'trap "exit 3" TERM; while :; do sleep 0.05; done' & wait`)
+	// The first 0.5 s without any child: bash's read times out on a pipe that
+	// stays silent (a `sleep 0.5` would be a child, and the check below would
+	// race with its fork; it did, under load).
+	cmd := exec.Command("/bin/bash", "-c", `read -t 0.5 x; sh -c 'trap "exit 3" TERM; while :; do sleep 0.05; done' & wait`)
 	cmd.Args[0] = "/.java-crun/java-crun-init" // how the init shows in /proc/<pid>/cmdline
+	silent, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { silent.Close() })
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
