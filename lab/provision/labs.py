@@ -77,7 +77,7 @@ class LabSpec:
         match = re.fullmatch(r"(.+)-(v[12])", base)
         if match:
             release, cgroup = match.groups()
-        if not release:
+        if not re.fullmatch(r"[a-z]+", release.lower()):
             raise LabRefused(f"lab {text!r} names no release: write e.g. bullseye, "
                              "bookworm-v1 or bookworm+bpo")
         return cls(release.lower(), cgroup, kernel)
