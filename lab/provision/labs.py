@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab.core.errors import LabError
+from lab.provision import kernels
 
 DEFAULT_RELEASE = "bookworm"
 # What each release brings; the box's JRE per release is lab/provision/box.py JRE_BY_RELEASE.
@@ -44,9 +45,6 @@ NO_CGROUP_V1 = {
               "SYSTEMD_CGROUP_ENABLE_LEGACY_FORCE=1, untested here; use bookworm-v1 or "
               "bullseye-v1",
 }
-KERNEL_NOT_YET = ("choosing a kernel apart from the release (LAB_KERNEL / --kernel) is not "
-                  "implemented yet (issue 9, item 5): unset LAB_KERNEL to boot the release's "
-                  "own kernel")
 
 
 class LabRefused(LabError):
@@ -118,7 +116,7 @@ class LabSpec:
         if self.cgroup == "v1" and self.release in NO_CGROUP_V1:
             return f"cgroup v1 on {self.release} is refused: {NO_CGROUP_V1[self.release]}"
         if self.kernel:
-            return KERNEL_NOT_YET
+            return kernels.refusal(self.kernel)
         return ""
 
     def check(self) -> LabSpec:

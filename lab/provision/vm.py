@@ -30,7 +30,7 @@ from lab.core.errors import LabError
 from lab.core.subrun import lines_until_deadline
 from lab.provision import accel as accel_mod
 from lab.provision import box as box_mod
-from lab.provision import hostsetup, labs
+from lab.provision import hostsetup, kernels, labs
 from lab.remote.host import SSHSpec, free_local_port
 
 LIBVIRT_URI = hostsetup.LIBVIRT_URI
@@ -155,8 +155,9 @@ class VagrantVM:
         }
         if box_name:
             installed = box_mod.installed_box_dir(box_name)
-            lab["LAB_BOOT_KERNEL"] = str(installed / "vmlinuz")
-            lab["LAB_BOOT_INITRD"] = str(installed / "initrd.img")
+            # LAB_KERNEL: the kernel installed in this VM's guest, once it is (_ensure_kernel).
+            lab["LAB_BOOT_KERNEL"] = state.get("boot_kernel") or str(installed / "vmlinuz")
+            lab["LAB_BOOT_INITRD"] = state.get("boot_initrd") or str(installed / "initrd.img")
         return {
             **{k: os.environ[k] for k in PASSED_ENV if k in os.environ},
             **lab,
@@ -300,6 +301,7 @@ class VagrantVM:
         if domain == "running" and ssh_banner(port):
             self.out(f"vm: {self.name} already running, ssh 127.0.0.1:{port} "
                      f"({time.monotonic() - start:.1f}s)")
+            self._ensure_kernel(box, accel, port)
             return self.ssh_spec()
         if domain != "running" and not port_is_free(port):
             if domain != "not created":  # its XML holds the old port: recreate with a new one
@@ -307,6 +309,8 @@ class VagrantVM:
             port = self._save_state(ssh_port=free_local_port())["ssh_port"]
             self.out(f"vm: SSH port taken; using 127.0.0.1:{port}")
 
+        if domain == "not created":  # a new disk: the box's kernel until one is installed
+            self._save_state(boot_kernel="", boot_initrd="", kernel_for="")
         self._save_state(box=box.name, accel=accel.name, vm_name=self.name, lab=self.lab.id,
                          cmdline=self.cmdline)
         env = self.vagrant_env(box, accel.name)
@@ -321,8 +325,45 @@ class VagrantVM:
         self._wait_for_sshd(port)
         self.out(f"vm: up in {time.monotonic() - t:.1f}s (total {time.monotonic() - start:.1f}s)")
         (self.state_dir / "ssh_config").write_text(self.ssh_config())
+        self._ensure_kernel(box, accel, port)
         box_mod.prune_old_boxes(box, self.cache_dir, out=self.out, run=self.run)
         return self.ssh_spec()
+
+    def _ensure_kernel(self, box: box_mod.Box, accel: accel_mod.Accel, port: int) -> None:
+        """LAB_KERNEL: install the kernel package in the guest (its modules; the initrd made
+        there) and reboot the VM into it by direct kernel boot; once per VM."""
+        if not self.lab.kernel or self._state().get("kernel_for") == self.lab.kernel:
+            return
+        from lab.remote.host import LabHost
+
+        t = time.monotonic()
+        package = kernels.resolve(self.lab.kernel, self.release, self.cache_dir,
+                                  box_mod.debian_mirror())
+        host = LabHost(self.ssh_spec(), name=self.name)
+        try:
+            vmlinuz, initrd = kernels.install_in_guest(
+                host, package, kernels.cache_dir(self.cache_dir, box.hash, package), self.out)
+        finally:
+            host.close()
+        self._save_state(boot_kernel=str(vmlinuz), boot_initrd=str(initrd))
+        self.out(f"kernel: rebooting {self.name} into {package.release_string}")
+        self._vagrant("halt")
+        env = self.vagrant_env(box, accel.name)
+        (self.state_dir / "vagrant-env.json").write_text(json.dumps(
+            {k: v for k, v in env.items() if k.startswith("LAB_")}, indent=2) + "\n")
+        self._vagrant("up", "--provider", "libvirt", env=env)
+        self._wait_for_sshd(port)
+        host = LabHost(self.ssh_spec(), name=self.name)
+        try:
+            booted = host.run("uname -r; uname -v; cat /proc/cmdline").stdout.splitlines()
+        finally:
+            host.close()
+        if not booted or booted[0] != package.release_string:
+            raise VagrantError(f"{self.name} booted {booted[:1]} instead of "
+                               f"{package.release_string} from {vmlinuz}; see {self.serial_log}")
+        self._save_state(kernel_for=self.lab.kernel, kernel=package.release_string)
+        self.out(f"kernel: {self.name} runs {' | '.join(booted)} "
+                 f"({time.monotonic() - t:.0f}s for install and reboot)")
 
     def _changed(self, state: dict, box: box_mod.Box, accel: accel_mod.Accel) -> str:
         """Why the existing VM no longer fits, or '' (a VM recorded before the command line
@@ -358,3 +399,5 @@ class VagrantVM:
             self._vagrant("destroy", "--force")
         if self.domain_state() != "not created":
             self._remove_domain("still defined after vagrant destroy")
+        if self.state_file.exists():
+            self._save_state(boot_kernel="", boot_initrd="", kernel_for="")
