@@ -101,6 +101,9 @@ class Apt:
 
     def download(self, package: str, version: str, into: Path) -> Path:
         into.mkdir(parents=True, exist_ok=True)
+        cached = sorted(into.glob(f"{package}_{version.replace(':', '%3a')}_*.deb"))
+        if cached:
+            return cached[-1]
         self._call("apt-get", "download", f"{package}={version}", cwd=into)
         found = sorted(into.glob(f"{package}_*.deb"))
         if not found:
