@@ -8,6 +8,8 @@ sources), pushed into the guest over SSH and installed there with dpkg: its modu
 the guest, and its postinst makes the initrd in the guest (mkinitramfs: Debian builds virtio
 and ext4 as modules). The vmlinuz and that initrd are copied back into the cache, per box
 (userland) x kernel, and the VM boots them by direct kernel boot; the box itself is unchanged.
+A local build handed over as files (`LAB_KERNEL=/path/to/vmlinuz[,modules]`) takes the same
+road through lab/provision/localkernel.py.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab.core.errors import LabError
+from lab.provision import localkernel
 
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 ALIASES = {"bpo": ("linux-image-amd64", "{release}-backports")}
@@ -47,10 +50,17 @@ class KernelPackage:
 
 def refusal(kernel: str) -> str:
     """Why LAB_KERNEL=`kernel` is not understood, or ''."""
+    if localkernel.is_local(kernel):
+        try:
+            localkernel.parse(kernel)
+        except LabError as exc:
+            return str(exc)
+        return ""
     if kernel in ALIASES or PACKAGE.fullmatch(kernel):
         return ""
     return (f"kernel {kernel!r} is not understood: use bpo (the release's backports kernel) or "
-            "a Debian image package, e.g. linux-image-6.12.95+deb12-amd64[=<version>]")
+            "a Debian image package, e.g. linux-image-6.12.95+deb12-amd64[=<version>], or a "
+            "local build: /path/to/vmlinuz[,/path/to/lib/modules/<release> or .deb]")
 
 
 def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
@@ -180,3 +190,18 @@ def install_in_guest(host, package: KernelPackage, into: Path, out=print) -> tup
     host.get(f"/boot/initrd.img-{kver}", initrd)
     (into / "kernel.txt").write_text(f"{package.name}={package.version}\n")
     return vmlinuz, initrd
+
+
+def install(kernel: str, release: str, cache: Path, mirror: str, box_hash: str, host,
+            out=print) -> tuple[Path, Path, str]:
+    """Install LAB_KERNEL's kernel in the guest; (vmlinuz, initrd, release string) to boot,
+    cached per box (userland) x kernel."""
+    if localkernel.is_local(kernel):
+        local = localkernel.parse(kernel)
+        digest = hashlib.sha256(local.vmlinuz.read_bytes()).hexdigest()[:8]
+        into = cache / "kernels" / f"{box_hash}-{local.release_string}-local-{digest}"
+        vmlinuz, initrd = localkernel.install_in_guest(host, local, into, out)
+        return vmlinuz, initrd, local.release_string
+    package = resolve(kernel, release, cache, mirror)
+    vmlinuz, initrd = install_in_guest(host, package, cache_dir(cache, box_hash, package), out)
+    return vmlinuz, initrd, package.release_string

@@ -84,8 +84,10 @@ class LabSpec:
     def id(self) -> str:
         """Short, file- and domain-name safe: bullseye, bookworm-v1, bookworm-k-bpo."""
         parts = [self.release]
-        if self.kernel:
-            parts.append("k-" + _slug(self.kernel))
+        if self.kernel:  # a local build by its file's name, not its whole path
+            local = self.kernel.startswith(("/", "./", "../", "~"))
+            name = Path(self.kernel.split(",")[0]).name if local else self.kernel
+            parts.append(("k-local-" if local else "k-") + _slug(name))
         if self.cgroup != "v2":
             parts.append(self.cgroup)
         return "-".join(parts)

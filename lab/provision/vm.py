@@ -337,16 +337,15 @@ class VagrantVM:
         from lab.remote.host import LabHost
 
         t = time.monotonic()
-        package = kernels.resolve(self.lab.kernel, self.release, self.cache_dir,
-                                  box_mod.debian_mirror())
         host = LabHost(self.ssh_spec(), name=self.name)
         try:
-            vmlinuz, initrd = kernels.install_in_guest(
-                host, package, kernels.cache_dir(self.cache_dir, box.hash, package), self.out)
+            vmlinuz, initrd, kver = kernels.install(self.lab.kernel, self.release, self.cache_dir,
+                                                    box_mod.debian_mirror(), box.hash, host,
+                                                    self.out)
         finally:
             host.close()
         self._save_state(boot_kernel=str(vmlinuz), boot_initrd=str(initrd))
-        self.out(f"kernel: rebooting {self.name} into {package.release_string}")
+        self.out(f"kernel: rebooting {self.name} into {kver}")
         self._vagrant("halt")
         env = self.vagrant_env(box, accel.name)
         (self.state_dir / "vagrant-env.json").write_text(json.dumps(
@@ -358,10 +357,10 @@ class VagrantVM:
             booted = host.run("uname -r; uname -v; cat /proc/cmdline").stdout.splitlines()
         finally:
             host.close()
-        if not booted or booted[0] != package.release_string:
-            raise VagrantError(f"{self.name} booted {booted[:1]} instead of "
-                               f"{package.release_string} from {vmlinuz}; see {self.serial_log}")
-        self._save_state(kernel_for=self.lab.kernel, kernel=package.release_string)
+        if not booted or booted[0] != kver:
+            raise VagrantError(f"{self.name} booted {booted[:1]} instead of {kver} from "
+                               f"{vmlinuz}; see {self.serial_log}")
+        self._save_state(kernel_for=self.lab.kernel, kernel=kver)
         self.out(f"kernel: {self.name} runs {' | '.join(booted)} "
                  f"({time.monotonic() - t:.0f}s for install and reboot)")
 
