@@ -159,6 +159,10 @@ def cache_dir(cache: Path, box_hash: str, package: KernelPackage) -> Path:
 INSTALL = r"""
 set -eu
 deb=$1 kver=$2
+# MODULES=dep: only what this VM needs (virtio, ext4, ...). The default, most, runs modprobe
+# for every storage and network driver: 12+ min under TCG, against about a minute.
+mkdir -p /etc/initramfs-tools/conf.d
+echo MODULES=dep > /etc/initramfs-tools/conf.d/lab-kernel
 if [ ! -e "/lib/modules/$kver/modules.dep" ] || [ ! -e "/boot/initrd.img-$kver" ]; then
   DEBIAN_FRONTEND=noninteractive dpkg -i "$deb" >/tmp/lab-kernel-install.log 2>&1 ||
     { tail -n 20 /tmp/lab-kernel-install.log; exit 3; }
