@@ -21,7 +21,7 @@ from lab.core.errors import LabError
 
 INSTALL = r"""
 set -eu
-archive=$1 kver=$2
+archive=$1 kver=$2 config=${3:-}
 # MODULES=dep: only what this VM needs (virtio, ext4, ...). The default, most, runs modprobe
 # for every storage and network driver: 12+ min under TCG, against about a minute.
 mkdir -p /etc/initramfs-tools/conf.d
@@ -34,6 +34,8 @@ esac
 rm -f "$archive"
 [ -d "/lib/modules/$kver" ] || { echo "no /lib/modules/$kver after installing $archive"; exit 4; }
 depmod -a "$kver"
+# mkinitramfs reads the kernel's config (which compression it can unpack)
+if [ -n "$config" ]; then install -m 0644 "$config" "/boot/config-$kver" && rm -f "$config"; fi
 mkinitramfs -o "/boot/initrd.img-$kver" "$kver"
 chmod 0644 "/boot/initrd.img-$kver"
 echo "installed $kver"
@@ -49,6 +51,7 @@ class LocalKernel:
     vmlinuz: Path
     modules: Path          # lib/modules/<release> dir, or a .deb
     release_string: str
+    config: Path | None = None  # the kernel's .config (config-<release> beside it, or .config)
 
     def describe(self) -> str:
         return f"{self.vmlinuz} ({self.release_string}) with modules {self.modules}"
@@ -90,7 +93,9 @@ def parse(kernel: str) -> LocalKernel:
     if modules.is_dir() and modules.name != release:
         raise LocalKernelError(f"modules dir {modules} is not named after the kernel's "
                                f"release {release}")
-    return LocalKernel(vmlinuz, modules, release)
+    configs = [vmlinuz.parent / f"config-{release}",
+               *[d / ".config" for d in [vmlinuz.parent, *list(vmlinuz.parents)[:4]]]]
+    return LocalKernel(vmlinuz, modules, release, next((c for c in configs if c.is_file()), None))
 
 
 def install_in_guest(host, kernel: LocalKernel, into: Path, out=print) -> tuple[Path, Path]:
@@ -107,9 +112,14 @@ def install_in_guest(host, kernel: LocalKernel, into: Path, out=print) -> tuple[
             f"({archive.stat().st_size / 2**20:.0f} MiB)")
         remote = f"/tmp/{archive.name}"
         host.put(archive, remote)
+        remote_config = ""
+        if kernel.config:
+            remote_config = f"/tmp/config-{kernel.release_string}"
+            host.put(kernel.config, remote_config)
     out("kernel: installing the modules and making the initrd in the guest (mkinitramfs)")
     res = host.sudo(f"bash -c {shlex.quote(INSTALL)} install {remote} "
-                    f"{shlex.quote(kernel.release_string)}", check=False, timeout=1800)
+                    f"{shlex.quote(kernel.release_string)} {remote_config}", check=False,
+                    timeout=1800)
     if res.rc != 0:
         raise LocalKernelError(f"installing {kernel.describe()} in the guest failed "
                                f"(exit {res.rc}):\n{(res.stdout + res.stderr).strip()[-1500:]}")

@@ -27,6 +27,7 @@ def fake_bzimage(path: Path, version: str = RELEASE) -> Path:
 def unpacked_package(root: Path) -> Path:
     """The layout of `dpkg-deb -x linux-image-*.deb root`."""
     vmlinuz = fake_bzimage(root / "boot" / f"vmlinuz-{RELEASE}")
+    (root / "boot" / f"config-{RELEASE}").write_text("CONFIG_RD_GZIP=y\n")
     mod = root / "lib" / "modules" / RELEASE / "kernel" / "net" / "sched"
     mod.mkdir(parents=True)
     (mod / "sch_netem.ko").write_bytes(b"ko")
@@ -45,6 +46,7 @@ def test_modules_are_found_beside_an_unpacked_package_or_given(tmp_path):
     found = localkernel.parse(str(vmlinuz))
     assert found.modules == tmp_path / "pkg" / "lib" / "modules" / RELEASE
     assert found.release_string == RELEASE
+    assert found.config == tmp_path / "pkg" / "boot" / f"config-{RELEASE}"
     deb = tmp_path / "linux-image.deb"
     deb.write_bytes(b"!<arch>")
     assert localkernel.parse(f"{vmlinuz},{deb}").modules == deb
@@ -64,8 +66,9 @@ class FakeHost:
         self.commands: list[str] = []
 
     def put(self, local, remote, mode="0644"):
-        with tarfile.open(local) as tar:
-            self.members = tar.getnames()
+        if str(local).endswith(".tar"):
+            with tarfile.open(local) as tar:
+                self.members = tar.getnames()
         self.remote = remote
 
     def sudo(self, cmd, **kw):
@@ -84,5 +87,6 @@ def test_install_pushes_the_modules_and_makes_the_initrd_in_the_guest(tmp_path):
                                                    out=lambda _: None)
     assert f"{RELEASE}/kernel/net/sched/sch_netem.ko" in host.members
     assert "mkinitramfs" in host.commands[0] and "depmod" in host.commands[0]
+    assert host.commands[0].endswith(f"/tmp/config-{RELEASE}")  # mkinitramfs reads it
     assert host.got == f"/boot/initrd.img-{RELEASE}"
     assert vmlinuz.read_bytes() == kernel.vmlinuz.read_bytes() and initrd.exists()
