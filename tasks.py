@@ -300,9 +300,31 @@ def bench_run(c, cold=False):
         raise _fail(exc) from None
 
 
+# -- matrix ---------------------------------------------------------------------------------
+@task(name="matrix", help={
+    "labs": "comma-separated labs: release[-v1][+kernel], e.g. bullseye,bookworm-v1,trixie "
+            "(default: bullseye,bookworm,bookworm+bpo,trixie,bookworm-v1)",
+    "k": "pytest -k expression", "m": "pytest -m expression", "extra": "more pytest arguments",
+    "destroy_after": "destroy each lab's VM after its run if this run created it"})
+def matrix_run(c, labs=None, k=None, m=None, extra="", destroy_after=False):
+    """The suite (or a -k/-m subset) on several labs, one after another; a table of results."""
+    from lab.workflows import matrix
+
+    try:
+        runs = matrix.run_matrix(matrix.parse_labs(labs), k=k, m=m, extra=extra.split(),
+                                 destroy_after=destroy_after)
+    except LabError as exc:
+        raise _fail(exc) from None
+    table = matrix.render_table(runs)
+    print("\n" + table)
+    (LabConfig.load().reports_dir / "matrix.txt").write_text(table + "\n")
+    if any(r.error or any(cell.outcome == "fail" for cell in r.cells.values()) for r in runs):
+        raise Exit(code=1)
+
+
 lab = Collection("lab", up, box, push, status, ssh, down, destroy, clean, run_job)
 plugin = Collection("plugin", plugin_build, plugin_unit, plugin_test)
 test = Collection("test", e2e, unit)
 check = Collection("check", lint, check_all)
 bench_ns = Collection("bench", bench_run)
-ns = Collection(lab, plugin, test, check, bench_ns)
+ns = Collection(lab, plugin, test, check, bench_ns, matrix_run)

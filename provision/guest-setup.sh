@@ -1,7 +1,9 @@
 #!/bin/sh
 # Prepare and check a lab host (the Vagrant VM or any ssh:// Linux host). Run as root;
 # idempotent. Creates /opt/lab/{bin,jars,run}, makes sure cgroup v2 is the only hierarchy with
-# the memory, cpu and pids controllers enabled for children, and that crun and Java run.
+# the memory, cpu and pids controllers enabled for children (or, on a host booted with
+# systemd.unified_cgroup_hierarchy=0, that the pure v1 hierarchy has them), and that crun and
+# Java run.
 # On success prints ONE line of JSON (kernel, cgroup mode, controllers, crun, java, os, netem);
 # otherwise prints one line per problem on stderr and exits 1.
 set -u
@@ -19,7 +21,14 @@ fi
 
 mkdir -p /opt/lab/bin /opt/lab/jars /opt/lab/run
 
-# --- cgroup v2, alone -------------------------------------------------------------------
+# --- cgroup v2 alone, or pure v1 when the kernel command line asked for it ---------------
+# A lab booted for cgroup v1 (LAB_CGROUP=v1: systemd.unified_cgroup_hierarchy=0 on the kernel
+# command line) must be pure legacy: systemd's hybrid mode (a cgroup2 hierarchy beside the v1
+# ones) is refused by crun. Anything else must be pure v2.
+wanted="v2"
+case " $(cat /proc/cmdline 2>/dev/null) " in
+*" systemd.unified_cgroup_hierarchy=0 "*) wanted="v1" ;;
+esac
 cgroup_mode="none"
 fstype=$(stat -fc %T /sys/fs/cgroup 2>/dev/null || true)
 if [ "$fstype" = cgroup2fs ]; then
@@ -29,13 +38,29 @@ elif grep -q ' cgroup2 ' /proc/mounts; then
 elif grep -q ' cgroup ' /proc/mounts; then
     cgroup_mode="v1"
 fi
-if [ "$cgroup_mode" != v2 ]; then
+controllers=""
+if [ "$wanted" = v1 ]; then
+    case "$cgroup_mode" in
+    v1) ;;
+    hybrid) problem "cgroup mode is 'hybrid' (cgroup2 at $(awk '$3=="cgroup2"{print $2}' /proc/mounts | tr '\n' ' ')), not pure v1: crun refuses hybrid mode; boot with systemd.unified_cgroup_hierarchy=0 systemd.legacy_systemd_cgroup_controller=1 (LAB_CGROUP=v1 does)" ;;
+    *) problem "the kernel command line asks for cgroup v1 but the mode is '$cgroup_mode': this release's systemd may not boot the legacy hierarchy; use LAB_CGROUP=v2" ;;
+    esac
+    if [ "$cgroup_mode" = v1 ]; then
+        # v1 controllers are hierarchies of their own, mounted by systemd under /sys/fs/cgroup.
+        controllers=$(awk '$3=="cgroup"{n=split($4,o,","); for(i=1;i<=n;i++) if (o[i] ~ /^(cpuset|cpu|cpuacct|memory|pids|blkio|devices|freezer|net_cls|net_prio|perf_event|hugetlb|rdma|misc)$/) print o[i]}' /proc/mounts | sort -u | tr '\n' ' ' | sed 's/ $//')
+        for c in memory cpu pids; do
+            case " $controllers " in
+            *" $c "*) ;;
+            *) problem "cgroup v1 controller '$c' is not mounted under /sys/fs/cgroup: check /proc/cgroups and that the command line has no cgroup_disable=$c or cgroup_no_v1=" ;;
+            esac
+        done
+    fi
+elif [ "$cgroup_mode" != v2 ]; then
     problem "cgroup mode is '$cgroup_mode', not pure v2: boot with systemd.unified_cgroup_hierarchy=1 (kernel cmdline) and reboot"
 elif grep -q ' cgroup ' /proc/mounts; then
     problem "cgroup v1 hierarchies are mounted next to v2 ($(awk '$3=="cgroup"{print $2}' /proc/mounts | tr '\n' ' ')): crun refuses hybrid mode; boot with systemd.unified_cgroup_hierarchy=1 cgroup_no_v1=all"
 fi
-controllers=""
-if [ "$cgroup_mode" = v2 ]; then
+if [ "$cgroup_mode" = v2 ] && [ "$wanted" = v2 ]; then
     controllers=$(cat /sys/fs/cgroup/cgroup.controllers)
     for c in memory cpu pids; do
         case " $controllers " in

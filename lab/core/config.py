@@ -48,6 +48,9 @@ class LabConfig:
     target: str = "vagrant"
     ssh_key: str = ""
     box_release: str = "bookworm"
+    # The lab = release x kernel x cgroup mode (lab/provision/labs.py); each is its own VM.
+    cgroup: str = "v2"      # v2 (unified) or v1 (pure legacy hierarchy)
+    kernel: str = ""        # "" = the release's own kernel
     cpus: int = 2
     memory_mb: int = 4096
     accel: str = "auto"
@@ -136,6 +139,9 @@ class LabConfig:
         if not (self.target == "vagrant" or self.target.startswith("ssh://")):
             raise LabError(f"target {self.target!r} is not understood: use 'vagrant' or "
                            "ssh://user@host[:port] (e.g. LAB_TARGET=ssh://root@127.0.0.1:2222)")
+        if self.cgroup not in ("v1", "v2"):
+            raise LabError(f"cgroup {self.cgroup!r} is not understood: use v2 (unified) or v1 "
+                           "(pure legacy), e.g. LAB_CGROUP=v1")
         if self.accel not in ("auto", "kvm", "tcg"):
             raise LabError(f"accel {self.accel!r} is not one of auto, kvm, tcg")
         if self.timeout_scale != "auto":

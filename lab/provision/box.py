@@ -322,26 +322,47 @@ def prune_old_boxes(keep: Box, cache: Path, out: Out = print,
                     run: Callable[..., subprocess.CompletedProcess] | None = None) -> list[str]:
     """Remove what older builds of the same release left: Vagrant boxes, cached .box files, and
     box volumes in libvirt's pool that no VM disk is backed by. Call it after `up` succeeded, so
-    the running VM's backing volume counts as used. Other releases are left alone."""
+    the running VM's backing volume counts as used. Other releases are left alone, and so is a
+    box whose volume backs some VM's disk (another checkout's or another lab's VM: its next
+    `up` must not rebuild it)."""
     run = run or (lambda cmd, **kw: subprocess.run(cmd, capture_output=True, text=True, **kw))
     removed: list[str] = []
     prefix = f"{BOX_PREFIX}{keep.release}-"
     escaped_prefix = prefix.replace("/", "-VAGRANTSLASH-")
     boxes_dir = vagrant_home() / "boxes"
+    backing = _backing_paths(run)
+    in_use = {d for d in (boxes_dir.glob(f"{escaped_prefix}*") if boxes_dir.is_dir() else [])
+              if any(f"/{d.name}_vagrant_box_image_" in path for path in backing)}
     for d in sorted(boxes_dir.glob(f"{escaped_prefix}*")) if boxes_dir.is_dir() else []:
         name = d.name.replace("-VAGRANTSLASH-", "/")
-        if name != keep.name:
+        if name != keep.name and d not in in_use:
             run(["vagrant", "box", "remove", "--force", "--all", name], cwd=cache,
                 env={**os.environ, "VAGRANT_CHECKPOINT_DISABLE": "1"})
             removed.append(f"box {name}")
+    kept_hashes = {d.name.rsplit("-", 1)[-1] for d in in_use}
     for d in sorted((cache / "boxes").glob(f"{keep.release}-*")):
-        if d.is_dir() and d.name != f"{keep.release}-{keep.hash}":
+        if (d.is_dir() and d.name != f"{keep.release}-{keep.hash}"
+                and d.name.rsplit("-", 1)[-1] not in kept_hashes):
             shutil.rmtree(d, ignore_errors=True)
             removed.append(f"cache {d}")
     removed += _prune_pool_volumes(escaped_prefix, keep, run)
     if removed:
         out(f"box: pruned {len(removed)} leftover(s) of older {keep.release} boxes")
     return removed
+
+
+def _backing_paths(run) -> set[str]:
+    """Backing files of every volume in the pool (a VM disk is backed by its box's volume)."""
+    listing = run(["virsh", "-c", "qemu:///system", "vol-list", "default"])
+    if listing.returncode != 0:
+        return set()
+    found: set[str] = set()
+    for line in listing.stdout.splitlines()[2:]:
+        if line.split() and "_vagrant_box_image_" not in line.split()[0]:
+            xml = run(["virsh", "-c", "qemu:///system", "vol-dumpxml", "--pool", "default",
+                       line.split()[0]]).stdout
+            found.update(re.findall(r"<backingStore>\s*<path>([^<]+)</path>", xml))
+    return found
 
 
 def _prune_pool_volumes(escaped_prefix: str, keep: Box, run) -> list[str]:

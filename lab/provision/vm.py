@@ -1,10 +1,13 @@
 """The lab VM's lifecycle through Vagrant (libvirt provider), ending in an SSHSpec.
 
-One VM per checkout: its name is `nomad-lab-<sha1(repo path)[:8]>`, Vagrant's state lives in
-`<repo>/.lab/vagrant`, and `<repo>/.lab/vm.json` keeps the SSH forward's port, the box and the
-accel so later calls (and other engineers' shells) reuse them. `up()` is idempotent and fast
-when the VM is already running and SSH answers; it also removes a libvirt domain of the same
-name that Vagrant no longer knows (a crashed run, a fresh clone in the same place).
+One VM per checkout and lab (lab/provision/labs.py: release x kernel x cgroup mode): the
+default lab's name is `nomad-lab-<sha1(repo path)[:8]>` with Vagrant's state in
+`<repo>/.lab/vagrant`; any other lab's is `nomad-lab-<hash>-<lab id>` with its state in
+`<repo>/.lab/labs/<lab id>/`. The lab's `vm.json` keeps the SSH forward's port, the box, the
+accel and the kernel command line so later calls (and other engineers' shells) reuse them.
+`up()` is idempotent and fast when the VM is already running and SSH answers; it also removes
+a libvirt domain of the same name that Vagrant no longer knows (a crashed run, a fresh clone
+in the same place).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from lab.core.errors import LabError
 from lab.core.subrun import lines_until_deadline
 from lab.provision import accel as accel_mod
 from lab.provision import box as box_mod
-from lab.provision import hostsetup
+from lab.provision import hostsetup, kernels, labs
 from lab.remote.host import SSHSpec, free_local_port
 
 LIBVIRT_URI = hostsetup.LIBVIRT_URI
@@ -51,8 +54,9 @@ def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, **kw)
 
 
-def vm_name_for(repo: Path) -> str:
-    return "nomad-lab-" + hashlib.sha1(str(repo.resolve()).encode()).hexdigest()[:8]
+def vm_name_for(repo: Path, spec: labs.LabSpec | None = None) -> str:
+    base = "nomad-lab-" + hashlib.sha1(str(repo.resolve()).encode()).hexdigest()[:8]
+    return labs.vm_name(base, spec or labs.LabSpec())
 
 
 def ssh_banner(port: int, host: str = "127.0.0.1", timeout: float = 3.0) -> str:
@@ -86,12 +90,16 @@ class VagrantVM:
         self.out = out
         self.run = run
         self.repo = Path(getattr(config, "root", ROOT))
-        self.state_dir = Path(getattr(config, "state_dir", self.repo / ".lab"))
+        self.lab = labs.LabSpec.from_config(config)
+        # The checkout's state dir (accel decision, serial logs); the lab's own is below it.
+        self.root_state_dir = Path(getattr(config, "state_dir", self.repo / ".lab"))
+        self.state_dir = labs.state_dir(self.root_state_dir, self.lab)
         self.cache_dir = box_mod.lab_cache_dir(config)
-        self.name = vm_name_for(self.repo)
+        self.name = vm_name_for(self.repo, self.lab)
         self.cpus = int(getattr(config, "cpus", LabConfig.cpus))
         self.memory = int(getattr(config, "memory_mb", LabConfig.memory_mb))
-        self.release = getattr(config, "box_release", box_mod.DEFAULT_RELEASE)
+        self.release = self.lab.release
+        self.cmdline = self.lab.cmdline()
 
     # ---- persisted state ----------------------------------------------------------------
 
@@ -125,7 +133,7 @@ class VagrantVM:
     def serial_log(self) -> Path:
         """The guest's serial console (the kernel's console=ttyS0), kept in a file: the last
         words of a guest that panicked or hung, when SSH no longer answers."""
-        return self.state_dir.resolve() / f"{self.name}.serial.log"
+        return self.root_state_dir.resolve() / f"{self.name}.serial.log"
 
     # ---- environment for vagrant --------------------------------------------------------
 
@@ -143,11 +151,13 @@ class VagrantVM:
             "LAB_SSH_KEY": str(spec.key_file),
             "LAB_SSH_USER": spec.user,
             "LAB_SERIAL_LOG": str(self.serial_log),
+            "LAB_CMDLINE": self.cmdline,
         }
         if box_name:
             installed = box_mod.installed_box_dir(box_name)
-            lab["LAB_KERNEL"] = str(installed / "vmlinuz")
-            lab["LAB_INITRD"] = str(installed / "initrd.img")
+            # LAB_KERNEL: the kernel installed in this VM's guest, once it is (_ensure_kernel).
+            lab["LAB_BOOT_KERNEL"] = state.get("boot_kernel") or str(installed / "vmlinuz")
+            lab["LAB_BOOT_INITRD"] = state.get("boot_initrd") or str(installed / "initrd.img")
         return {
             **{k: os.environ[k] for k in PASSED_ENV if k in os.environ},
             **lab,
@@ -253,6 +263,7 @@ class VagrantVM:
 
     def prepare(self) -> tuple[box_mod.Box, accel_mod.Accel]:
         """Host packages and libvirtd, the box, and the accel decision (all cached)."""
+        self.lab.check()  # before anything is built or booted
         hostsetup.ensure_host(out=self.out)
         box = box_mod.ensure_box(self.config, self.release, out=self.out)
         configured = getattr(self.config, "accel", "auto")
@@ -263,9 +274,9 @@ class VagrantVM:
             env.pop("LAB_ACCEL")
         accel = accel_mod.detect_accel(box.kernel, box.initrd, self.cache_dir, env=env,
                                        out=self.out)
-        # lab/core/config.py reads this to scale timeouts.
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        (self.state_dir / "accel.json").write_text(json.dumps(
+        # lab/core/config.py reads this (in the checkout's state dir) to scale timeouts.
+        self.root_state_dir.mkdir(parents=True, exist_ok=True)
+        (self.root_state_dir / "accel.json").write_text(json.dumps(
             {"accel": accel.name, "timeout_scale": accel.timeout_scale,
              "reason": accel.reason}) + "\n")
         return box, accel
@@ -281,11 +292,8 @@ class VagrantVM:
         if domain != "not created" and uuid != self._vagrant_machine_id():
             self._remove_domain("Vagrant has no record of it (left by an earlier run or clone)")
             domain = "not created"
-        elif domain != "not created" and (state.get("box") != box.name
-                                          or state.get("accel") != accel.name):
-            why = (f"box changed to {box.name}" if state.get("box") != box.name
-                   else f"accel changed to {accel.name}")
-            self.out(f"vm: recreating {self.name}: {why}")
+        elif domain != "not created" and self._changed(state, box, accel):
+            self.out(f"vm: recreating {self.name}: {self._changed(state, box, accel)}")
             self.destroy()
             domain = "not created"
 
@@ -293,6 +301,7 @@ class VagrantVM:
         if domain == "running" and ssh_banner(port):
             self.out(f"vm: {self.name} already running, ssh 127.0.0.1:{port} "
                      f"({time.monotonic() - start:.1f}s)")
+            self._ensure_kernel(box, accel, port)
             return self.ssh_spec()
         if domain != "running" and not port_is_free(port):
             if domain != "not created":  # its XML holds the old port: recreate with a new one
@@ -300,21 +309,71 @@ class VagrantVM:
             port = self._save_state(ssh_port=free_local_port())["ssh_port"]
             self.out(f"vm: SSH port taken; using 127.0.0.1:{port}")
 
-        self._save_state(box=box.name, accel=accel.name, vm_name=self.name)
+        if domain == "not created":  # a new disk: the box's kernel until one is installed
+            self._save_state(boot_kernel="", boot_initrd="", kernel_for="")
+        self._save_state(box=box.name, accel=accel.name, vm_name=self.name, lab=self.lab.id,
+                         cmdline=self.cmdline)
         env = self.vagrant_env(box, accel.name)
         # The Vagrantfile falls back to these, so plain `vagrant ssh` works from the repo.
         (self.state_dir / "vagrant-env.json").write_text(json.dumps(
             {k: v for k, v in env.items() if k.startswith("LAB_")}, indent=2) + "\n")
-        self.out(f"vm: vagrant up {self.name} (box {box.name}, {accel.name}, {self.cpus} cpus, "
-                 f"{self.memory} MiB, ssh 127.0.0.1:{port})")
+        self.out(f"vm: vagrant up {self.name}: lab {self.lab.describe()}, box {box.name}, "
+                 f"{accel.name}, {self.cpus} cpus, {self.memory} MiB, ssh 127.0.0.1:{port}")
         t = time.monotonic()
         self._vagrant("up", "--provider", "libvirt", env=env)
         # `vagrant up` on an already running domain returns without waiting for SSH.
         self._wait_for_sshd(port)
         self.out(f"vm: up in {time.monotonic() - t:.1f}s (total {time.monotonic() - start:.1f}s)")
         (self.state_dir / "ssh_config").write_text(self.ssh_config())
+        self._ensure_kernel(box, accel, port)
         box_mod.prune_old_boxes(box, self.cache_dir, out=self.out, run=self.run)
         return self.ssh_spec()
+
+    def _ensure_kernel(self, box: box_mod.Box, accel: accel_mod.Accel, port: int) -> None:
+        """LAB_KERNEL: install the kernel package in the guest (its modules; the initrd made
+        there) and reboot the VM into it by direct kernel boot; once per VM."""
+        if not self.lab.kernel or self._state().get("kernel_for") == self.lab.kernel:
+            return
+        from lab.remote.host import LabHost
+
+        t = time.monotonic()
+        host = LabHost(self.ssh_spec(), name=self.name)
+        try:
+            vmlinuz, initrd, kver = kernels.install(self.lab.kernel, self.release, self.cache_dir,
+                                                    box_mod.debian_mirror(), box.hash, host,
+                                                    self.out)
+        finally:
+            host.close()
+        self._save_state(boot_kernel=str(vmlinuz), boot_initrd=str(initrd))
+        self.out(f"kernel: rebooting {self.name} into {kver}")
+        self._vagrant("halt")
+        env = self.vagrant_env(box, accel.name)
+        (self.state_dir / "vagrant-env.json").write_text(json.dumps(
+            {k: v for k, v in env.items() if k.startswith("LAB_")}, indent=2) + "\n")
+        self._vagrant("up", "--provider", "libvirt", env=env)
+        self._wait_for_sshd(port)
+        host = LabHost(self.ssh_spec(), name=self.name)
+        try:
+            booted = host.run("uname -r; uname -v; cat /proc/cmdline").stdout.splitlines()
+        finally:
+            host.close()
+        if not booted or booted[0] != kver:
+            raise VagrantError(f"{self.name} booted {booted[:1]} instead of {kver} from "
+                               f"{vmlinuz}; see {self.serial_log}")
+        self._save_state(kernel_for=self.lab.kernel, kernel=kver)
+        self.out(f"kernel: {self.name} runs {' | '.join(booted)} "
+                 f"({time.monotonic() - t:.0f}s for install and reboot)")
+
+    def _changed(self, state: dict, box: box_mod.Box, accel: accel_mod.Accel) -> str:
+        """Why the existing VM no longer fits, or '' (a VM recorded before the command line
+        was kept is taken to have the current one)."""
+        if state.get("box") != box.name:
+            return f"box changed to {box.name}"
+        if state.get("accel") != accel.name:
+            return f"accel changed to {accel.name}"
+        if state.get("cmdline", self.cmdline) != self.cmdline:
+            return f"kernel command line changed to {self.cmdline!r}"
+        return ""
 
     def _wait_for_sshd(self, port: int) -> None:
         timeout_of = getattr(self.config, "timeout", None)
@@ -339,3 +398,5 @@ class VagrantVM:
             self._vagrant("destroy", "--force")
         if self.domain_state() != "not created":
             self._remove_domain("still defined after vagrant destroy")
+        if self.state_file.exists():
+            self._save_state(boot_kernel="", boot_initrd="", kernel_for="")

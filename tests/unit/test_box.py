@@ -170,9 +170,10 @@ def test_failed_phase_shows_the_log_tail(tmp_path):
 def test_prune_keeps_current_other_releases_and_used_volumes(tmp_path, monkeypatch):
     home, cache = tmp_path / "vh", tmp_path / "cache"
     monkeypatch.setenv("VAGRANT_HOME", str(home))
-    for name in ("debian-bookworm-new", "debian-bookworm-old", "debian-trixie-abc"):
+    for name in ("debian-bookworm-new", "debian-bookworm-old", "debian-bookworm-older",
+                 "debian-trixie-abc"):
         (home / "boxes" / f"nomad-lab-VAGRANTSLASH-{name}" / "0" / "libvirt").mkdir(parents=True)
-    for d in ("bookworm-new", "bookworm-old", "trixie-abc"):
+    for d in ("bookworm-new", "bookworm-old", "bookworm-older", "trixie-abc"):
         (cache / "boxes" / d).mkdir(parents=True)
     vol = "nomad-lab-VAGRANTSLASH-debian-{}_vagrant_box_image_0_{}_box.img".format
     volumes = ["nomad-lab-aaaa.img", vol("bookworm-new", 2), vol("bookworm-old", 1),
@@ -195,9 +196,12 @@ def test_prune_keeps_current_other_releases_and_used_volumes(tmp_path, monkeypat
     keep = box.Box("nomad-lab/debian-bookworm-new", "bookworm", "new", Path("x"), Path("k"),
                    Path("i"))
     removed = box.prune_old_boxes(keep, cache, out=lambda _: None, run=run)
-    assert ["vagrant", "box", "remove", "--force", "--all",
-            "nomad-lab/debian-bookworm-old"] in calls
-    assert not (cache / "boxes" / "bookworm-old").exists()
+    # The old box backs another checkout's (or lab's) VM: its box and cache stay, so that
+    # VM's next `up` finds its box instead of rebuilding it; the unused older one goes.
+    box_removals = [c[-1] for c in calls if c[:3] == ["vagrant", "box", "remove"]]
+    assert box_removals == ["nomad-lab/debian-bookworm-older"]
+    assert (cache / "boxes" / "bookworm-old").exists()
+    assert not (cache / "boxes" / "bookworm-older").exists()
     assert (cache / "boxes" / "bookworm-new").exists() and (cache / "boxes" / "trixie-abc").exists()
     deleted = [c[-1] for c in calls if "vol-delete" in c]
     assert deleted == [vol("bookworm-older", 0)]

@@ -163,7 +163,7 @@ def test_vagrant_env_is_clean(make_vm, monkeypatch):
     assert env["VAGRANT_DEFAULT_PROVIDER"] == "libvirt"
     assert env["VAGRANT_DOTFILE_PATH"] == str(vm.state_dir / "vagrant")
     assert env["VAGRANT_CHECKPOINT_DISABLE"] == "1"
-    assert env["LAB_ACCEL"] == "kvm" and env["LAB_KERNEL"].endswith("/0/libvirt/vmlinuz")
+    assert env["LAB_ACCEL"] == "kvm" and env["LAB_BOOT_KERNEL"].endswith("/0/libvirt/vmlinuz")
     assert "export LAB_VM_NAME=" in vm.shell_env()
     # The serial console goes to a file per VM (a panicked guest's last lines), by absolute
     # path: libvirt's QEMU does not run in the repo.
