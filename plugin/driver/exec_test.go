@@ -24,12 +24,12 @@ import (
 	"github.com/nomad-lab/nomad-driver-java-crun/shim"
 )
 
-// fakeCrunExec is a crun whose `exec` runs the command on the host, after
-// writing its pid to --pid-file (the same process: it execs the command). The
-// command and TTY come from --process (kept as exec-process.json beside the
-// fake, for assertions) or from the command line.
+// fakeCrunExec is a crun whose exec runs the command on the host (its pid in
+// --pid-file). With a TTY (--tty, or terminal in --process) it does what crun
+// exec --console-socket does: it makes a pty, sends the master over the
+// socket and runs the command on the slave; without, on its own stdio.
 const fakeCrunExec = `#!/usr/bin/env python3
-import json, os, shutil, sys
+import json, os, shutil, sys, socket, pty, fcntl, termios
 a = sys.argv[1:]
 while a[0] in ("--root", "--log"): a = a[2:]
 while a[0].startswith("--log-format"): a = a[1:]
@@ -39,28 +39,8 @@ while a[0].startswith("--"):
     if a[0] == "--tty": opts["tty"] = True; a = a[1:]
     else: opts[a[0]] = a[1]; a = a[2:]
 a = a[1:]  # container id
-if "--process" in opts:
+if "--process" in opts:  # kept beside the fake, for assertions
     shutil.copy(opts["--process"], os.path.join(os.path.dirname(sys.argv[0]), "exec-process.json"))
-    a = json.load(open(opts["--process"]))["args"]
-open(opts["--pid-file"], "w").write(str(os.getpid()))
-os.execvp(a[0], a)
-`
-
-// fakeCrunTTY does what crun exec --tty --console-socket does: it makes a
-// pty, sends the master over the socket and runs the command on the slave.
-// Without --tty it runs the command on its own stdio.
-const fakeCrunTTY = `#!/usr/bin/env python3
-import json, os, sys, socket, pty, fcntl, termios
-a = sys.argv[1:]
-while a[0] in ("--root", "--log"): a = a[2:]
-while a[0].startswith("--log-format"): a = a[1:]
-a = a[1:]  # exec
-opts = {}
-while a[0].startswith("--"):
-    if a[0] == "--tty": opts["tty"] = True; a = a[1:]
-    else: opts[a[0]] = a[1]; a = a[2:]
-a = a[1:]  # container id
-if "--process" in opts:
     process = json.load(open(opts["--process"]))
     a, opts["tty"] = process["args"], process.get("terminal", False)
 if not opts.get("tty"):
@@ -240,7 +220,7 @@ func TestExecTTY(t *testing.T) {
 	if _, err := exec.LookPath("python3"); err != nil {
 		t.Skip("the fake crun for TTY exec needs python3")
 	}
-	h := runningHandle(t, fakeCrunTTY)
+	h := runningHandle(t, fakeCrunExec)
 	resize := make(chan drivers.TerminalSize, 1)
 	resize <- drivers.TerminalSize{Height: 41, Width: 103}
 	// The command waits for a line, so the resize lands first.
@@ -266,6 +246,6 @@ func TestExecNomadConformanceOverFakeCrun(t *testing.T) {
 	}
 	d := New(hclog.NewNullLogger()).(*Driver)
 	t.Cleanup(d.Shutdown)
-	d.tasks.Set("a/main/1", runningHandle(t, fakeCrunTTY))
+	d.tasks.Set("a/main/1", runningHandle(t, fakeCrunExec))
 	dtestutil.TestExecTaskStreamingBasicResponses(t, dtestutil.NewDriverHarness(t, d), "a/main/1")
 }
