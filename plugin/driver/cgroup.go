@@ -142,30 +142,49 @@ func parseKeyValues(data []byte) map[string]uint64 {
 // set limits on the container's child cgroup.
 var delegatedControllers = []string{"cpu", "cpuset", "memory", "pids"}
 
-// prepareTaskCgroup creates the task cgroup and enables the controllers in
-// it and in every ancestor below the root (Nomad already did this for its
-// own slices: writing again is a no-op). A controller the host lacks is
-// left out; crun then reports what it cannot set.
+// prepareTaskCgroup creates the task cgroup and enables the controllers from
+// the root down to it (Nomad already did this for its own slices: writing
+// again is a no-op). The root counts: on a freshly booted host nothing has
+// enabled cpuset there yet (systemd enables it only for units that pin
+// CPUs), and then no cgroup below it has a cpuset.cpus file. A controller
+// the host lacks is left out; crun then reports what it cannot set.
 //
 // With reserved cores, the task cgroup's own cpuset.cpus is set too (as
 // Nomad's exec driver does on the same cgroup): the container's cpuset must
 // lie within its parent's.
 func prepareTaskCgroup(dir, cpus string) error {
+	return prepareCgroupUnder(cgroupRoot, dir, cpus)
+}
+
+func prepareCgroupUnder(root, dir, cpus string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("create task cgroup %s: %w", dir, err)
 	}
-	rel := strings.TrimPrefix(dir, cgroupRoot+"/")
-	p := cgroupRoot
+	rel := strings.TrimPrefix(dir, root+"/")
+	p := root
 	for _, part := range strings.Split(rel, "/") {
+		enableControllers(p)
 		p = filepath.Join(p, part)
-		for _, c := range delegatedControllers {
-			_ = os.WriteFile(filepath.Join(p, "cgroup.subtree_control"), []byte("+"+c), 0o644)
-		}
 	}
+	enableControllers(dir)
 	if cpus != "" {
+		if _, err := os.Stat(filepath.Join(dir, "cpuset.cpus")); err != nil {
+			parent := filepath.Dir(dir)
+			enabled, _ := os.ReadFile(filepath.Join(parent, "cgroup.subtree_control"))
+			return fmt.Errorf("pin task cgroup %s to cores %s: the cpuset controller is not enabled in %s (its cgroup.subtree_control has %q); enable it from the root down (echo +cpuset > cgroup.subtree_control at each level) or check that the kernel has cpuset",
+				dir, cpus, parent, strings.TrimSpace(string(enabled)))
+		}
 		if err := os.WriteFile(filepath.Join(dir, "cpuset.cpus"), []byte(cpus), 0o644); err != nil {
 			return fmt.Errorf("pin task cgroup %s to cores %s: %w", dir, cpus, err)
 		}
 	}
 	return nil
+}
+
+// enableControllers enables each delegated controller in dir's children, one
+// write each so that a controller the host lacks does not stop the others.
+func enableControllers(dir string) {
+	for _, c := range delegatedControllers {
+		_ = os.WriteFile(filepath.Join(dir, "cgroup.subtree_control"), []byte("+"+c), 0o644)
+	}
 }
