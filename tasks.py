@@ -174,13 +174,14 @@ def plugin_unit(c):
     c.run("cd plugin && go vet ./... && go test -count=1 ./...", pty=False)
 
 
-@task(name="test")
-def plugin_test(c, target=None):
+@task(name="test", help={"run": "only the harness tests matching this Go regexp "
+                                 "(go test -run), e.g. TestHarnessReservedCore"})
+def plugin_test(c, target=None, run=None):
     """Run the driver-harness tests (real crun and Java) inside the lab host."""
     from lab.workflows import harness
 
     try:
-        harness.run(_config(c, target=target))
+        harness.run(_config(c, target=target), run_filter=run or harness.HARNESS_TESTS)
     except LabError as exc:
         raise _fail(exc) from None
 
