@@ -77,10 +77,13 @@ UseDNS no
 GSSAPIAuthentication no
 EOF
 
-    # QEMU user-mode networking hands out an address by DHCP on the virtio NIC.
+    # QEMU user-mode networking hands out an address by DHCP on the virtio NIC. Every veth is
+    # Type=ether too: without Kind=!veth networkd takes over the host side of each CNI bridge
+    # veth 1-2 s after CNI attached it and detaches it from the bridge (group networking dead).
     cat > "$rootfs/etc/systemd/network/80-lab-dhcp.network" <<'EOF'
 [Match]
 Type=ether
+Kind=!veth
 
 [Network]
 DHCP=ipv4
