@@ -68,6 +68,9 @@ class AgentOptions:
     persist: bool = False
     # Client host volumes by name -> read_only; each is a scratch dir in the agent's own dir.
     host_volumes: dict[str, bool] = field(default_factory=dict)
+    # The client's total CPU compute in MHz instead of the fingerprinted one (client
+    # cpu_total_compute): lets a task ask for more cpu than the lab host has.
+    cpu_total_compute: int | None = None
 
 
 
@@ -81,6 +84,8 @@ def render_config(agent_id: str, data_dir: str, ports: dict[str, int],
         f'\n  host_volume "{name}" {{\n    path      = "{data_dir}/volumes/{name}"\n'
         f'    read_only = {json.dumps(read_only)}\n  }}\n'
         for name, read_only in options.host_volumes.items())
+    compute = (f"\n  cpu_total_compute     = {int(options.cpu_total_compute)}"
+               if options.cpu_total_compute else "")
     return f"""# rendered by lab/nomad/agent.py for {agent_id}
 name                 = "{agent_id}"
 datacenter           = "dc1"
@@ -127,7 +132,7 @@ client {{
   # Group networking (bridge mode) with Debian's CNI plugins; the bridge's subnet is set
   # here rather than left to Nomad's default. It exists only inside the lab host.
   cni_path              = "{CNI_PATH}"
-  bridge_network_subnet = "{BRIDGE_SUBNET}"
+  bridge_network_subnet = "{BRIDGE_SUBNET}"{compute}
   options = {{
     "fingerprint.denylist" = "{DENIED_FINGERPRINTERS}"
     "driver.denylist"      = "{DENIED_DRIVERS}"

@@ -68,12 +68,15 @@ def java_task(name: str, jar_url: str | None, *, jar_name: str | None = None,
               checksum: str | None = None, artifact_mode: str = "file",
               extra_artifacts: Iterable[dict] = (), main_class: str | None = None,
               class_path: str | Iterable[str] | None = None, config: Mapping | None = None,
-              logs: Mapping[str, int] | None = None) -> dict:
+              logs: Mapping[str, int] | None = None, cores: int | None = None,
+              volume_mounts: Iterable[dict] = ()) -> dict:
     """A java-crun task (api.Task) whose JAR is downloaded as an artifact to local/<jar_name>.
 
     jar_url=None adds no artifact (for "jar not found" tests: then jar_name is required).
     main_class/class_path switch the driver to `class` mode. `config` is merged last into
     Config; a value of None removes that key (e.g. {"jar_path": None} for a missing-field test).
+    cores reserves whole cores (`resources { cores = N }`) instead of `cpu` (Nomad takes one or
+    the other); volume_mounts are volume_mount() entries.
     """
     if jar_name is None:
         if jar_url is None:
@@ -111,7 +114,8 @@ def java_task(name: str, jar_url: str | None, *, jar_name: str | None = None,
         else:
             task_config[key] = value
 
-    resources = {"CPU": cpu, "MemoryMB": memory_mb}
+    resources = {"CPU": cpu, "MemoryMB": memory_mb} if not cores else {"Cores": cores,
+                                                                      "MemoryMB": memory_mb}
     if memory_max_mb is not None:
         resources["MemoryMaxMB"] = memory_max_mb
 
@@ -132,7 +136,50 @@ def java_task(name: str, jar_url: str | None, *, jar_name: str | None = None,
         task["KillSignal"] = kill_signal
     if kill_timeout_s is not None:
         task["KillTimeout"] = seconds(kill_timeout_s)
+    if volume_mounts:
+        task["VolumeMounts"] = [dict(m) for m in volume_mounts]
     return task
+
+
+NETWORK_MODES = ("host", "bridge", "none")
+
+
+def group_network(mode: str = "bridge", *, ports: Mapping[str, int] | None = None,
+                  hostname: str | None = None, dns: Mapping | None = None) -> dict:
+    """A group's `network` block (api.NetworkResource): `mode`, dynamic ports by label with the
+    port inside the allocation's namespace they map to (`port "http" { to = 8080 }`: {"http":
+    8080}; 0 maps to the same number), an optional hostname and a dns_config()."""
+    if mode not in NETWORK_MODES:
+        raise ValueError(f"network mode {mode!r} is not one of {NETWORK_MODES}")
+    network: dict = {"Mode": mode}
+    if ports:
+        network["DynamicPorts"] = [{"Label": label, "To": to} for label, to in ports.items()]
+    if hostname is not None:
+        network["Hostname"] = hostname
+    if dns is not None:
+        network["DNS"] = dict(dns)
+    return network
+
+
+def dns_config(servers: Iterable[str] = (), searches: Iterable[str] = (),
+               options: Iterable[str] = ()) -> dict:
+    """The `dns` block of a group's network (api.DNSConfig): Nomad has no task-level one."""
+    return {"Servers": list(servers), "Searches": list(searches), "Options": list(options)}
+
+
+def host_volume(source: str, *, read_only: bool = False) -> dict:
+    """A group's `volume` request of a client host volume (api.VolumeRequest); the group's
+    volumes are keyed by name: java_job(volumes={name: host_volume(...)})."""
+    return {"Type": "host", "Source": source, "ReadOnly": read_only}
+
+
+def volume_mount(volume: str, destination: str, *, read_only: bool = False,
+                 propagation_mode: str | None = None) -> dict:
+    """A task's `volume_mount` (api.VolumeMount) of the group's volume `volume`."""
+    mount: dict = {"Volume": volume, "Destination": destination, "ReadOnly": read_only}
+    if propagation_mode is not None:
+        mount["PropagationMode"] = propagation_mode
+    return mount
 
 
 def restart_policy(attempts: int, delay_s: float, mode: str) -> dict:
@@ -150,9 +197,11 @@ def restart_policy(attempts: int, delay_s: float, mode: str) -> dict:
 def java_job(job_id: str, tasks: Iterable[dict], *, job_type: str = "batch",
              restart_attempts: int = 0, restart_delay_s: float = 1, restart_mode: str = "fail",
              group: str = "app", datacenters: Iterable[str] = ("*",),
-             disk_mb: int | None = None, meta: Mapping[str, str] | None = None) -> dict:
+             disk_mb: int | None = None, meta: Mapping[str, str] | None = None,
+             network: Mapping | None = None, volumes: Mapping[str, Mapping] | None = None) -> dict:
     """{"Job": api.Job} with one group of `tasks`. Rescheduling is off, so a failed job stays
-    failed on this node instead of being placed again; restarts follow restart_*."""
+    failed on this node instead of being placed again; restarts follow restart_*. `network` is
+    the group's group_network(), `volumes` its host_volume() requests by name."""
     if job_type not in ("batch", "service", "sysbatch", "system"):
         raise ValueError(f"job type {job_type!r} is not batch, service, sysbatch or system")
     check_job_id(job_id)
@@ -172,6 +221,11 @@ def java_job(job_id: str, tasks: Iterable[dict], *, job_type: str = "batch",
         task_group["ReschedulePolicy"] = {"Attempts": 0, "Unlimited": False}
     if disk_mb is not None:
         task_group["EphemeralDisk"] = {"SizeMB": disk_mb}
+    if network is not None:
+        task_group["Networks"] = [dict(network)]
+    if volumes:
+        task_group["Volumes"] = {name: {"Name": name, **dict(request)}
+                                 for name, request in volumes.items()}
     job: dict = {
         "ID": job_id,
         "Name": job_id,
