@@ -65,7 +65,7 @@ def nomad(lab_host, agent, args: str, *, timeout: float = 120, check: bool = Tru
 # (fd 3, a pipe from a `sleep` nobody writes to), the CLI bounded by `timeout` so a hang ends
 # as exit 124 instead of hanging the test. Prints the CLI's exit code and its duration last.
 EXEC_WRAPPER = r"""
-exec 3< <(exec sleep 600); keep=$!
+exec 3< <(exec sleep 600 2>/dev/null); keep=$!
 start=$(date +%s%N)
 {command} <&3
 rc=$?
@@ -84,7 +84,7 @@ def alloc_exec(lab_host, agent, alloc_id: str, command: str, *, task: str = "app
     With tty, the CLI runs in a terminal of `rows`x`cols` made by script(1), as in an
     operator's terminal, and asks for `-t`; output then has CRLF line ends."""
     addr = f"NOMAD_ADDR=http://127.0.0.1:{agent.ports['http']}"
-    cli = (f"{addr} timeout --foreground -k 5 {limit_s} {NOMAD_BIN} alloc exec -i "
+    cli = (f"env {addr} timeout --foreground -k 5 {limit_s} {NOMAD_BIN} alloc exec -i "
            f"-t={'true' if tty else 'false'} -task {task} {alloc_id} /bin/sh -c "
            f"{shlex.quote(command)}")
     if tty:
