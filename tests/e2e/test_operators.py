@@ -583,7 +583,8 @@ def test_lost_client_state_leaves_an_orphan_the_plugin_sweeps(jobs, agent, api, 
     logging it; no container, shim, bundle or JVM of it remains."""
     run = jobs.run("sleeper", args=["forever"], job_kwargs={"job_type": "service"})
     run.wait_log("sleeper started")
-    alloc_id = alloc_of(run)["ID"]
+    alloc = alloc_of(run)
+    alloc_id, old_node = alloc["ID"], alloc["NodeID"]
     orphan = container_of(lab_host, agent, alloc_id)
     bundle = orphan["bundle"]
 
@@ -603,11 +604,14 @@ def test_lost_client_state_leaves_an_orphan_the_plugin_sweeps(jobs, agent, api, 
                          f"test -e /proc/{orphan['pid']} && echo init; true").stdout.split()
     assert not left, f"left of the swept container: {left}"
 
-    # The old node is gone with its state: its allocation is lost once it misses heartbeats.
+    # The client came back as a new node (its identity went with the state): the old one
+    # would be marked down only after the server's failover heartbeat TTL (5 min). Stop the
+    # job, then purge the old node, as an operator would: its allocation is then lost.
     run.stop()
-    until(lambda: api.allocation(alloc_id)["ClientStatus"] in ("lost", "complete", "failed")
+    api.client.node.purge_node(old_node)
+    until(lambda: api.allocation(alloc_id)["ClientStatus"] == "lost"
           or Pending(api.allocation(alloc_id)["ClientStatus"]),
-          lab_config.timeout("job"), f"allocation {alloc_id[:8]} of the forgotten node lost")
+          lab_config.timeout("job"), f"allocation {alloc_id[:8]} of the purged node lost")
 
 
 # -- 9. error classes ------------------------------------------------------------------------
