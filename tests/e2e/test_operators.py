@@ -202,7 +202,7 @@ def test_bridge_network_app_answers_on_the_port_nomad_allocated_and_leaves_nothi
         run = jobs.submit(jobs.job(
             jobs.task("httpecho", args=["8080"]), job_type="service",
             network=builders.group_network("bridge", ports={"http": 8080})))
-        log = run.wait_log("httpecho listening port=8080")
+        log = wait_log_or_setup_failure(run, "httpecho listening port=8080", lab_config)
         assert "httpecho interfaces=eth0,lo" in log, log
         alloc = alloc_of(run)
         ports = {p["Label"]: p for p in alloc["AllocatedResources"]["Shared"]["Ports"]}
@@ -233,12 +233,34 @@ def test_bridge_network_app_answers_on_the_port_nomad_allocated_and_leaves_nothi
     assert not left, f"group networking left on the lab host: {left}"
 
 
+def wait_log_or_setup_failure(run, text: str, lab_config) -> str:
+    """The task's stdout once it holds `text`; fails at once, with Nomad's message, when the
+    allocation's set-up failed instead (a "Setup Failure" event: the task never starts)."""
+    def check():
+        failed = [e for e in run.events() if e["Type"] == "Setup Failure"]
+        if failed:
+            return failed[0]
+        log = run.logs()
+        return log if text in log else Pending(f"stdout so far: {log[-200:]!r}")
+
+    found = until(check, lab_config.timeout("job"), f"job {run.id}: {text!r} in stdout")
+    if isinstance(found, dict):
+        pytest.fail(f"the allocation's set-up failed: {event_text(found)}", pytrace=False)
+    return found
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "Nomad 1.11.3 fails every group `network { mode = \"none\" }` of a driver that leaves the "
+    "namespace to Nomad (java-crun, exec): its network hook gets no status from the no-op "
+    "configurator of mode none and reports \"failed to setup alloc: pre-run hook \"network\" "
+    "failed: network already configured but not found in state\" "
+    "(client/allocrunner/network_hook.go:174-177); seen in the lab 2026-11-29"))
 def test_none_network_task_sees_only_loopback(jobs, api, lab_host, lab_config):
     """`network { mode = "none" }`: the task runs in a namespace of its own holding only lo
     (the JVM lists its interfaces), and the namespace goes with the allocation."""
     run = jobs.submit(jobs.job(jobs.task("httpecho", args=["8080"]), job_type="service",
                                network=builders.group_network("none")))
-    log = run.wait_log("httpecho listening port=8080")
+    log = wait_log_or_setup_failure(run, "httpecho listening port=8080", lab_config)
     assert "httpecho interfaces=lo\n" in log, log
     alloc_id = alloc_of(run)["ID"]
     netns = lab_host.sudo("ls /var/run/netns", check=False).stdout.split()
