@@ -128,7 +128,8 @@ def container_cgroup(lab_host, state: dict) -> str:
 # -- 1. group networking ---------------------------------------------------------------------
 def network_traces(lab_host) -> set[str]:
     """What group networking leaves in the lab host's network: links, named namespaces,
-    iptables chains and rules of CNI and Nomad, CNI's address reservations, ip_forward."""
+    iptables chains and rules of CNI and Nomad, CNI's address reservations (Nomad's IPAM
+    data dir is /var/run/cni), ip_forward."""
     script = r"""
 ip -o link show | awk -F': ' '{sub(/@.*/, "", $2); print "link " $2}'
 ls /var/run/netns 2>/dev/null | sed 's/^/netns /'
@@ -136,7 +137,7 @@ for t in filter nat mangle; do
   iptables-save -t $t 2>/dev/null | grep -E 'CNI|NOMAD|cni|nomad' \
     | sed -e 's/ \[[0-9]*:[0-9]*\]$//' -e "s/^/iptables $t /"
 done
-ls /var/lib/cni/networks/nomad 2>/dev/null | sed 's/^/ipam /'
+ls /var/run/cni/nomad 2>/dev/null | sed 's/^/ipam /'
 echo "sysctl net.ipv4.ip_forward=$(cat /proc/sys/net/ipv4/ip_forward)"
 """
     return set(lab_host.sudo(script, check=False).stdout.splitlines())
@@ -172,8 +173,8 @@ for t in filter nat mangle; do
   for c in $chains; do iptables -t $t -F "$c"; done
   for c in $chains; do iptables -t $t -X "$c"; done
 done
-rm -f /var/lib/cni/networks/nomad/lock /var/lib/cni/networks/nomad/last_reserved_ip.*
-rmdir /var/lib/cni/networks/nomad /var/lib/cni/networks /var/lib/cni 2>/dev/null
+rm -f /var/run/cni/nomad/lock /var/run/cni/nomad/last_reserved_ip.*
+rmdir /var/run/cni/nomad /var/run/cni 2>/dev/null
 true
 """
 
