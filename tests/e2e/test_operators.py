@@ -190,6 +190,16 @@ def wait_alloc_network_gone(lab_host, before: set[str], lab_config) -> set[str]:
     return until(check, lab_config.timeout("event"), "the allocation's network torn down")
 
 
+# The lab box's systemd-networkd file (80-lab-dhcp.network) matches `Type=ether`, which every
+# veth is: networkd takes the bridge's host-side veth over (DHCP) and detaches it from the
+# bridge 1-2 s after CNI attached it (dmesg: "left promiscuous mode", never "entered
+# forwarding state"), and nothing reaches the allocation. Until the box matches its own NIC
+# only (e.g. `Kind=!veth` in that file), the test tells networkd to leave veths alone for its
+# duration, in a runtime file it removes.
+NETWORKD_VETH_FILE = "/run/systemd/network/10-lab-test-cni-veth.network"
+NETWORKD_VETH_UNMANAGED = "[Match]\nKind=veth\n\n[Link]\nUnmanaged=yes\n"
+
+
 @pytest.mark.exclusive  # creates the host's shared "nomad" bridge and iptables chains
 def test_bridge_network_app_answers_on_the_port_nomad_allocated_and_leaves_nothing(
         jobs, agent, api, lab_host, lab_config, request):
@@ -199,6 +209,9 @@ def test_bridge_network_app_answers_on_the_port_nomad_allocated_and_leaves_nothi
     the job is stopped the allocation's namespace, veth, chains, rules and address are gone;
     only the bridge and the shared chains stay (by design), and the test removes those."""
     before = network_traces(lab_host)
+    lab_host.sudo(f"printf '{NETWORKD_VETH_UNMANAGED}' > {NETWORKD_VETH_FILE} && "
+                  "networkctl reload")
+    run = None
     try:
         run = jobs.submit(jobs.job(
             jobs.task("httpecho", args=["8080"]), job_type="service",
@@ -218,7 +231,8 @@ def test_bridge_network_app_answers_on_the_port_nomad_allocated_and_leaves_nothi
                               check=False)
         if mapped.rc != 0 or direct.rc != 0:
             seen = lab_host.sudo("iptables-save -t nat; sysctl -a 2>/dev/null | grep -E "
-                                 "'route_localnet|ip_forward'; ip -br addr", check=False).stdout
+                                 "'route_localnet|ip_forward'; ip -br link; networkctl list",
+                                 check=False).stdout
             pytest.fail(f"curl through the mapped port: rc={mapped.rc} {mapped.stderr.strip()}; "
                         f"to {address}:8080: rc={direct.rc} {direct.stderr.strip()}\n{seen}",
                         pytrace=False)
@@ -233,7 +247,17 @@ def test_bridge_network_app_answers_on_the_port_nomad_allocated_and_leaves_nothi
         added = wait_alloc_network_gone(lab_host, before, lab_config)
         request.node.user_properties.append(("left_by_design", " ; ".join(sorted(added))))
     finally:
+        # The allocation first (its CNI DEL needs the shared chains), then what stays by design.
+        if run is not None and run.task_state().get("State") != "dead":
+            run.stop()
+            try:
+                run.wait_dead(timeout=lab_config.timeout("job"))
+                api.client_gc()
+                wait_alloc_network_gone(lab_host, before, lab_config)
+            except Exception:  # noqa: BLE001 - the test's own failure is the one to report
+                pass
         lab_host.sudo(REMOVE_BY_DESIGN, check=False)
+        lab_host.sudo(f"rm -f {NETWORKD_VETH_FILE} && networkctl reload", check=False)
         if "sysctl net.ipv4.ip_forward=0" in before:
             lab_host.sudo("sysctl -qw net.ipv4.ip_forward=0", check=False)
     left = sorted(network_traces(lab_host) - before)
