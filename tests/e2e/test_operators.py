@@ -190,16 +190,6 @@ def wait_alloc_network_gone(lab_host, before: set[str], lab_config) -> set[str]:
     return until(check, lab_config.timeout("event"), "the allocation's network torn down")
 
 
-# The lab box's systemd-networkd file (80-lab-dhcp.network) matches `Type=ether`, which every
-# veth is: networkd takes the bridge's host-side veth over (DHCP) and detaches it from the
-# bridge 1-2 s after CNI attached it (dmesg: "left promiscuous mode", never "entered
-# forwarding state"), and nothing reaches the allocation. Until the box matches its own NIC
-# only (e.g. `Kind=!veth` in that file), the test tells networkd to leave veths alone for its
-# duration, in a runtime file it removes.
-NETWORKD_VETH_FILE = "/run/systemd/network/10-lab-test-cni-veth.network"
-NETWORKD_VETH_UNMANAGED = "[Match]\nKind=veth\n\n[Link]\nUnmanaged=yes\n"
-
-
 @pytest.mark.exclusive  # creates the host's shared "nomad" bridge and iptables chains
 def test_bridge_network_app_answers_on_the_port_nomad_allocated_and_leaves_nothing(
         jobs, agent, api, lab_host, lab_config, request):
@@ -209,8 +199,6 @@ def test_bridge_network_app_answers_on_the_port_nomad_allocated_and_leaves_nothi
     the job is stopped the allocation's namespace, veth, chains, rules and address are gone;
     only the bridge and the shared chains stay (by design), and the test removes those."""
     before = network_traces(lab_host)
-    lab_host.sudo(f"printf '{NETWORKD_VETH_UNMANAGED}' > {NETWORKD_VETH_FILE} && "
-                  "networkctl reload")
     run = None
     try:
         run = jobs.submit(jobs.job(
@@ -257,7 +245,6 @@ def test_bridge_network_app_answers_on_the_port_nomad_allocated_and_leaves_nothi
             except Exception:  # noqa: BLE001 - the test's own failure is the one to report
                 pass
         lab_host.sudo(REMOVE_BY_DESIGN, check=False)
-        lab_host.sudo(f"rm -f {NETWORKD_VETH_FILE} && networkctl reload", check=False)
         if "sysctl net.ipv4.ip_forward=0" in before:
             lab_host.sudo("sysctl -qw net.ipv4.ip_forward=0", check=False)
     left = sorted(network_traces(lab_host) - before)
