@@ -222,7 +222,8 @@ def e2e(c, k=None, target=None, extra="", n="1", verbose=False, count=0, until_f
 
     config = _config(c, target=target)
     # Both passes of -n N write into one reports/index.html (lab/checks/report.py).
-    args = ["tests/e2e", "--lab-report-id", config.run_id, *extra.split()]
+    # --durations: every run (CI's too) ends with where its time went, slowest first.
+    args = ["tests/e2e", "--lab-report-id", config.run_id, "--durations=15", *extra.split()]
     args += ["-k", k] if k else []
     args += ["--lab-target", target] if target else []
     args += ["-v"] if verbose else []
