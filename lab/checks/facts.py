@@ -12,6 +12,10 @@ from lab.remote.layout import MANIFEST, NOMAD_BIN, PLUGIN_BINARY, PLUGIN_DIR
 # binaries, the boot), and recomputed when any of it changes.
 FACTS_SCRIPT = rf"""
 echo "kernel=$(uname -r)"
+# The build string and the boot line tell two builds of one kernel release apart, and show
+# the switches (cgroup mode, mitigations) a kernel- or cgroup-level bug may hinge on.
+echo "kernel_build=$(uname -v)"
+echo "kernel_cmdline=$(cat /proc/cmdline)"
 echo "cgroup_mode=$(stat -fc %T /sys/fs/cgroup | sed 's/cgroup2fs/v2/;s/tmpfs/v1-or-hybrid/')"
 echo "cgroup_controllers=$(cat /sys/fs/cgroup/cgroup.controllers 2>/dev/null)"
 java=$(readlink -f "$(command -v java)"); crun=$(command -v crun)
