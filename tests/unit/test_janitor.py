@@ -210,7 +210,7 @@ def test_scan_agent_reports_only_that_agents_traces(tmp_path, monkeypatch):
     agents, states = tmp_path / "agents", tmp_path / "states"
     for agent in ("nomad-lab-r-1", "nomad-lab-r-2"):
         (agents / agent).mkdir(parents=True)
-        (states / agent / "crun").mkdir(parents=True)
+        (states / agent / "crun" / f"c-of-{agent}").mkdir(parents=True)
         (states / agent / "bundles" / "a1.app").mkdir(parents=True)
         (states / agent / "bundles" / "a1.app" / "config.json").write_text("{}")
     script = (SCRIPTS_DIR / "scan-agent.sh").read_text()
