@@ -262,7 +262,9 @@ class NomadAgent:
             api.client_gc()
 
             def no_containers():
-                left = self.host.sudo(f"crun --root {self.crun_root} list -q 2>/dev/null",
+                # No crun spawn (a second under TCG) while its root holds no container dir.
+                left = self.host.sudo(f"ls -A {self.crun_root} 2>/dev/null | grep -q . && "
+                                      f"crun --root {self.crun_root} list -q 2>/dev/null",
                                       check=False).stdout.split()
                 return True if not left else Pending(f"containers: {left}")
 

@@ -416,6 +416,9 @@ def run_stop_script(tmp_path, containers: str = "") -> subprocess.CompletedProce
     agent_dir, root = tmp_path / "agent", tmp_path / "state"
     (agent_dir / "data").mkdir(parents=True)
     (root / "crun").mkdir(parents=True)
+    for name in containers.split("\\n"):  # crun's root holds a directory per container
+        if name:
+            (root / "crun" / name).mkdir()
     script = (ROOT / "lab" / "remote" / "scripts" / "agent-stop.sh").read_text()
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
     return subprocess.run(["bash", "-c", script, "agent-stop.sh", "u.service", str(agent_dir),

@@ -22,7 +22,9 @@ if [ -d "$dir" ]; then
 fi
 # The driver's state root goes only when crun holds no container there: a container left
 # behind must stay visible to the leftover scan (and to the sweep that removes it).
-if [ -d "$state_root" ] && [ -z "$(crun --root "$state_root/crun" list -q 2>/dev/null)" ]; then
+# (crun keeps a directory per container in its root: with none, there is no crun to spawn.)
+if [ -d "$state_root" ] && { [ -z "$(ls -A "$state_root/crun" 2>/dev/null)" ] ||
+    [ -z "$(crun --root "$state_root/crun" list -q 2>/dev/null)" ]; }; then
   rm -rf "$state_root"
 fi
 
