@@ -29,6 +29,7 @@ from lab.nomad.jobs import java_job, java_task
 from lab.provision import target
 from lab.remote.host import LabHost
 from lab.remote.layout import DRIVER, JAR_DIR, NOMAD_BIN, PLUGIN_BINARY, PLUGIN_DIR
+from lab.workflows import harness
 from lab.workflows.up import up
 
 # A bare OCI bundle like the driver's (read-only host binds), made with `crun spec` + jq.
@@ -79,6 +80,7 @@ def run(config: LabConfig, cold: bool = False, rounds: int = 3, out=print) -> di
                          "kind": "cold (VM destroyed first)" if cold else "warm"}
     with target.leased(config, "invoke bench", out, check_ready=True) as host:
         results.update(_measure(config, host, rounds, out))
+        results["driver_start"] = _driver_start(config, host, out)
     config.reports_dir.mkdir(exist_ok=True)
     (config.reports_dir / "bench.json").write_text(json.dumps(results, indent=2))
     out(render(results))
@@ -128,6 +130,20 @@ def _measure(config: LabConfig, host: LabHost, rounds: int, out) -> dict:
         "ratios": {"agent_start_vs_bare_agent": _ratio(agent_start, anchor_agent),
                    "job_vs_bare_crun": _ratio(job_total, anchor_crun)},
     }
+
+
+def _driver_start(config: LabConfig, host: LabHost, out) -> dict[str, float]:
+    """The driver alone, without Nomad (plugin/driver/latency_test.go, in the harness):
+    StartTask to hello.jar's first line, against a bare `crun run` of the same OCI config
+    with the driver's init as PID 1 and with java as PID 1 (the init's cost)."""
+    out("bench: the driver's start path (harness, no Nomad) ...")
+    lines: list[str] = []
+    harness.run_on(config, host, lines.append, harness.BENCH_TESTS)
+    found = re.search(r"^bench (.*)$", "\n".join(lines), re.M)
+    if not found:
+        raise LabError("the harness's start-latency measurement printed no 'bench' line:\n"
+                       + "\n".join(lines)[-2000:])
+    return {k: float(v) for k, v in (kv.split("=") for kv in found[1].split())}
 
 
 def _bare_agent(host: LabHost, config: LabConfig) -> dict[str, float]:
@@ -214,6 +230,12 @@ def render(results: dict) -> str:
              f"  job register to exit: {job['register_to_exit_s']['median']}s;"
              f" bare crun run: {anchors['bare_crun_run_hello_s']['median']}s"
              f" -> ratio {ratios['job_vs_bare_crun']}"]
+    if "driver_start" in results:
+        d = results["driver_start"]
+        lines.append(f"  driver alone (harness): StartTask {d['start_task_s']:.2f}, first line"
+                     f" {d['first_line_s']:.2f}; bare crun run {d['bare_crun_first_line_s']:.2f}"
+                     f" with the init, {d['bare_crun_without_init_first_line_s']:.2f} with java"
+                     f" as PID 1")
     return "\n".join(lines)
 
 

@@ -19,6 +19,8 @@ from lab.remote.layout import JAR_DIR, REMOTE_ROOT
 HARNESS_PACKAGE = "./driver"
 # The unit tests of the package already ran on the control host (plugin.unit).
 HARNESS_TESTS = "^TestHarness"
+# Measurements, not checks: run by `invoke bench` (lab/workflows/bench.py), not plugin.test.
+BENCH_TESTS = "^TestBench"
 REMOTE_DIR = f"{REMOTE_ROOT}/harness"
 
 
@@ -36,10 +38,11 @@ def compile_tests(config: LabConfig) -> list:
 
 def run(config: LabConfig, out=print, run_filter: str = HARNESS_TESTS) -> None:
     with target.leased(config, "invoke plugin.test", out, check_ready=True) as host:
-        _run(config, host, out, run_filter)
+        run_on(config, host, out, run_filter)
 
 
-def _run(config: LabConfig, host, out, run_filter: str) -> None:
+def run_on(config: LabConfig, host, out, run_filter: str) -> None:
+    """The harness tests matching run_filter, on a lab host this process already holds."""
     start = time.monotonic()
     binaries = compile_tests(config)
     failed = []
