@@ -93,7 +93,7 @@ def _measure(config: LabConfig, host: LabHost, rounds: int, out) -> dict:
     bare_agent = [_bare_agent(host, config) for _ in range(rounds)]
     bare_crun = [float(host.sudo(BARE_CRUN.format(jars=JAR_DIR), timeout=120).stdout)
                  for _ in range(rounds)]
-    starts, harness, logged, teardowns, jobs = [], [], [], [], []
+    starts, timelines, logged, teardowns, jobs = [], [], [], [], []
     with ArtifactServer() as server:
         server.add("hello.jar", config.build_dir / "jars" / "hello.jar")
         with server.expose(host) as exposed:
@@ -104,7 +104,7 @@ def _measure(config: LabConfig, host: LabHost, rounds: int, out) -> dict:
                                    stop_timeout=config.timeout("agent_stop"))
                 agent.start()
                 starts.append(agent.startup_seconds)
-                harness.append(agent.timeline)
+                timelines.append(agent.timeline)
                 logged.append(log_timeline(host.read_file(agent.log_path, missing_ok=True)))
                 job = java_job(f"lab-{config.run_id}-bench-{i}",
                                [java_task("app", exposed.url("hello.jar"))])
@@ -122,7 +122,7 @@ def _measure(config: LabConfig, host: LabHost, rounds: int, out) -> dict:
                                                "steps": _median_steps(bare_agent)},
                     "bare_crun_run_hello_s": anchor_crun},
         "agent": {"start_to_ready_s": agent_start,
-                  "harness_timeline_s": _median_steps(harness),
+                  "harness_timeline_s": _median_steps(timelines),
                   "agent_log_timeline_s": _median_steps(logged),
                   "teardown_s": _stats(teardowns)},
         "job": {"register_to_exit_s": job_total,
