@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 from lab.remote.host import LabHost
 
@@ -100,15 +99,14 @@ def report(problems: list[KernelProblem]) -> str:
                        for p in problems)
 
 
-def gate(host: LabHost, span: Span, expected: tuple[str, ...], bundle: Path,
-         shared_host: bool) -> tuple[list[str], str | None]:
+def gate(host: LabHost, span: Span, expected: tuple[str, ...],
+         shared_host: bool) -> tuple[list[str], str | None, str | None]:
     """Close a test's span: (every problem described, for its record; the failure message,
-    or None when no problem other than the `expected` kinds was logged). The lines and call
-    traces of a failure go to kernel.txt in the test's bundle."""
+    or None when no problem other than the `expected` kinds was logged; the lines and call
+    traces of a failure, for kernel.txt in the test's bundle)."""
     problems = problems_in(host, span)
     failing = [p for p in problems if p.kind not in expected]
     if not failing:
-        return [p.describe() for p in problems], None
-    bundle.mkdir(parents=True, exist_ok=True)
-    (bundle / "kernel.txt").write_text(report(problems) + "\n")
-    return [p.describe() for p in problems], failure_message(failing, shared_host)
+        return [p.describe() for p in problems], None, None
+    return ([p.describe() for p in problems], failure_message(failing, shared_host),
+            report(problems) + "\n")

@@ -45,6 +45,7 @@ class Record:
     task_events: list[dict[str, Any]] | None = None  # None: no agent API to ask
     leftovers: dict[str, Any] | None = None  # None: not scanned
     kernel: list[str] | None = None  # kernel problems in the test's span; None: not read
+    kernel_traces: str | None = None  # their lines and call traces, when they failed the test
     reports: dict[str, dict[str, Any]] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)  # part -> why it is missing
     bundle: str | None = None  # the diagnostics bundle's directory, once one is written

@@ -91,6 +91,8 @@ def finish(rec: record.Record, out: Path, artifacts: Any = None) -> list[tuple[s
     _fresh(rec, out)
     try:
         record.write(rec.to_dict(), out)
+        if rec.kernel_traces:
+            (out / "kernel.txt").write_text(rec.kernel_traces)
     except Exception as exc:  # noqa: BLE001 - a record must not mask the failure
         return [("lab record", f"could not write the record to {out}: {exc}")]
     return [("lab diagnostics", summary(out))]

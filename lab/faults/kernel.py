@@ -15,15 +15,14 @@ HUNG = Marker("hung-task", HUNG_TASK)
 
 @fault(HUNG)
 def hung_task(host: Host, timeout_s: int = 5) -> Plan:
-    """Block a reader (dd, O_DIRECT) on a suspended device-mapper device, with the kernel's
-    hung-task timeout set to `timeout_s`. The heal resumes and removes the device (the read
-    completes) and restores the timeout. details: device, timeout_s, previous_timeout_s,
-    observed (the reader's state).
+    """Block a writer (dd with conv=fsync) on a suspended device-mapper device, with the
+    kernel's hung-task timeout set to `timeout_s`: its fsync waits for writeback in plain
+    TASK_UNINTERRUPTIBLE, which the detector reports. The heal resumes and removes the device
+    (the write completes) and restores the timeout. details: device, timeout_s,
+    previous_timeout_s.
 
-    Measured: the kernel does NOT report this reader as a hung task (its D state lasted
-    215 s with a 5 s timeout and no line): submit_bio_wait() waits in slices of half the
-    hung-task timeout precisely to avoid the report. A real hung task needs a wait in plain
-    TASK_UNINTERRUPTIBLE, e.g. `sync` on a file system over the suspended device (to do)."""
+    Not a reader: an O_DIRECT read waits in submit_bio_wait(), which wakes every timeout/2 to
+    stay unreported (measured: 215 s in D state at a 5 s timeout, no line)."""
     if not 1 <= timeout_s <= 60:
         raise FaultError(f"hung_task: timeout_s={timeout_s} must be within 1..60")
     previous = int(probe(host, "a hung task", call(HUNG_TASK, "fit"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lab.checks import diag, kernel_log
+from lab.checks import kernel_log
 from lab.pytest_plugin import keys
 
 
@@ -20,12 +20,12 @@ def kernel_health(request):
     span = kernel_log.open_span(host)
     yield
     expected = request.node.get_closest_marker("kernel_problems_expected")
-    described, failure = kernel_log.gate(
-        host, span, expected.args if expected else (),
-        diag.bundle_dir(keys.reports_dir(request.config), request.node.nodeid),
-        shared_host=keys.parallel(request.config))
+    described, failure, traces = kernel_log.gate(
+        host, span, expected.args if expected else (), shared_host=keys.parallel(request.config))
     rec = request.node.stash.get(keys.RECORD_KEY, None)
     if rec is not None:
-        rec.kernel = described
+        # The bundle is written after this teardown fails (lab/checks/recording.py): kernel.txt
+        # goes in with the record then, not now (a fresh bundle replaces what was there).
+        rec.kernel, rec.kernel_traces = described, traces
     if failure:
         pytest.fail(failure, pytrace=False)

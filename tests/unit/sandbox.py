@@ -115,9 +115,9 @@ elif a[0] == "_open": devs[a[1]]["open"] += 1; save()  # the dd stub's open
 else: print("dmsetup stub: unsupported " + " ".join(a), file=sys.stderr); sys.exit(2)
 '''
 
-# A reader that opens the device and would block: it only counts itself as an opener.
+# A writer that opens the device and would block: it only counts itself as an opener.
 DD_STUB = """#!/bin/sh
-dev=${1#if=/dev/mapper/}
+for arg; do case $arg in of=/dev/mapper/*) dev=${arg#of=/dev/mapper/} ;; esac; done
 exec dmsetup _open "$dev"
 """
 

@@ -259,6 +259,25 @@ def test_a_bundle_starts_empty_but_keeps_what_this_test_put_there(monkeypatch, t
     assert sorted(p.name for p in out.iterdir()) == ["record.json", "record.txt"]
 
 
+def test_the_kernel_gates_traces_land_in_the_bundle_collected_after_it_failed(monkeypatch,
+                                                                              tmp_path):
+    """The gate fails a test in its last teardown, before the bundle exists; the bundle is
+    then made fresh, so kernel.txt must come from the record, not from the gate's own write
+    (it was wiped that way in the gate's first live run)."""
+    monkeypatch.setattr(recording.diag, "collect", lambda host, agent, out: (
+        out.mkdir(parents=True), (out / "agent.log").write_text("now")))
+    out = tmp_path / "b"
+    rec = record.Record("t", lab=True)
+    rec.kernel = ["kernel hung task at 12.0s after boot: INFO: task dd:42 blocked"]
+    rec.kernel_traces = "INFO: task dd:42 blocked for more than 5 seconds.\n    __schedule\n"
+    rec.add_report("teardown", "failed", 1.0, "the lab host's kernel reported 1 problem(s)")
+    recording.bundle(rec, out, "host")
+    recording.finish(rec, out)
+    assert (out / "kernel.txt").read_text() == rec.kernel_traces
+    assert sorted(p.name for p in out.iterdir()) == ["agent.log", "kernel.txt", "record.json",
+                                                    "record.txt"]
+
+
 def test_a_bundle_that_cannot_be_collected_is_an_error_in_the_record(monkeypatch, tmp_path):
     def broken(host, agent, out):
         raise OSError("disk full")
