@@ -6,6 +6,7 @@ hybrid cgroups), so the test binaries travel to the lab host like the plugin doe
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 import time
@@ -13,7 +14,7 @@ import time
 from lab.core.config import LabConfig
 from lab.core.errors import LabError
 from lab.provision import target
-from lab.provision.build import go_binary
+from lab.provision.build import GO_ENV, go_binary
 from lab.remote.layout import JAR_DIR, REMOTE_ROOT
 
 HARNESS_PACKAGE = "./driver"
@@ -29,8 +30,11 @@ def compile_tests(config: LabConfig) -> list:
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob("*.test"):
         old.unlink()
+    # Static, as the plugin is (GO_ENV): a cgo test binary needs this host's glibc, and
+    # bullseye's is older ("GLIBC_2.34 not found" on the bullseye lab).
     res = subprocess.run([go_binary(), "test", "-c", "-o", str(out_dir), HARNESS_PACKAGE],
-                         cwd=config.root / "plugin", capture_output=True, text=True)
+                         cwd=config.root / "plugin", capture_output=True, text=True,
+                         env={**os.environ, **GO_ENV})
     if res.returncode:
         raise LabError(f"compiling the driver-harness tests failed:\n{res.stderr[-3000:]}")
     return sorted(out_dir.glob("*.test"))
