@@ -198,6 +198,15 @@ def test_bridge_network_app_answers_on_the_port_nomad_allocated_and_leaves_nothi
     the port Nomad allocated (127.0.0.1:<port>) and at the allocation's bridge address. Once
     the job is stopped the allocation's namespace, veth, chains, rules and address are gone;
     only the bridge and the shared chains stay (by design), and the test removes those."""
+    cni_bridge = api.node(agent.node_id)["Attributes"].get("plugins.cni.version.bridge")
+    if cni_bridge is None:
+        # Seen on the bullseye lab (containernetworking-plugins 0.9.0): Nomad 1.11.3 cannot
+        # read a version from those plugins ("failed to parse CNI plugin version"), and its
+        # bridge mode requires ${attr.plugins.cni.version.bridge} semver >= 0.4.0, so no
+        # bridge allocation is ever placed on such a node, whatever the driver does.
+        pytest.skip("this lab host's CNI bridge plugin has no version Nomad can read "
+                    "(node attribute plugins.cni.version.bridge missing): Nomad places no "
+                    "bridge network here; install containernetworking-plugins >= 1.0")
     before = network_traces(lab_host)
     run = None
     try:
