@@ -9,6 +9,7 @@ so a crashed or Ctrl-C'd run heals itself (Jepsen's "teardown before setup").
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 
 from lab.remote.host import LabHost
@@ -35,7 +36,12 @@ fi
 find {CRUN_STATE_ROOT} -name config.json 2>/dev/null | sed 's/^/bundle /'
 pgrep -a -f '[{PLUGIN_BINARY[0]}]{PLUGIN_BINARY[1:]} {CRUN_STATE_ROOT}/[^ ]*/bundles/' \
   | sed 's/^/shim /'
-pgrep -a -x java | sed 's/^/java_process /'
+# A java inside a lab agent's unit (the plugin's `java -version` probe while an agent started
+# ahead fingerprints) names the unit, so that the agent's exclusion covers it.
+for pid in $(pgrep -x java); do
+  unit=$(grep -o '{UNIT_PREFIX}[^/]*[.]service' "/proc/$pid/cgroup" 2>/dev/null | head -1)
+  echo "java_process $pid $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)${{unit:+(in $unit)}}"
+done
 find /sys/fs/cgroup -mindepth 1 -type d \( -name '*.scope' -path '*nomad*' \
   -o -path '*/java-crun*' \) 2>/dev/null | sed 's/^/cgroup /'
 awk '$5 ~ "^{AGENTS_ROOT}/|^{CRUN_STATE_ROOT}/" {{print "mount", $5}}' /proc/self/mountinfo
@@ -84,9 +90,14 @@ def scan(host: LabHost, include_faults: bool = True,
     found: dict[str, list[str]] = {}
     for line in host.sudo(script, check=False).stdout.splitlines():
         kind, _, item = line.strip().partition(" ")
-        if kind and item and not any(agent_id in item for agent_id in excluded):
+        if kind and item and not any(names_agent(item, agent_id) for agent_id in excluded):
             found.setdefault(kind, []).append(item)
     return found
+
+
+def names_agent(item: str, agent_id: str) -> bool:
+    """item names this agent: nomad-lab-r-1 is named by nomad-lab-r-1.service, not -10."""
+    return re.search(re.escape(agent_id) + r"(?![0-9])", item) is not None
 
 
 def scan_agent(host: LabHost, agent_id: str, alloc_ids: Iterable[str],

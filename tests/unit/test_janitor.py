@@ -194,6 +194,19 @@ def test_scan_leaves_out_the_traces_of_agents_started_ahead(host):
     assert found == {"data_dir": ["nomad-lab-ab12-3"], "container": ["3f2a.app"]}
 
 
+def test_scan_leaves_out_the_java_probe_of_an_agent_started_ahead_but_not_of_agent_10(host):
+    """The plugin of an agent started ahead runs `java -version` to fingerprint (seen as a
+    false leftover on the bullseye lab); the scan names its unit, so the exclusion covers it.
+    Agent 1's exclusion must not hide agent 10's traces."""
+    host.on("list-units", "java_process 6049 /usr/bin/java -version (in nomad-lab-ab12-1.service)\n"
+            "java_process 7001 /usr/bin/java -version (in nomad-lab-ab12-10.service)\n"
+            "java_process 7002 java -jar /local/app.jar\ndata_dir nomad-lab-ab12-10\n")
+    found = janitor.scan(host, include_faults=False, exclude_agents=["nomad-lab-ab12-1"])
+    assert found == {"java_process": ["7001 /usr/bin/java -version (in nomad-lab-ab12-10.service)",
+                                      "7002 java -jar /local/app.jar"],
+                     "data_dir": ["nomad-lab-ab12-10"]}
+
+
 def test_scan_agent_reports_only_that_agents_traces(tmp_path, monkeypatch):
     """scan-agent.sh run by a real bash, with systemctl and crun stand-ins: the agent's data
     dir, container and bundle are found; another agent's are not."""
