@@ -23,13 +23,27 @@ from lab.core.errors import LabTimeout
 
 def run_forwarding_interrupts(cmd: list[str], **popen_kwargs) -> int:
     """Run `cmd` to completion and return its exit code, whatever Ctrl-C does to us."""
-    proc = subprocess.Popen(cmd, **popen_kwargs)
-    while True:
-        try:
-            return proc.wait()
-        except KeyboardInterrupt:
-            if proc.poll() is None and not _same_foreground_group(proc.pid):
-                proc.send_signal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread():
+        return subprocess.call(cmd, **popen_kwargs)  # no signal handlers there: none reach us
+    started: list[subprocess.Popen] = []
+    pending: list[int] = []
+
+    def on_sigint(signum, _frame) -> None:
+        # A handler, not KeyboardInterrupt: one raised inside Popen() itself, after the fork
+        # (seen under load), would leave the child running with nobody to forward it.
+        if not started:
+            pending.append(signum)
+        elif started[0].poll() is None and not _same_foreground_group(started[0].pid):
+            started[0].send_signal(signal.SIGINT)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        started.append(subprocess.Popen(cmd, **popen_kwargs))
+        if pending:
+            on_sigint(pending[0], None)
+        return started[0].wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _same_foreground_group(pid: int) -> bool:

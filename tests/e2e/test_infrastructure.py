@@ -443,6 +443,7 @@ class TerminalRun:
         self.log = tmp_path / "terminal.log"
         self.pid, self.fd = pty.fork()
         if self.pid == 0:  # the child: a new session whose controlling terminal is the pty
+            _default_sigint()  # as a terminal's shell gives its foreground job
             os.chdir(ROOT)
             os.execve(str(ROOT / "invoke"), [str(ROOT / "invoke"), *args], env)
         self._reader = __import__("threading").Thread(target=self._read, daemon=True)

@@ -32,9 +32,18 @@ PARENT = textwrap.dedent("""
 """)
 
 
+def _default_sigint() -> None:
+    # A run started in the background (`cmd &` in a script, as CI may) inherits SIGINT
+    # ignored, and Python then raises no KeyboardInterrupt at all: the parent would never
+    # forward it (this test timed out that way, run in the background). A user's terminal
+    # gives its foreground job the default.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_sigint_to_the_parent_alone_reaches_the_child_and_its_clean_up_finishes(tmp_path):
     parent = subprocess.Popen([sys.executable, "-c", PARENT, CHILD], stdout=subprocess.PIPE,
-                              stdin=subprocess.DEVNULL, text=True, start_new_session=True)
+                              stdin=subprocess.DEVNULL, text=True, start_new_session=True,
+                              preexec_fn=_default_sigint)
     assert parent.stdout.readline().strip() == "child ready"
     parent.send_signal(signal.SIGINT)
     started = time.monotonic()
@@ -42,6 +51,28 @@ def test_sigint_to_the_parent_alone_reaches_the_child_and_its_clean_up_finishes(
     assert "child cleaned up" in out, out
     assert "parent rc 2" in out, "the parent returns the child's own exit code"
     assert time.monotonic() - started >= 0.4, "the parent waited for the child's clean-up"
+
+
+def test_sigint_arriving_while_the_child_is_being_started_is_forwarded_once_it_exists(
+        monkeypatch, tmp_path):
+    """Under load the interrupt can come before Popen() returns (the child already runs):
+    it must still reach the child, whose clean-up then decides the exit code."""
+    import os
+
+    from lab.core import subrun
+
+    real_popen = subprocess.Popen
+
+    def popen_interrupted_meanwhile(*args, **kwargs):
+        proc = real_popen(*args, **kwargs)
+        assert proc.stdout.readline().strip() == "child ready"
+        os.kill(os.getpid(), signal.SIGINT)  # handled before Popen() returns to its caller
+        return proc
+
+    monkeypatch.setattr(subrun.subprocess, "Popen", popen_interrupted_meanwhile)
+    rc = subrun.run_forwarding_interrupts([sys.executable, "-c", CHILD], stdout=subprocess.PIPE,
+                                          text=True, start_new_session=True)
+    assert rc == 2, "the child's clean-up ran: SIGINT reached it"
 
 
 def test_lines_until_deadline_yields_the_output_of_a_command_that_ends():
