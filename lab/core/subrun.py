@@ -26,13 +26,13 @@ def run_forwarding_interrupts(cmd: list[str], **popen_kwargs) -> int:
     if threading.current_thread() is not threading.main_thread():
         return subprocess.call(cmd, **popen_kwargs)  # no signal handlers there: none reach us
     started: list[subprocess.Popen] = []
-    pending: list[int] = []
+    pending: list[bool] = []  # an interrupt came before the child existed
 
-    def on_sigint(signum, _frame) -> None:
+    def on_sigint(_signum=None, _frame=None) -> None:
         # A handler, not KeyboardInterrupt: one raised inside Popen() itself, after the fork
         # (seen under load), would leave the child running with nobody to forward it.
         if not started:
-            pending.append(signum)
+            pending.append(True)
         elif started[0].poll() is None and not _same_foreground_group(started[0].pid):
             started[0].send_signal(signal.SIGINT)
 
@@ -40,7 +40,7 @@ def run_forwarding_interrupts(cmd: list[str], **popen_kwargs) -> int:
     try:
         started.append(subprocess.Popen(cmd, **popen_kwargs))
         if pending:
-            on_sigint(pending[0], None)
+            on_sigint()
         return started[0].wait()
     finally:
         signal.signal(signal.SIGINT, previous)

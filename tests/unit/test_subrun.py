@@ -54,7 +54,7 @@ def test_sigint_to_the_parent_alone_reaches_the_child_and_its_clean_up_finishes(
 
 
 def test_sigint_arriving_while_the_child_is_being_started_is_forwarded_once_it_exists(
-        monkeypatch, tmp_path):
+        monkeypatch):
     """Under load the interrupt can come before Popen() returns (the child already runs):
     it must still reach the child, whose clean-up then decides the exit code."""
     import os

@@ -27,7 +27,7 @@ awk -v a="$agents_root/$agent/" -v s="$state_root/" \
   'index($5, a) == 1 || index($5, s) == 1 {print "mount", $5}' /proc/self/mountinfo
 [ "${#allocs[@]}" -eq 0 ] && exit 0
 for pid in $(pgrep -x java); do
-  cg=$(<"/proc/$pid/cgroup") 2>/dev/null || continue
+  { cg=$(<"/proc/$pid/cgroup"); } 2>/dev/null || continue  # the process may be gone
   for a in "${allocs[@]}"; do
     case $cg in *"$a"*) echo "java_process $pid $(tr '\0' ' ' <"/proc/$pid/cmdline")"; break ;; esac
   done
