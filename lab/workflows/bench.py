@@ -135,7 +135,8 @@ def _measure(config: LabConfig, host: LabHost, rounds: int, out) -> dict:
 def _driver_start(config: LabConfig, host: LabHost, out) -> dict[str, float]:
     """The driver alone, without Nomad (plugin/driver/latency_test.go, in the harness):
     StartTask to hello.jar's first line, against a bare `crun run` of the same OCI config
-    with the driver's init as PID 1 and with java as PID 1 (the init's cost)."""
+    with the driver's init as PID 1, with java as PID 1 (the init's cost) and without the
+    default seccomp profile (its cost)."""
     out("bench: the driver's start path (harness, no Nomad) ...")
     lines: list[str] = []
     harness.run_on(config, host, lines.append, harness.BENCH_TESTS)
@@ -234,8 +235,9 @@ def render(results: dict) -> str:
         d = results["driver_start"]
         lines.append(f"  driver alone (harness): StartTask {d['start_task_s']:.2f}, first line"
                      f" {d['first_line_s']:.2f}; bare crun run {d['bare_crun_first_line_s']:.2f}"
-                     f" with the init, {d['bare_crun_without_init_first_line_s']:.2f} with java"
-                     f" as PID 1")
+                     f" with the init and seccomp, {d['bare_crun_without_init_first_line_s']:.2f}"
+                     f" with java as PID 1,"
+                     f" {d['bare_crun_without_seccomp_first_line_s']:.2f} without seccomp")
     return "\n".join(lines)
 
 

@@ -57,3 +57,40 @@ func TestHarnessInitReapsZombies(t *testing.T) {
 	}
 	_ = h.DestroyTask(cfg.ID, true)
 }
+
+func TestHarnessStopAndContinueReachTheJVM(t *testing.T) {
+	h, cfg, _ := startSleeper(t)
+	waitRunningJVM(t, h, cfg)
+	states := func() string {
+		t.Helper()
+		out, code := h.exec(t, cfg, "/bin/sh", "-c",
+			`jvm=$(cat /proc/1/task/*/children | cut -d' ' -f1); echo "init $(grep '^State' /proc/1/status)"; echo "jvm $(grep '^State' /proc/$jvm/status)"`)
+		if code != 0 {
+			t.Fatalf("reading the states: exit %d: %s", code, out)
+		}
+		return out
+	}
+	// Outside a container `kill -STOP` stops the JVM; SIGSTOP cannot be
+	// caught, so an init that received it would stop itself alone.
+	if err := h.SignalTask(cfg.ID, "SIGSTOP"); err != nil {
+		t.Fatal(err)
+	}
+	seen, deadline := states(), time.Now().Add(10*time.Second)
+	for !strings.Contains(seen, "jvm State:\tT") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the JVM was not stopped 10s after SIGSTOP; last seen:\n%s", seen)
+		}
+		time.Sleep(100 * time.Millisecond)
+		seen = states()
+	}
+	if strings.Contains(seen, "init State:\tT") {
+		t.Fatalf("after SIGSTOP want the init running (it forwards the SIGCONT):\n%s", seen)
+	}
+	if err := h.SignalTask(cfg.ID, "SIGCONT"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the JVM continued after SIGCONT", func() bool {
+		return !strings.Contains(states(), "jvm State:\tT")
+	})
+	h.destroyAndAssertGone(t, cfg)
+}

@@ -18,7 +18,7 @@ import (
 
 // TestBenchStartLatency compares the time from StartTask to hello.jar's
 // first line with a bare `crun run` of the same OCI config, and measures
-// the init's cost. A measurement, not a check: `./invoke bench` runs it
+// the init's and the default seccomp profile's costs. A measurement, not a check: `./invoke bench` runs it
 // (plugin.test runs ^TestHarness only) and reads its "bench" line.
 func TestBenchStartLatency(t *testing.T) {
 	requireRuntime(t)
@@ -53,21 +53,35 @@ func TestBenchStartLatency(t *testing.T) {
 	noInit.Process = &specs.Process{}
 	*noInit.Process = *spec.Process
 	noInit.Process.Args = spec.Process.Args[1:]
-	var withInit, without []time.Duration
-	for i := 0; i < 3; i++ {
+	// The default seccomp profile's cost: its load, and a filter run on
+	// every syscall the JVM makes.
+	if spec.Linux == nil || spec.Linux.Seccomp == nil {
+		t.Fatal("the driver's config has no seccomp profile: the default one is expected")
+	}
+	noSeccomp := spec
+	noSeccomp.Linux = &specs.Linux{}
+	*noSeccomp.Linux = *spec.Linux
+	noSeccomp.Linux.Seccomp = nil
+	var withInit, without, unconfined []time.Duration
+	for i := 0; i < 3; i++ { // interleaved: a slow spell of the VM hits all three alike
 		withInit = append(withInit, bareFirstLine(t, h.driver.runtime().CrunPath, spec))
 		without = append(without, bareFirstLine(t, h.driver.runtime().CrunPath, noInit))
+		unconfined = append(unconfined, bareFirstLine(t, h.driver.runtime().CrunPath, noSeccomp))
 	}
 	slices.Sort(withInit)
 	slices.Sort(without)
+	slices.Sort(unconfined)
 	t.Logf("driver: StartTask %s, first line after %s; bare crun run: first line after %s (driver overhead %s)",
 		startTask.Round(time.Millisecond), firstLine.Round(time.Millisecond), withInit[1].Round(time.Millisecond),
 		(firstLine - withInit[1]).Round(time.Millisecond))
 	t.Logf("init cost: bare crun run first line, median of 3: %s with the init, %s with java as PID 1 (%s; all: %v vs %v)",
 		withInit[1].Round(time.Millisecond), without[1].Round(time.Millisecond),
 		(withInit[1] - without[1]).Round(time.Millisecond), withInit, without)
-	fmt.Printf("bench start_task_s=%.3f first_line_s=%.3f bare_crun_first_line_s=%.3f bare_crun_without_init_first_line_s=%.3f\n",
-		startTask.Seconds(), firstLine.Seconds(), withInit[1].Seconds(), without[1].Seconds())
+	t.Logf("seccomp cost: bare crun run first line, median of 3: %s with the default profile, %s without (%s; all: %v vs %v)",
+		withInit[1].Round(time.Millisecond), unconfined[1].Round(time.Millisecond),
+		(withInit[1] - unconfined[1]).Round(time.Millisecond), withInit, unconfined)
+	fmt.Printf("bench start_task_s=%.3f first_line_s=%.3f bare_crun_first_line_s=%.3f bare_crun_without_init_first_line_s=%.3f bare_crun_without_seccomp_first_line_s=%.3f\n",
+		startTask.Seconds(), firstLine.Seconds(), withInit[1].Seconds(), without[1].Seconds(), unconfined[1].Seconds())
 }
 
 // bareFirstLine runs spec with a plain `crun run` and returns how long

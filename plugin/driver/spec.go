@@ -79,7 +79,7 @@ func buildSpecInput(cfg *drivers.TaskConfig, tc *TaskConfig, p specParams) (in c
 	argv = append([]string{shim.InitPath}, argv...)
 	in = crun.SpecInput{
 		Args:           argv,
-		Env:            taskEnv(cfg, p.JavaHome),
+		Env:            shim.InitEnv(taskEnv(cfg, p.JavaHome)),
 		Cwd:            defaultCwd,
 		Hostname:       hostname(cfg),
 		UID:            p.User.UID,

@@ -5,7 +5,9 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -31,6 +33,43 @@ const (
 	// not tell "killed by SIGTERM" from "exit(143)".
 	initStatusFd = 3
 )
+
+// The init's Go runtime runs without asynchronous preemption: that signals
+// its own threads with SIGURG, and the signal.Notify of every signal below
+// would forward those SIGURGs, which nobody sent, to the JVM. GODEBUG is
+// read before any of the init's code runs, so it comes with the
+// container's environment, marked so that the init drops it again for the
+// JVM. A task that sets GODEBUG itself keeps its own: its init may then
+// forward such a SIGURG (a JVM ignores it unless the app handles SIGURG).
+const (
+	initGodebug       = "GODEBUG=asyncpreemptoff=1"
+	initGodebugMarker = "JAVA_CRUN_INIT_GODEBUG=1"
+)
+
+// InitEnv is the container process's environment for the task environment
+// env: the init passes env itself, unchanged, to the JVM.
+func InitEnv(env []string) []string {
+	for _, kv := range env {
+		if strings.HasPrefix(kv, "GODEBUG=") {
+			return env
+		}
+	}
+	return append(env[:len(env):len(env)], initGodebug, initGodebugMarker)
+}
+
+// jvmEnv is the init's environment without what InitEnv added for it.
+func jvmEnv(env []string) []string {
+	if !slices.Contains(env, initGodebugMarker) {
+		return env
+	}
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		if kv != initGodebug && kv != initGodebugMarker {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
 
 // maybeRunInit runs the init and exits when this process was started as it
 // (argv[0] is InitPath); argv[1:] is the JVM's command line.
@@ -59,7 +98,7 @@ func runInit(argv []string) int {
 	signal.Notify(sigs)
 
 	pid, err := syscall.ForkExec(argv[0], argv, &syscall.ProcAttr{
-		Env:   os.Environ(),
+		Env:   jvmEnv(os.Environ()),
 		Files: []uintptr{0, 1, 2}, // the status pipe is close-on-exec
 	})
 	if err != nil {

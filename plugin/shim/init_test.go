@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -163,4 +164,33 @@ func TestInitCannotStartProgram(t *testing.T) {
 	if cmd.ProcessState.ExitCode() != 127 || !strings.Contains(string(out), "cannot start /nonexistent/java") {
 		t.Fatalf("exit %d: %s", cmd.ProcessState.ExitCode(), out)
 	}
+}
+
+func TestInitEnvTurnsOffPreemptionForTheInitAlone(t *testing.T) {
+	self, _ := os.Executable()
+	task := []string{"PATH=/usr/bin:/bin", "APP=1"}
+	cmd := &exec.Cmd{Path: self, Args: []string{InitPath, "/bin/sh", "-c", "env | sort"}, Env: InitEnv(task)}
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Fields(string(out)); !slices.Equal(got, []string{"APP=1", "PATH=/usr/bin:/bin", "PWD=" + mustGetwd(t)}) {
+		t.Fatalf("the JVM's environment: %q, want the task's alone", got)
+	}
+	if env := InitEnv(task); !slices.Contains(env, "GODEBUG=asyncpreemptoff=1") {
+		t.Fatalf("the init's environment %q has no asyncpreemptoff", env)
+	}
+	// A task's own GODEBUG is left as it is, for the init and the JVM.
+	own := []string{"GODEBUG=madvdontneed=1"}
+	if env := InitEnv(own); !slices.Equal(env, own) {
+		t.Fatalf("InitEnv(%q) = %q", own, env)
+	}
+}
+
+func mustGetwd(t *testing.T) string {
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return wd
 }

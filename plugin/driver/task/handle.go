@@ -121,11 +121,31 @@ func (h *Handle) Signal(ctx context.Context, sig string) error {
 			h.logger.Warn("signal not recorded; an exit with 128+signal will be reported as a plain exit code", "signal", sig, "error", err)
 		}
 	}
+	if sig == "SIGSTOP" {
+		if jvm := jvmPID(h.State.ContainerPID); jvm > 0 && jvm != h.State.ContainerPID {
+			// SIGSTOP cannot be caught, so the init cannot forward it: sent
+			// to the init it stopped the init alone. Sent to the JVM, as
+			// `kill -STOP` would outside a container; the SIGCONT that
+			// follows goes through the init, which forwards it.
+			return h.stopJVM(jvm)
+		}
+	}
 	err := h.CLI.Kill(ctx, h.State.ContainerID, sig)
 	if err != nil && h.exitedSoon() {
 		return nil // it ended meanwhile: nothing left to signal
 	}
 	return err
+}
+
+// stopJVM sends SIGSTOP to the JVM (a host pid, the init's child).
+func (h *Handle) stopJVM(jvm int) error {
+	if err := unix.Kill(jvm, unix.SIGSTOP); err != nil {
+		if h.exitedSoon() {
+			return nil // it ended meanwhile: nothing left to stop
+		}
+		return fmt.Errorf("send SIGSTOP to the JVM of %s (pid %d): %w", h.Config.Name, jvm, err)
+	}
+	return nil
 }
 
 // awaitInit holds a signal until the container's init has started the JVM:
