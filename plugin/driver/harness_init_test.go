@@ -92,5 +92,8 @@ func TestHarnessStopAndContinueReachTheJVM(t *testing.T) {
 	waitFor(t, 10*time.Second, "the JVM continued after SIGCONT", func() bool {
 		return !strings.Contains(states(), "jvm State:\tT")
 	})
-	h.destroyAndAssertGone(t, cfg)
+	if err := h.DestroyTask(cfg.ID, true); err != nil {
+		t.Fatal(err)
+	}
+	h.assertGone(t, cfg)
 }
