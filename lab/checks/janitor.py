@@ -45,6 +45,8 @@ done
 find /sys/fs/cgroup -mindepth 1 -type d \( -name '*.scope' -path '*nomad*' \
   -o -path '*/java-crun*' \) 2>/dev/null | sed 's/^/cgroup /'
 awk '$5 ~ "^{AGENTS_ROOT}/|^{CRUN_STATE_ROOT}/" {{print "mount", $5}}' /proc/self/mountinfo
+# Group networks' namespaces (named after their allocations): the lab host has no other.
+ls -1 /var/run/netns 2>/dev/null | sed 's/^/netns /'
 true
 """
 
@@ -67,6 +69,7 @@ pkill -KILL -x java 2>/dev/null
 awk '$5 ~ "^{AGENTS_ROOT}/|^{CRUN_STATE_ROOT}/" {{print $5}}' /proc/self/mountinfo | sort -r \
   | xargs -r -n1 umount -l
 rm -rf {AGENTS_ROOT}/* {CRUN_STATE_ROOT}
+for ns in $(ls /var/run/netns 2>/dev/null); do ip netns delete "$ns"; done
 # Task cgroups: deepest first, rmdir only (a populated cgroup refuses, which scan reports).
 find /sys/fs/cgroup -mindepth 1 -depth -type d \
   \( -path '*nomad.slice/*' -o -path '*/java-crun*' \) -exec rmdir {{}} \; 2>/dev/null

@@ -74,6 +74,9 @@ def sentence(kind: str, item: str, found: dict[str, list[str]],
         return f"cgroup {item}{owner} remains"
     if kind == "mount":
         return f"{item} is still mounted (findmnt {item})"
+    if kind == "netns":
+        return (f"network namespace {item} (a group network of allocation {item[:8]}) remains:"
+                f" ip netns pids {item}; ip netns delete {item}")
     if kind == "fault":
         return f"a fault is not healed: {item}"
     return f"{kind}: {item}"

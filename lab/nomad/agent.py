@@ -32,7 +32,9 @@ from lab.remote.layout import (
 
 # Fingerprinters that probe cloud metadata addresses: never in a sealed lab.
 DENIED_FINGERPRINTERS = "env_aws,env_gce,env_azure,env_digitalocean,consul,vault"
-CNI_PATH = "/usr/lib/cni"  # where Debian's containernetworking-plugins puts them
+# Debian's containernetworking-plugins, the five Nomad's bridge calls (guest-setup.sh).
+CNI_PATH = "/opt/lab/cni"
+CNI_FINGERPRINTERS = "cni,plugins_cni"  # denied unless the test asks for group networks
 BRIDGE_SUBNET = "172.26.64.0/20"  # Nomad's own default, written down; never routed outside
 DENIED_DRIVERS = "docker,podman,qemu,java,exec,raw_exec,mock_driver"  # -dev adds mock_driver
 STEPS = ("unit_started", "http_listening", "leader", "node_registered", "node_ready",
@@ -71,6 +73,10 @@ class AgentOptions:
     # The client's total CPU compute in MHz instead of the fingerprinted one (client
     # cpu_total_compute): lets a task ask for more cpu than the lab host has.
     cpu_total_compute: int | None = None
+    # Group networks (`network { mode = "bridge" }`, "none"): the client gets the CNI plugins.
+    # Off by default: Nomad's plugins_cni fingerprinter then runs every plugin at each agent
+    # start, seconds under TCG that no host-network test needs.
+    group_networks: bool = False
 
 
 
@@ -86,6 +92,14 @@ def render_config(agent_id: str, data_dir: str, ports: dict[str, int],
         for name, read_only in options.host_volumes.items())
     compute = (f"\n  cpu_total_compute     = {int(options.cpu_total_compute)}"
                if options.cpu_total_compute else "")
+    if options.group_networks:
+        # The bridge's subnet is set here rather than left to Nomad's default. It exists only
+        # inside the lab host.
+        network = (f'\n  cni_path              = "{CNI_PATH}"'
+                   f'\n  bridge_network_subnet = "{BRIDGE_SUBNET}"')
+        denied = DENIED_FINGERPRINTERS
+    else:
+        network, denied = "", f"{DENIED_FINGERPRINTERS},{CNI_FINGERPRINTERS}"
     return f"""# rendered by lab/nomad/agent.py for {agent_id}
 name                 = "{agent_id}"
 datacenter           = "dc1"
@@ -128,13 +142,9 @@ server {{
 client {{
   enabled           = true
   servers           = ["127.0.0.1:{ports["rpc"]}"]
-  network_interface = "lo"
-  # Group networking (bridge mode) with Debian's CNI plugins; the bridge's subnet is set
-  # here rather than left to Nomad's default. It exists only inside the lab host.
-  cni_path              = "{CNI_PATH}"
-  bridge_network_subnet = "{BRIDGE_SUBNET}"{compute}
+  network_interface = "lo"{network}{compute}
   options = {{
-    "fingerprint.denylist" = "{DENIED_FINGERPRINTERS}"
+    "fingerprint.denylist" = "{denied}"
     "driver.denylist"      = "{DENIED_DRIVERS}"
   }}
   artifact {{{artifact}

@@ -43,7 +43,8 @@ BASE_PACKAGES = (
     "curl", "jq", "unzip", "ca-certificates", "e2fsprogs",
     "dbus",  # minbase has none: hostnamectl/loginctl and non-root systemctl need it
     # Group networking (bridge mode): Nomad's CNI plugins (bridge, host-local, portmap,
-    # firewall, loopback), installed in /usr/lib/cni, the agent's cni_path.
+    # firewall, loopback), installed in /usr/lib/cni; guest-setup.sh links those five into
+    # /opt/lab/cni, the agents' cni_path.
     "containernetworking-plugins",
     "dnsmasq-base",  # a resolver inside the lab host, for the name-resolution tests
     "dmsetup",  # device-mapper suspend: a real hung task for the kernel-health gate's test

@@ -191,6 +191,7 @@ def wait_alloc_network_gone(lab_host, before: set[str], lab_config) -> set[str]:
 
 
 @pytest.mark.exclusive  # creates the host's shared "nomad" bridge and iptables chains
+@pytest.mark.agent(group_networks=True)
 def test_bridge_network_app_answers_on_the_port_nomad_allocated_and_leaves_nothing(
         jobs, agent, api, lab_host, lab_config, request):
     """`network { mode = "bridge"; port "http" { to = 8080 } }`: the JVM, listening on 8080
@@ -282,6 +283,7 @@ def wait_log_or_setup_failure(run, text: str, lab_config) -> str:
     "configurator of mode none and reports \"failed to setup alloc: pre-run hook \"network\" "
     "failed: network already configured but not found in state\" "
     "(client/allocrunner/network_hook.go:174-177); seen in the lab 2026-11-29"))
+@pytest.mark.agent(group_networks=True)
 def test_none_network_task_sees_only_loopback(jobs, api, lab_host, lab_config):
     """`network { mode = "none" }`: the task runs in a namespace of its own holding only lo
     (the JVM lists its interfaces), and the namespace goes with the allocation."""

@@ -107,8 +107,10 @@ def test_render_config_never_phones_out():
     denied = cfg["client"]["options"]["fingerprint.denylist"].split(",")
     assert {"env_aws", "env_gce", "env_azure", "env_digitalocean"} <= set(denied)
     text = render_config("x", "/d", PORTS, AgentOptions())
-    # Besides loopback, only the bridge subnet: a network inside the lab host (its own
-    # containers); the agent advertises and binds nothing on it.
+    assert set(re.findall(r"\b\d+\.\d+\.\d+\.\d+\b", text)) == {"127.0.0.1"}
+    # With group networks, besides loopback only the bridge subnet: a network inside the lab
+    # host (its own containers); the agent advertises and binds nothing on it.
+    text = render_config("x", "/d", PORTS, AgentOptions(group_networks=True))
     assert set(re.findall(r"\b\d+\.\d+\.\d+\.\d+\b", text)) == \
         {"127.0.0.1", agent_mod.BRIDGE_SUBNET.split("/")[0]}
 
@@ -220,15 +222,24 @@ def test_start_script_launches_the_unit_and_walks_every_step_to_healthy(fake_sys
     assert (fake_systemd / "agent" / "agent.hcl").read_text() == 'name = "x"\n'
 
 
-def test_render_config_declares_host_volumes_in_the_agents_own_dir_and_cni():
+def test_render_config_declares_host_volumes_in_the_agents_own_dir():
     hcl = render_config(NAME, "/var/lib/nomad-lab/x", PORTS,
                         AgentOptions(host_volumes={"data": False, "ro": True}))
     assert 'host_volume "data" {\n    path      = "/var/lib/nomad-lab/x/volumes/data"\n' \
            '    read_only = false' in hcl
     assert 'path      = "/var/lib/nomad-lab/x/volumes/ro"\n    read_only = true' in hcl
+    assert "host_volume" not in render_config(NAME, "/x", PORTS, AgentOptions())
+
+
+def test_render_config_gives_cni_only_to_agents_for_group_networks():
+    """Nomad runs every CNI plugin at each agent start: seconds under TCG."""
+    hcl = render_config(NAME, "/x", PORTS, AgentOptions(group_networks=True))
     assert f'cni_path              = "{agent_mod.CNI_PATH}"' in hcl
     assert f'bridge_network_subnet = "{agent_mod.BRIDGE_SUBNET}"' in hcl
-    assert "host_volume" not in render_config(NAME, "/x", PORTS, AgentOptions())
+    assert "plugins_cni" not in hcl
+    plain = render_config(NAME, "/x", PORTS, AgentOptions())
+    assert "cni_path" not in plain and "bridge_network_subnet" not in plain
+    assert re.search(r'"fingerprint.denylist" = "[^"]*,cni,plugins_cni"', plain), plain
 
 
 def test_start_script_creates_the_host_volume_dirs_writable_for_any_task_user(fake_systemd):

@@ -192,6 +192,7 @@ def test_every_kind_of_leftover_is_a_sentence_with_its_path():
         "cgroup": [f"/sys/fs/cgroup/nomad.slice/share.slice/{ALLOC_ID}.app.scope",
                    f"/sys/fs/cgroup/java-crun/{CONTAINER}"],
         "mount": ["/var/lib/nomad-lab/nomad-lab-ab12-3/data/alloc/x/app/secrets"],
+        "netns": [ALLOC_ID],
         "fault": ["iptables -A INPUT ... lab-fault"],
         "novel": ["thing"],
     }
@@ -212,6 +213,8 @@ def test_every_kind_of_leftover_is_a_sentence_with_its_path():
         f"cgroup /sys/fs/cgroup/java-crun/{CONTAINER} of alloc 5e6f7a8b, task app remains",
         "/var/lib/nomad-lab/nomad-lab-ab12-3/data/alloc/x/app/secrets is still mounted "
         "(findmnt /var/lib/nomad-lab/nomad-lab-ab12-3/data/alloc/x/app/secrets)",
+        f"network namespace {ALLOC_ID} (a group network of allocation 5e6f7a8b) remains: "
+        f"ip netns pids {ALLOC_ID}; ip netns delete {ALLOC_ID}",
         "a fault is not healed: iptables -A INPUT ... lab-fault",
         "novel: thing",
     ]

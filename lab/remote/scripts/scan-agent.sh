@@ -32,6 +32,9 @@ for pid in $(pgrep -x java); do
     case $cg in *"$a"*) echo "java_process $pid $(tr '\0' ' ' <"/proc/$pid/cmdline")"; break ;; esac
   done
 done
+# A group network (`mode = "bridge"`): Nomad names its namespace after the allocation; the
+# veth pair and the CNI rules go with it.
+for a in "${allocs[@]}"; do [ -e "/var/run/netns/$a" ] && echo "netns $a"; done
 # One walk of the cgroup tree for all the allocations (each walk costs about a second under TCG).
 names=()
 for a in "${allocs[@]}"; do names+=(${names[0]+-o} -name "$a.*"); done
