@@ -19,6 +19,7 @@ import shlex
 import pytest
 
 from lab.core.wait import Pending, until
+from lab.nomad import agent as agent_mod
 from lab.nomad import jobs as builders
 from lab.remote.layout import NOMAD_BIN
 
@@ -200,6 +201,13 @@ def test_bridge_network_app_answers_on_the_port_nomad_allocated_and_leaves_nothi
     the job is stopped the allocation's namespace, veth, chains, rules and address are gone;
     only the bridge and the shared chains stay (by design), and the test removes those."""
     cni_bridge = api.node(agent.node_id)["Attributes"].get("plugins.cni.version.bridge")
+    plugins = lab_host.run("dpkg-query -W -f '${Version}' containernetworking-plugins",
+                           check=False).stdout.strip()
+    if cni_bridge is None and not plugins.startswith("0."):
+        pytest.fail(f"the node has no attribute plugins.cni.version.bridge, though the lab host "
+                    f"has containernetworking-plugins {plugins or '(not installed)'}: is the "
+                    f"agent's cni_path set (@pytest.mark.agent(group_networks=True)) and does "
+                    f"{agent_mod.CNI_PATH} hold the bridge plugin (provision/guest-setup.sh)?")
     if cni_bridge is None:
         # Seen on the bullseye lab (containernetworking-plugins 0.9.0): Nomad 1.11.3 cannot
         # read a version from those plugins ("failed to parse CNI plugin version"), and its
