@@ -19,6 +19,9 @@ from lab.remote.layout import AGENTS_ROOT, CRUN_STATE_ROOT, PLUGIN_BINARY, UNIT_
 # <state_root>/bundles/<id>, its state root being <CRUN_STATE_ROOT>/<agent id> (agent.state_root);
 # a shim runs as `<plugin binary> <bundle dir>` (plugin/driver/launch.go, plugin/shim/run.go).
 CRUN_ROOTS = f"{CRUN_STATE_ROOT}/*/crun"
+# Nomad names a group network's namespace (/var/run/netns) after its allocation: only those are
+# the lab's, whatever else an ssh:// lab host keeps there.
+ALLOC_NETNS = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 
 # One round trip: each probe prints "<kind> <item>" lines.
 # pgrep/pkill -f patterns start with a [x] class so they cannot match the command line of the
@@ -45,8 +48,7 @@ done
 find /sys/fs/cgroup -mindepth 1 -type d \( -name '*.scope' -path '*nomad*' \
   -o -path '*/java-crun*' \) 2>/dev/null | sed 's/^/cgroup /'
 awk '$5 ~ "^{AGENTS_ROOT}/|^{CRUN_STATE_ROOT}/" {{print "mount", $5}}' /proc/self/mountinfo
-# Group networks' namespaces (named after their allocations): the lab host has no other.
-ls -1 /var/run/netns 2>/dev/null | sed 's/^/netns /'
+ls -1 /var/run/netns 2>/dev/null | grep -E '{ALLOC_NETNS}' | sed 's/^/netns /'
 true
 """
 
@@ -69,7 +71,7 @@ pkill -KILL -x java 2>/dev/null
 awk '$5 ~ "^{AGENTS_ROOT}/|^{CRUN_STATE_ROOT}/" {{print $5}}' /proc/self/mountinfo | sort -r \
   | xargs -r -n1 umount -l
 rm -rf {AGENTS_ROOT}/* {CRUN_STATE_ROOT}
-for ns in $(ls /var/run/netns 2>/dev/null); do ip netns delete "$ns"; done
+for ns in $(ls /var/run/netns 2>/dev/null | grep -E '{ALLOC_NETNS}'); do ip netns delete "$ns"; done
 # Task cgroups: deepest first, rmdir only (a populated cgroup refuses, which scan reports).
 find /sys/fs/cgroup -mindepth 1 -depth -type d \
   \( -path '*nomad.slice/*' -o -path '*/java-crun*' \) -exec rmdir {{}} \; 2>/dev/null
