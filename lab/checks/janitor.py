@@ -13,11 +13,12 @@ import re
 from collections.abc import Iterable
 
 from lab.remote.host import LabHost
-from lab.remote.layout import AGENTS_ROOT, CRUN_STATE_ROOT, PLUGIN_BINARY, UNIT_PREFIX
+from lab.remote.layout import AGENTS_ROOT, CRUN_STATE_ROOT, PLUGIN_BINARY, SHIM_BINARY, UNIT_PREFIX
 
 # Each agent's driver keeps crun's state in <state_root>/crun and each container's bundle in
 # <state_root>/bundles/<id>, its state root being <CRUN_STATE_ROOT>/<agent id> (agent.state_root);
-# a shim runs as `<plugin binary> <bundle dir>` (plugin/driver/launch.go, plugin/shim/run.go).
+# a shim runs as `<shim binary> <bundle dir>` (plugin/driver/launch.go, plugin/shim/run.go),
+# the shim binary being java-crun-shim, or the plugin's own where no shim is installed.
 CRUN_ROOTS = f"{CRUN_STATE_ROOT}/*/crun"
 # Nomad names a group network's namespace (/var/run/netns) after its allocation: only those are
 # the lab's, whatever else an ssh:// lab host keeps there.
@@ -27,6 +28,7 @@ ALLOC_NETNS = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 # pgrep/pkill -f patterns start with a [x] class so they cannot match the command line of the
 # shell running this script (which contains the pattern's text): that would report (or kill)
 # ourselves.
+SHIMS = f"([{PLUGIN_BINARY[0]}]{PLUGIN_BINARY[1:]}|[{SHIM_BINARY[0]}]{SHIM_BINARY[1:]})"
 SCAN_SCRIPT = rf"""
 systemctl list-units '{UNIT_PREFIX}*' --all --plain --no-legend 2>/dev/null \
   | awk '{{print "unit", $1}}'
@@ -37,7 +39,7 @@ if command -v crun >/dev/null; then
   done
 fi
 find {CRUN_STATE_ROOT} -name config.json 2>/dev/null | sed 's/^/bundle /'
-pgrep -a -f '[{PLUGIN_BINARY[0]}]{PLUGIN_BINARY[1:]} {CRUN_STATE_ROOT}/[^ ]*/bundles/' \
+pgrep -a -f '{SHIMS} {CRUN_STATE_ROOT}/[^ ]*/bundles/' \
   | sed 's/^/shim /'
 # A java inside a lab agent's unit (the plugin's `java -version` probe while an agent started
 # ahead fingerprints) names the unit, so that the agent's exclusion covers it.
@@ -66,7 +68,7 @@ if command -v crun >/dev/null; then
     done
   done
 fi
-pkill -KILL -f '[{PLUGIN_BINARY[0]}]{PLUGIN_BINARY[1:]}' 2>/dev/null
+pkill -KILL -f '{SHIMS}' 2>/dev/null
 pkill -KILL -x java 2>/dev/null
 awk '$5 ~ "^{AGENTS_ROOT}/|^{CRUN_STATE_ROOT}/" {{print $5}}' /proc/self/mountinfo | sort -r \
   | xargs -r -n1 umount -l
@@ -112,7 +114,7 @@ def scan_agent(host: LabHost, agent_id: str, alloc_ids: Iterable[str],
     from lab.remote.layout import state_root
 
     res = host.run_script("scan-agent.sh", [agent_id, AGENTS_ROOT, state_root(agent_id),
-                                            PLUGIN_BINARY, *sorted(alloc_ids)], check=False)
+                                            SHIMS, *sorted(alloc_ids)], check=False)
     found: dict[str, list[str]] = {}
     for line in res.stdout.splitlines():
         kind, _, item = line.strip().partition(" ")

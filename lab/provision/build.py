@@ -23,11 +23,12 @@ from pathlib import Path
 from lab.core.errors import LabError
 from lab.provision import badjars
 from lab.provision.badjars import ZIP_EPOCH
-from lab.remote.layout import PLUGIN_BINARY
+from lab.remote.layout import PLUGIN_BINARY, SHIM_RELPATH
 
 # Where the driver keeps the values its version command and PluginInfo report (plugin/version).
 PLUGIN_VERSION_PKG = "github.com/nomad-lab/nomad-driver-java-crun/version"
 NOMAD_PKG = "github.com/hashicorp/nomad"
+SHIM_PACKAGE = "./cmd/java-crun-shim"
 PLUGIN_STAMP = "nomad-driver-java-crun.stamp.json"  # the -X values of the last plugin build
 # Static binaries: the box may run an older Debian (glibc) than the control host.
 GO_ENV = {"CGO_ENABLED": "0"}
@@ -205,11 +206,15 @@ def _save_hashes(jars_dir: Path, hashes: dict[str, str]) -> None:
 # -- Go: the driver and the Nomad agent ---------------------------------------------------
 
 def build_plugin(config, log: Log = print, *, run: Runner = subprocess.run) -> Path:
-    """go build the driver into build/nomad-driver-java-crun, stamped with version and commit."""
+    """go build the driver into build/nomad-driver-java-crun and its shim into
+    build/java-crun.d/java-crun-shim, both stamped with one version and commit (the driver
+    refuses a shim of another build)."""
     out = Path(config.build_dir) / PLUGIN_BINARY
     stamp = plugin_stamp(config, run=run)
     ldflags = " ".join(f"-X {PLUGIN_VERSION_PKG}.{key}={value}" for key, value in stamp.items())
     _go_build(config, "the java-crun driver", ["-ldflags", ldflags], out, ".", log, run)
+    _go_build(config, "the java-crun shim", ["-ldflags", ldflags],
+              Path(config.build_dir) / SHIM_RELPATH, SHIM_PACKAGE, log, run)
     (out.parent / PLUGIN_STAMP).write_text(json.dumps(stamp, indent=2) + "\n")
     return out
 

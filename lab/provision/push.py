@@ -10,14 +10,23 @@ from pathlib import Path
 from lab.core.config import LabConfig
 from lab.core.errors import LabError
 from lab.remote.host import LabHost
-from lab.remote.layout import JAR_DIR, MANIFEST, NOMAD_BIN, PLUGIN_BINARY, PLUGIN_DIR
+from lab.remote.layout import (
+    JAR_DIR,
+    MANIFEST,
+    NOMAD_BIN,
+    PLUGIN_BINARY,
+    PLUGIN_DIR,
+    SHIM_PATH,
+    SHIM_RELPATH,
+)
 
 
 def manifest(config: LabConfig) -> dict[str, tuple[Path, str]]:
     """remote path -> (local file, mode) for everything the lab host needs."""
     build = config.build_dir
     files = {NOMAD_BIN: (build / "nomad", "0755"),
-             f"{PLUGIN_DIR}/{PLUGIN_BINARY}": (build / PLUGIN_BINARY, "0755")}
+             f"{PLUGIN_DIR}/{PLUGIN_BINARY}": (build / PLUGIN_BINARY, "0755"),
+             SHIM_PATH: (build / SHIM_RELPATH, "0755")}
     for jar in sorted((build / "jars").glob("*.jar")):
         files[f"{JAR_DIR}/{jar.name}"] = (jar, "0644")
     missing = [str(local) for local, _ in files.values() if not local.exists()]

@@ -29,9 +29,10 @@ def connect(config: LabConfig, check_ready: bool = True) -> LabHost:
 
 
 def require_binaries(host: LabHost) -> None:
-    from lab.remote.layout import NOMAD_BIN, PLUGIN_BINARY, PLUGIN_DIR
+    from lab.remote.layout import NOMAD_BIN, PLUGIN_BINARY, PLUGIN_DIR, SHIM_PATH
 
-    res = host.run(f"test -x {NOMAD_BIN} && test -x {PLUGIN_DIR}/{PLUGIN_BINARY}", check=False)
+    res = host.run(f"test -x {NOMAD_BIN} && test -x {PLUGIN_DIR}/{PLUGIN_BINARY} "
+                   f"&& test -x {SHIM_PATH}", check=False)
     if not res.ok:
         raise LabError(f"the lab host {host.spec.url} has no Nomad/plugin binaries "
                        f"({res.stderr.strip() or 'missing'}): run `./invoke lab.up` "

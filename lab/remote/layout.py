@@ -9,10 +9,16 @@ from __future__ import annotations
 
 DRIVER = "java-crun"  # the task driver's name in a job's `driver = ...`
 PLUGIN_BINARY = "nomad-driver-java-crun"  # the plugin's file name, in build/ and on the host
+# Each task's shim and init (plugin/cmd/java-crun-shim), in a directory beside the plugin:
+# Nomad tries every executable file in plugin_dir as a plugin. Must agree with
+# plugin/shim/binary.go.
+SHIM_BINARY = "java-crun-shim"
+SHIM_RELPATH = f"java-crun.d/{SHIM_BINARY}"  # under build/, PLUGIN_DIR and the harness dir
 
 REMOTE_ROOT = "/opt/lab"
 NOMAD_BIN = f"{REMOTE_ROOT}/bin/nomad"
 PLUGIN_DIR = f"{REMOTE_ROOT}/plugins"
+SHIM_PATH = f"{PLUGIN_DIR}/{SHIM_RELPATH}"
 JAR_DIR = f"{REMOTE_ROOT}/jars"
 MANIFEST = f"{REMOTE_ROOT}/manifest.json"  # what push installed: sha256, size, mtime per file
 

@@ -10,12 +10,13 @@ import os
 import shlex
 import subprocess
 import time
+from pathlib import Path
 
 from lab.core.config import LabConfig
 from lab.core.errors import LabError
 from lab.provision import target
-from lab.provision.build import GO_ENV, go_binary
-from lab.remote.layout import JAR_DIR, REMOTE_ROOT
+from lab.provision.build import GO_ENV, GO_FLAGS, SHIM_PACKAGE, go_binary
+from lab.remote.layout import JAR_DIR, REMOTE_ROOT, SHIM_RELPATH
 
 HARNESS_PACKAGE = "./driver"
 # The unit tests of the package already ran on the control host (plugin.unit).
@@ -40,6 +41,19 @@ def compile_tests(config: LabConfig) -> list:
     return sorted(out_dir.glob("*.test"))
 
 
+def compile_shim(config: LabConfig) -> Path:
+    """The shim the harness's driver runs, beside the test binary where the driver looks for
+    it; unstamped, as the test binary is, so that their versions match."""
+    out = config.build_dir / "harness" / SHIM_RELPATH
+    res = subprocess.run([go_binary(), "build", *GO_FLAGS, "-o", str(out), SHIM_PACKAGE],
+                         cwd=config.root / "plugin", capture_output=True, text=True,
+                         env={**os.environ, **GO_ENV})
+    if res.returncode:
+        raise LabError(f"building the shim for the driver-harness tests failed:\n"
+                       f"{res.stderr[-3000:]}")
+    return out
+
+
 def run(config: LabConfig, out=print, run_filter: str = HARNESS_TESTS) -> None:
     with target.leased(config, "invoke plugin.test", out, check_ready=True) as host:
         run_on(config, host, out, run_filter)
@@ -49,6 +63,7 @@ def run_on(config: LabConfig, host, out, run_filter: str) -> None:
     """The harness tests matching run_filter, on a lab host this process already holds."""
     start = time.monotonic()
     binaries = compile_tests(config)
+    host.put(compile_shim(config), f"{REMOTE_DIR}/{SHIM_RELPATH}", "0755")
     failed = []
     for binary in binaries:
         remote = f"{REMOTE_DIR}/{binary.name}"

@@ -37,6 +37,7 @@ var configSpec = hclspec.NewObject(map[string]*hclspec.Spec{
 		hclspec.NewLiteral(`"/run/java-crun"`),
 	),
 	"java_home": hclspec.NewAttr("java_home", "string", false),
+	"shim_path": hclspec.NewAttr("shim_path", "string", false),
 	"fingerprint_period": hclspec.NewDefault(
 		hclspec.NewAttr("fingerprint_period", "string", false),
 		hclspec.NewLiteral(`"30s"`),

@@ -13,6 +13,8 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/nomad-lab/nomad-driver-java-crun/crun"
+	"github.com/nomad-lab/nomad-driver-java-crun/shim"
+	"github.com/nomad-lab/nomad-driver-java-crun/version"
 )
 
 // Config is the plugin configuration from the agent's plugin block.
@@ -41,12 +43,17 @@ type Config struct {
 	Seccomp string `codec:"seccomp"`
 	// MaskedPaths are hidden from every task in addition to the built-in list.
 	MaskedPaths []string `codec:"masked_paths"`
+	// ShimPath is the java-crun-shim binary run as each task's supervisor and
+	// init; empty means java-crun.d/java-crun-shim beside the plugin binary,
+	// or, when that is not installed, the plugin binary itself (slower).
+	ShimPath string `codec:"shim_path"`
 
 	fingerprintPeriod time.Duration
 	crunTimeout       time.Duration
 	orphanGrace       time.Duration
 	allowCaps         []string            // normalized AllowCaps
 	seccompProfile    *specs.LinuxSeccomp // from the Seccomp file; nil for the built-ins
+	shim              shim.Binary         // resolved by SetConfig
 }
 
 // defaultConfig is what SetConfig starts from (the hclspec defaults).
@@ -175,5 +182,24 @@ func (t *TaskConfig) validate() error {
 			return fmt.Errorf("task config jvm_options[%d] %q is not a JVM option: each must start with '-' (program arguments go in args)", i, opt)
 		}
 	}
+	return nil
+}
+
+// resolveShim finds the shim binary for cfg (see shim.FindBinary); the
+// plugin's own binary standing in for it is allowed, and logged.
+func (d *Driver) resolveShim(cfg *Config) error {
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("locate the driver binary (the shim's default location is beside it): %w", err)
+	}
+	bin, err := shim.FindBinary(d.ctx, cfg.ShimPath, self, version.String())
+	if err != nil {
+		return err
+	}
+	if bin.Fallback {
+		d.logger.Warn("no shim binary installed: the plugin binary runs as each task's shim and init, which makes every task start slower",
+			"install", filepath.Join(filepath.Dir(self), shim.BinaryDir, shim.BinaryName))
+	}
+	cfg.shim = bin
 	return nil
 }

@@ -67,6 +67,9 @@ func (d *Driver) SetConfig(c *base.Config) error {
 	if err := cfg.validate(); err != nil {
 		return err
 	}
+	if err := d.resolveShim(cfg); err != nil {
+		return err
+	}
 	d.mu.Lock()
 	d.cfg = cfg
 	if c.AgentConfig != nil {

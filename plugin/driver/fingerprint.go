@@ -25,6 +25,9 @@ const (
 	AttrJavaVersion = attrPrefix + "java.version"
 	AttrJavaHome    = attrPrefix + "java.home"
 	AttrCgroupMode  = attrPrefix + "cgroup.mode"
+	// AttrShim is the binary each task's shim and init run from; the plugin's
+	// own when java-crun-shim is not installed.
+	AttrShim = attrPrefix + "shim"
 )
 
 const fallbackCrunPath = "/usr/bin/crun"
@@ -85,6 +88,9 @@ func fingerprint(ctx context.Context, cfg *Config, p probes, previous runtimeInf
 		return fp(drivers.HealthStateUndetected, drivers.DriverRequiresRootMessage), info
 	}
 
+	if cfg.shim.Path != "" {
+		attrs[AttrShim] = structs.NewStringAttribute(cfg.shim.Path)
+	}
 	crunPath, err := findCrun(cfg.CrunPath, p.lookPath)
 	if err != nil {
 		return fp(drivers.HealthStateUndetected, err.Error()), info

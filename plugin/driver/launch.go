@@ -42,9 +42,9 @@ func (d *Driver) launch(cfg *drivers.TaskConfig, tc *TaskConfig, rt runtimeInfo)
 	if err != nil {
 		return nil, unrecoverable(err)
 	}
-	self, err := os.Executable()
-	if err != nil {
-		return nil, recoverable(fmt.Errorf("locate the driver binary to mount as the container's init: %w", err))
+	shimBinary := d.config().shim.Path
+	if shimBinary == "" {
+		return nil, recoverable(errors.New("the driver has no configuration yet (SetConfig has not run): cannot locate its shim"))
 	}
 	id := containerID(cfg)
 	d.claim(id)
@@ -81,7 +81,7 @@ func (d *Driver) launch(cfg *drivers.TaskConfig, tc *TaskConfig, rt runtimeInfo)
 		Exists:       func(p string) bool { _, err := os.Stat(p); return err == nil },
 		NoFile:       noFileLimit(),
 		Security:     sec,
-		InitBinary:   self,
+		InitBinary:   shimBinary,
 		ExtraBinds:   nameBinds,
 		TotalCompute: totalCompute,
 		StatDevice:   hostDevice,
@@ -127,7 +127,7 @@ func (d *Driver) launch(cfg *drivers.TaskConfig, tc *TaskConfig, rt runtimeInfo)
 	defer stderr.Close()
 
 	state.StartedAt = time.Now().UTC()
-	cmd, err := shim.Launch(state.BundleDir, stdout, stderr)
+	cmd, err := shim.Launch(shimBinary, state.BundleDir, stdout, stderr)
 	if err != nil {
 		cleanup()
 		return nil, recoverable(err)

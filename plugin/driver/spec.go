@@ -31,7 +31,7 @@ type specParams struct {
 	Exists      func(path string) bool // host path exists (following symlinks)
 	NoFile      uint64                 // RLIMIT_NOFILE for the JVM
 	Security    security
-	// InitBinary is the host path of this binary, bind-mounted read-only at
+	// InitBinary is the host path of the shim binary, bind-mounted read-only at
 	// shim.InitPath to run as the container's PID 1 (see shim/init.go).
 	InitBinary string
 	// ExtraBinds go after the others (the name files of names.go).

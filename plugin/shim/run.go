@@ -34,20 +34,17 @@ func MaybeRun() {
 	os.Exit(run(os.Args[1]))
 }
 
-// Launch starts a detached shim for the bundle with the container's stdout
-// and stderr. The caller must Wait() on the returned command to reap it.
-func Launch(bundle string, stdout, stderr *os.File) (*exec.Cmd, error) {
-	self, err := os.Executable()
-	if err != nil {
-		return nil, fmt.Errorf("locate the driver binary to launch its shim: %w", err)
-	}
+// Launch starts binary (see FindBinary) as a detached shim for the bundle
+// with the container's stdout and stderr. The caller must Wait() on the
+// returned command to reap it.
+func Launch(binary, bundle string, stdout, stderr *os.File) (*exec.Cmd, error) {
 	devNull, err := os.Open(os.DevNull)
 	if err != nil {
 		return nil, err
 	}
 	defer devNull.Close()
 
-	cmd := exec.Command(self, bundle)
+	cmd := exec.Command(binary, bundle)
 	cmd.Env = []string{envMarker + "=1", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 	cmd.Dir = "/"
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = devNull, stdout, stderr

@@ -128,7 +128,8 @@ func superviseWith(t *testing.T, initScript, mode, linger string, sent []int, ti
 		t.Fatal(err)
 	}
 	defer out.Close()
-	cmd, err := Launch(bundle, out, out)
+	launcher, _ := os.Executable()
+	cmd, err := Launch(launcher, bundle, out, out)
 	if err != nil {
 		t.Fatal(err)
 	}

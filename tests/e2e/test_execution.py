@@ -10,6 +10,7 @@ import pytest
 
 from lab.checks import diag, janitor
 from lab.core.errors import LabTimeout
+from lab.remote.layout import SHIM_PATH
 
 DRIVER = "java-crun"
 ATTR = f"driver.{DRIVER}."
@@ -32,6 +33,8 @@ def test_node_reports_java_crun_detected_and_healthy_with_crun_and_java_versions
     assert crun_version and crun_version in lab_facts["crun"], (crun_version, lab_facts)
     assert java_version and f'"{java_version}"' in lab_facts["java"], (java_version, lab_facts)
     assert attrs.get(ATTR + "cgroup.mode") == "v2", attrs.get(ATTR + "cgroup.mode")
+    # Tasks start from the small shim binary the lab installs, not the plugin's own fallback.
+    assert attrs.get(ATTR + "shim") == SHIM_PATH, attrs.get(ATTR + "shim")
 
 
 def test_job_submitted_over_http_api_completes_and_is_reported_dead(jobs, api, lab_config):

@@ -191,15 +191,20 @@ def test_build_plugin_stamps_the_commit_and_builds_static_in_plugin_dir(go_proje
     logs = []
     out = build.build_plugin(go_project, logs.append, run=run)
     assert out == go_project.build_dir / "nomad-driver-java-crun"
-    cmd, kwargs = run.calls[-1]
+    (cmd, kwargs), (shim_cmd, _) = run.calls[-2:]
     assert cmd[:3] == ["/fake/go", "build", "-trimpath"]
     assert cmd[cmd.index("-ldflags") + 1] == f"-X {build.PLUGIN_VERSION_PKG}.Commit=abc1234+dirty"
     assert cmd[-3:] == ["-o", str(out), "."]
+    # The shim: same stamp (the driver refuses a shim of another build), beside the plugin.
+    assert shim_cmd[shim_cmd.index("-ldflags") + 1] == cmd[cmd.index("-ldflags") + 1]
+    assert shim_cmd[-3:] == ["-o", str(go_project.build_dir / "java-crun.d" / "java-crun-shim"),
+                             "./cmd/java-crun-shim"]
     assert kwargs["cwd"] == go_project.root / "plugin"
     assert kwargs["env"]["CGO_ENABLED"] == "0"
     assert json.loads((go_project.build_dir / build.PLUGIN_STAMP).read_text()) == {
         "Commit": "abc1234+dirty"}
-    assert logs[-1].startswith("nomad-driver-java-crun: built the java-crun driver in ")
+    assert logs[-2].startswith("nomad-driver-java-crun: built the java-crun driver in ")
+    assert logs[-1].startswith("java-crun-shim: built the java-crun shim in ")
 
 
 def test_plugin_version_file_is_stamped_too_and_clean_tree_has_no_dirty_mark(go_project):

@@ -12,7 +12,15 @@ from fakes import bash_syntax_errors
 from lab.checks import janitor
 from lab.core.config import ROOT
 from lab.core.errors import CommandFailed
-from lab.remote.layout import AGENTS_ROOT, CRUN_STATE_ROOT, PLUGIN_BINARY, PLUGIN_DIR
+from lab.remote.layout import (
+    AGENTS_ROOT,
+    CRUN_STATE_ROOT,
+    PLUGIN_BINARY,
+    PLUGIN_DIR,
+    SHIM_BINARY,
+    SHIM_PATH,
+    SHIM_RELPATH,
+)
 
 SCAN_OUTPUT = """unit nomad-lab-abc123-1.service
 data_dir nomad-lab-abc123-1
@@ -174,10 +182,22 @@ def test_crun_root_and_bundles_match_the_plugins_layout():
     assert f"{CRUN_STATE_ROOT}/[^ ]*/{bundles[1]}/" in janitor.SCAN_SCRIPT
 
 
-def test_shims_run_as_the_plugin_binary_with_the_bundle_dir():
+def test_shims_run_as_the_shim_binary_with_the_bundle_dir():
     run = go_source("shim/run.go")
-    assert "exec.Command(self, bundle)" in run, \
+    assert "exec.Command(binary, bundle)" in run, \
         "the shim's command line changed: update the shim probe in lab/checks/janitor.py"
+    names = go_source("shim/binary.go")
+    assert f'BinaryName = "{SHIM_BINARY}"' in names and \
+        f'BinaryDir  = "{SHIM_RELPATH.split("/")[0]}"' in names, \
+        "the shim binary's name or directory changed: update lab/remote/layout.py"
+
+
+@pytest.mark.parametrize("program", [SHIM_PATH, f"{PLUGIN_DIR}/{PLUGIN_BINARY}"])
+def test_the_shim_pattern_finds_a_shim_of_either_binary_but_not_its_own_command_line(program):
+    bundles = f"{CRUN_STATE_ROOT}/nomad-lab-r-1/bundles/"
+    pattern = re.compile(f"{janitor.SHIMS} {re.escape(bundles)}")
+    assert pattern.search(f"{program} {bundles}0123-app")
+    assert not pattern.search(f"pgrep -a -f {janitor.SHIMS} {bundles}")
 
 
 @pytest.mark.parametrize("script", [janitor.SCAN_SCRIPT, janitor.SWEEP_SCRIPT],

@@ -11,7 +11,7 @@ from lab.core.config import LabConfig
 from lab.core.errors import LabError
 from lab.provision import push
 from lab.remote import layout
-from lab.remote.layout import NOMAD_BIN, PLUGIN_BINARY, PLUGIN_DIR
+from lab.remote.layout import NOMAD_BIN, PLUGIN_BINARY, PLUGIN_DIR, SHIM_PATH, SHIM_RELPATH
 
 PLUGIN_REMOTE = f"{PLUGIN_DIR}/{PLUGIN_BINARY}"
 
@@ -22,6 +22,8 @@ def config(tmp_path) -> LabConfig:
     (build / "jars").mkdir(parents=True)
     (build / "nomad").write_bytes(b"nomad binary")
     (build / PLUGIN_BINARY).write_bytes(b"plugin binary v2")
+    (build / SHIM_RELPATH).parent.mkdir()
+    (build / SHIM_RELPATH).write_bytes(b"shim binary v2")
     (build / "jars" / "hello.jar").write_bytes(b"hello jar")
     (build / "jars" / "sleeper.jar").write_bytes(b"sleeper jar")
     (build / "jars" / "notes.txt").write_text("not a jar")
@@ -37,12 +39,13 @@ def test_manifest_maps_remote_paths_to_local_files_and_modes(config):
     assert push.manifest(config) == {
         NOMAD_BIN: (build / "nomad", "0755"),
         PLUGIN_REMOTE: (build / PLUGIN_BINARY, "0755"),
+        SHIM_PATH: (build / SHIM_RELPATH, "0755"),
         f"{layout.JAR_DIR}/hello.jar": (build / "jars" / "hello.jar", "0644"),
         f"{layout.JAR_DIR}/sleeper.jar": (build / "jars" / "sleeper.jar", "0644"),
     }
 
 
-@pytest.mark.parametrize("missing", ["nomad", PLUGIN_BINARY])
+@pytest.mark.parametrize("missing", ["nomad", PLUGIN_BINARY, SHIM_RELPATH])
 def test_missing_builds_name_the_file_and_the_build_command(config, missing):
     (config.build_dir / missing).unlink()
     with pytest.raises(LabError) as info:
@@ -54,7 +57,7 @@ def test_missing_builds_name_the_file_and_the_build_command(config, missing):
 def test_no_jars_is_not_an_error(config):
     for jar in (config.build_dir / "jars").glob("*.jar"):
         jar.unlink()
-    assert sorted(push.manifest(config)) == sorted([NOMAD_BIN, PLUGIN_REMOTE])
+    assert sorted(push.manifest(config)) == sorted([NOMAD_BIN, PLUGIN_REMOTE, SHIM_PATH])
 
 
 def test_sha256_of_a_file_larger_than_one_read(tmp_path):
@@ -100,6 +103,7 @@ def test_remote_sums_hashes_what_the_manifest_cannot_vouch_for(host):
 
 def test_push_uploads_only_what_changed_and_records_the_manifest(config, host):
     current = {NOMAD_BIN: b"nomad binary", PLUGIN_REMOTE: b"plugin binary v1",
+               SHIM_PATH: b"shim binary v2",
                f"{layout.JAR_DIR}/sleeper.jar": b"sleeper jar"}
     host.on("--- stat", stat_answer(current, vouched(current)))
     lines: list[str] = []
@@ -108,7 +112,7 @@ def test_push_uploads_only_what_changed_and_records_the_manifest(config, host):
     build = config.build_dir
     assert host.puts == [(build / PLUGIN_BINARY, PLUGIN_REMOTE, "0755"),
                          (build / "jars" / "hello.jar", f"{layout.JAR_DIR}/hello.jar", "0644")]
-    assert lines[-1] == "push: 2 updated, 2 unchanged"
+    assert lines[-1] == "push: 2 updated, 3 unchanged"
     assert lines[0].startswith(f"push: {PLUGIN_BINARY} -> {PLUGIN_REMOTE} (")
     assert layout.MANIFEST in host.files
 
@@ -118,13 +122,13 @@ def test_push_when_everything_is_current_uploads_nothing_in_one_round_trip(confi
     host.on("--- stat", stat_answer(files, vouched(files)))
     lines: list[str] = []
     assert push.push(host, config, out=lines.append) == []
-    assert host.puts == [] and lines == ["push: 0 updated, 4 unchanged"]
+    assert host.puts == [] and lines == ["push: 0 updated, 5 unchanged"]
     assert len(host.calls) == 1 and layout.MANIFEST not in host.files
 
 
 def test_push_to_a_fresh_host_uploads_everything(config, host):
-    assert len(push.push(host, config, out=lambda line: None)) == 4
-    assert len(host.puts) == 4
+    assert len(push.push(host, config, out=lambda line: None)) == 5
+    assert len(host.puts) == 5
 
 
 def test_stale_names_each_file_that_differs_from_this_trees_build(config, host):

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The traces one lab agent and its tasks may leave on the lab host, and nothing of any other
 # agent's: what a test's teardown requires to be gone while other tests run on the same host.
-# usage: scan-agent.sh AGENT_ID AGENTS_ROOT STATE_ROOT PLUGIN_BINARY [ALLOC_ID...]
+# usage: scan-agent.sh AGENT_ID AGENTS_ROOT STATE_ROOT SHIM_REGEX [ALLOC_ID...]
+# SHIM_REGEX matches a shim's program name, starting each alternative with a [x] class so that
+# it cannot match this script's own command line (lab/checks/janitor.py SHIMS).
 # Ownership: the unit, data dir and driver state root carry the agent's id; a task's cgroup
 # and java process carry its allocation's id (Nomad names the scope <alloc>.<task>.scope).
 # Prints "<kind> <item>" lines, as the global scan (lab/checks/janitor.py SCAN_SCRIPT) does.
 set -u
-agent=$1 agents_root=$2 state_root=$3 plugin=$4
+agent=$1 agents_root=$2 state_root=$3 shims=$4
 shift 4
 allocs=("$@")
 
@@ -21,8 +23,7 @@ if [ "${#containers[@]}" -gt 0 ] && command -v crun >/dev/null; then
   crun --root "$state_root/crun" list -q 2>/dev/null | sed 's/^/container /'
 fi
 find "$state_root" -name config.json 2>/dev/null | sed 's/^/bundle /'
-# [x]: the pattern must not match this script's own command line.
-pgrep -a -f "[${plugin:0:1}]${plugin:1} $state_root/bundles/" | sed 's/^/shim /'
+pgrep -a -f "$shims $state_root/bundles/" | sed 's/^/shim /'
 awk -v a="$agents_root/$agent/" -v s="$state_root/" \
   'index($5, a) == 1 || index($5, s) == 1 {print "mount", $5}' /proc/self/mountinfo
 [ "${#allocs[@]}" -eq 0 ] && exit 0
