@@ -238,10 +238,12 @@ def plugin_stamp(config, *, run: Runner = subprocess.run) -> dict[str, str]:
 
 
 def git_commit(root: Path, *, run: Runner = subprocess.run) -> str:
-    """Short HEAD sha, "+dirty" when plugin/ has uncommitted changes; "unknown" outside git."""
-    head = run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+    """Short sha of the last commit that changed plugin/, "+dirty" when plugin/ has uncommitted
+    changes; "unknown" outside git. Not HEAD: a commit elsewhere in the tree leaves the
+    plugin's build (and so the lab host's copy) as it was, and `lab.up` pushes nothing."""
+    head = run(["git", "-C", str(root), "log", "-1", "--format=%h", "--", "plugin"],
                capture_output=True, text=True)
-    if head.returncode != 0:
+    if head.returncode != 0 or not head.stdout.strip():
         return "unknown"
     status = run(["git", "-C", str(root), "status", "--porcelain", "--", "plugin"],
                  capture_output=True, text=True)

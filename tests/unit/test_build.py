@@ -186,7 +186,7 @@ def go_project(tmp_path, monkeypatch):
 
 
 def test_build_plugin_stamps_the_commit_and_builds_static_in_plugin_dir(go_project):
-    run = FakeRunner({("git", "-C", str(go_project.root), "rev-parse"): (0, "abc1234\n", ""),
+    run = FakeRunner({("git", "-C", str(go_project.root), "log"): (0, "abc1234\n", ""),
                       ("git", "-C", str(go_project.root), "status"): (0, " M plugin/x.go\n", "")})
     logs = []
     out = build.build_plugin(go_project, logs.append, run=run)
@@ -209,11 +209,18 @@ def test_build_plugin_stamps_the_commit_and_builds_static_in_plugin_dir(go_proje
 
 def test_plugin_version_file_is_stamped_too_and_clean_tree_has_no_dirty_mark(go_project):
     (go_project.root / "plugin" / "VERSION").write_text("v1.2.3\n")
-    run = FakeRunner({("git", "-C", str(go_project.root), "rev-parse"): (0, "abc1234\n", "")})
+    run = FakeRunner({("git", "-C", str(go_project.root), "log"): (0, "abc1234\n", "")})
     build.build_plugin(go_project, lambda _: None, run=run)
     ldflags = run.calls[-1][0][run.calls[-1][0].index("-ldflags") + 1]
     assert ldflags == (f"-X {build.PLUGIN_VERSION_PKG}.Version=v1.2.3 "
                        f"-X {build.PLUGIN_VERSION_PKG}.Commit=abc1234")
+
+
+def test_the_commit_is_the_last_one_that_changed_the_plugin_not_head(tmp_path):
+    run = FakeRunner({("git", "-C", str(tmp_path), "log"): (0, "p1u9in0\n", "")})
+    assert build.git_commit(tmp_path, run=run) == "p1u9in0"
+    (log_cmd, _), _ = run.calls
+    assert log_cmd[-2:] == ["--", "plugin"]
 
 
 def test_outside_git_the_commit_is_unknown(tmp_path):
