@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/nomad/plugins/drivers"
+
+	"github.com/nomad-lab/nomad-driver-java-crun/shim"
 )
 
 const jdkHome = "/usr/lib/jvm/java-17-openjdk-amd64"
@@ -65,6 +67,15 @@ func TestFingerprintHealthy(t *testing.T) {
 	}
 	if rt.JavaHome != jdkHome || rt.CrunPath != "/usr/bin/crun" || rt.JavaErr != nil {
 		t.Fatalf("runtime info %+v", rt)
+	}
+}
+
+func TestFingerprintNamesTheShimTasksStartFrom(t *testing.T) {
+	cfg := defaultConfig()
+	cfg.shim = shim.Binary{Path: "/opt/nomad/plugins/java-crun.d/java-crun-shim"}
+	fp, _ := runFingerprint(fakeHost(), cfg)
+	if got, _ := fp.Attributes[AttrShim].GetString(); got != cfg.shim.Path {
+		t.Fatalf("attribute %s = %q, want %q", AttrShim, got, cfg.shim.Path)
 	}
 }
 

@@ -91,6 +91,12 @@ func waitHealthy(t *testing.T, d *Driver) {
 		if fp.Health != drivers.HealthStateHealthy {
 			t.Fatalf("driver not healthy: %s", fp.HealthDescription)
 		}
+		// Every harness test runs its tasks from the small shim, as the lab's agents do.
+		self, _ := os.Executable()
+		want := filepath.Join(filepath.Dir(self), shim.BinaryDir, shim.BinaryName)
+		if got, _ := fp.Attributes[AttrShim].GetString(); got != want {
+			t.Fatalf("tasks start from %q, not the shim %s (plugin.test installs it there)", got, want)
+		}
 	case <-ctx.Done():
 		t.Fatal("no fingerprint within 60s")
 	}
