@@ -18,7 +18,7 @@ import secrets
 import shlex
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from lab.core.errors import LabError, LabTimeout
@@ -50,20 +50,26 @@ def hold(host: LabHost, what: str, timeout: float, out=print) -> Iterator[str]:
     token = secrets.token_hex(6)
     who = (f"token={token} command={what!r} pid={os.getpid()} on={socket.gethostname()} "
            f"since={time.strftime('%Y-%m-%d %H:%M:%S')}")
-    busy = holder(host)
-    if busy:
-        out(f"lab: the lab host {host.spec.url} is leased by another run ({_readable(busy)}); "
-            f"waiting up to {timeout:.0f}s")
     # `cat` holds the lock until our side of the channel closes (we release, or we die).
+    # One round trip: a held lock first prints WAITING and its holder, then flock waits.
     inner = f'printf "%s\\n" "$1" > {HOLDER_FILE}; echo LEASED; cat >/dev/null; rm -f {HOLDER_FILE}'
-    script = (f"flock -w {max(1, round(timeout))} {LOCK_FILE} sh -c {shlex.quote(inner)} "
+    script = (f"flock -n {LOCK_FILE} true || {{ echo WAITING $(cat {HOLDER_FILE} 2>/dev/null); }}; "
+              f"flock -w {max(1, round(timeout))} {LOCK_FILE} sh -c {shlex.quote(inner)} "
               f"lease {shlex.quote(who)} || {{ echo BUSY; cat {HOLDER_FILE} 2>/dev/null; }}")
     # Its own SSH connection: a reconnect of the host's main one must not end the lease.
     own = LabHost(host.spec, name=f"{host.name}-lease", connect_timeout=30)
     channel = own.open_channel(script, sudo=True)
     try:
-        answer = _read_until(channel, ("LEASED", "BUSY"), timeout + 30)
-        if not answer.startswith("LEASED"):
+        answer = _read_until(channel, lambda t: "LEASED" in t or "WAITING" in t, timeout + 30)
+        busy = ""
+        if "WAITING" in answer and "LEASED" not in answer:
+            answer = _read_until(channel, lambda t: "\n" in t.partition("WAITING")[2], 60, answer)
+            busy = answer.partition("WAITING")[2].partition("\n")[0].strip()
+            out(f"lab: the lab host {host.spec.url} is leased by another run "
+                f"({_readable(busy) or 'holder not recorded'}); waiting up to {timeout:.0f}s")
+            answer = _read_until(channel, lambda t: "LEASED" in t or "BUSY" in t, timeout + 30,
+                                 answer)
+        if "LEASED" not in answer:
             last = answer.partition("BUSY")[2].strip() or busy
             raise LeaseBusy(f"the lease of lab host {host.spec.url}", timeout,
                             _readable(last) or "held by another run",
@@ -78,21 +84,21 @@ def hold(host: LabHost, what: str, timeout: float, out=print) -> Iterator[str]:
     finally:
         try:
             channel.shutdown_write()  # EOF to `cat`: the holder file goes, the lock is free
-            _read_until(channel, (), 10)
+            _read_until(channel, lambda t: False, 10)
         except (OSError, EOFError, LabError):
             pass
         channel.close()
         own.close()
 
 
-def _read_until(channel, markers: tuple[str, ...], timeout: float) -> str:
-    """Read the channel's stdout until a marker appears (or, with none, until it closes)."""
+def _read_until(channel, done: Callable[[str], bool], timeout: float, text: str = "") -> str:
+    """Read the channel's stdout, after what was read already, until done(all of it) (or
+    until it closes); returns all of it."""
     deadline = time.monotonic() + timeout
-    text = ""
     channel.settimeout(1.0)
     while time.monotonic() < deadline:
-        if markers and any(m in text for m in markers):
-            return text[min(text.index(m) for m in markers if m in text):]
+        if done(text):
+            return text
         try:
             chunk = channel.recv(4096)
         except TimeoutError:
