@@ -98,6 +98,9 @@ class VagrantVM:
         self.name = vm_name_for(self.repo, self.lab)
         self.cpus = int(getattr(config, "cpus", LabConfig.cpus))
         self.memory = int(getattr(config, "memory_mb", LabConfig.memory_mb))
+        # Set by up(): the VM was running before and still is, not restarted (a lease taken
+        # on it before up() still holds).
+        self.kept_running = False
         self.release = self.lab.release
         self.cmdline = self.lab.cmdline()
 
@@ -301,7 +304,7 @@ class VagrantVM:
         if domain == "running" and ssh_banner(port):
             self.out(f"vm: {self.name} already running, ssh 127.0.0.1:{port} "
                      f"({time.monotonic() - start:.1f}s)")
-            self._ensure_kernel(box, accel, port)
+            self.kept_running = not self._ensure_kernel(box, accel, port)
             return self.ssh_spec()
         if domain != "running" and not port_is_free(port):
             if domain != "not created":  # its XML holds the old port: recreate with a new one
@@ -329,11 +332,12 @@ class VagrantVM:
         box_mod.prune_old_boxes(box, self.cache_dir, out=self.out, run=self.run)
         return self.ssh_spec()
 
-    def _ensure_kernel(self, box: box_mod.Box, accel: accel_mod.Accel, port: int) -> None:
+    def _ensure_kernel(self, box: box_mod.Box, accel: accel_mod.Accel, port: int) -> bool:
         """LAB_KERNEL: install the kernel package in the guest (its modules; the initrd made
-        there) and reboot the VM into it by direct kernel boot; once per VM."""
+        there) and reboot the VM into it by direct kernel boot; once per VM. True when it
+        rebooted the VM."""
         if not self.lab.kernel or self._state().get("kernel_for") == self.lab.kernel:
-            return
+            return False
         from lab.remote.host import LabHost
 
         t = time.monotonic()
@@ -363,6 +367,7 @@ class VagrantVM:
         self._save_state(kernel_for=self.lab.kernel, kernel=kver)
         self.out(f"kernel: {self.name} runs {' | '.join(booted)} "
                  f"({time.monotonic() - t:.0f}s for install and reboot)")
+        return True
 
     def _changed(self, state: dict, box: box_mod.Box, accel: accel_mod.Accel) -> str:
         """Why the existing VM no longer fits, or '' (a VM recorded before the command line

@@ -31,13 +31,24 @@ def up(config: LabConfig, out=print) -> Steps:
             hostsetup.ensure_host(out=out)
     with steps.step("build"):
         build_all(config, out)
-    if config.is_vagrant:
-        with steps.step("box"):
-            box.ensure_box(config, out=out)
-        machine = vm.VagrantVM(config, out=out)
-        with steps.step("vm"), _leased_if_up(config, machine, out):
-            machine.up()
-    with target.leased(config, "invoke lab.up", out) as host:
+    with contextlib.ExitStack() as lease:
+        host = None
+        if config.is_vagrant:
+            with steps.step("box"):
+                box.ensure_box(config, out=out)
+            machine = vm.VagrantVM(config, out=out)
+            with steps.step("vm"):
+                # The vm step may destroy a running VM (its box or accel changed): not while
+                # another run uses it. So a VM that answers is leased first, and the lease
+                # kept for the steps below unless the VM was restarted (which ended it).
+                if _answers(machine):
+                    host = lease.enter_context(target.leased(config, "invoke lab.up", out))
+                machine.up()
+                if host is not None and not machine.kept_running:
+                    lease.close()
+                    host = None
+        if host is None:
+            host = lease.enter_context(target.leased(config, "invoke lab.up", out))
         with steps.step("provision"):
             out("provision: " + json.dumps(provision(host, config)))
         with steps.step("push"):
@@ -48,15 +59,10 @@ def up(config: LabConfig, out=print) -> Steps:
     return steps
 
 
-def _leased_if_up(config: LabConfig, machine, out):
-    """The vm step may destroy a running VM (its box or accel changed): not while another run
-    uses it. So when the VM answers, hold its lease for the step; the lease ends with the VM
-    if it is recreated, and the next steps take the new VM's."""
+def _answers(machine) -> bool:
     from lab.provision.vm import ssh_banner
 
-    if machine.domain_state() == "running" and ssh_banner(machine.ssh_spec().port):
-        return target.leased(config, "invoke lab.up (vm step)", out)
-    return contextlib.nullcontext()
+    return machine.domain_state() == "running" and bool(ssh_banner(machine.ssh_spec().port))
 
 
 def build_and_push(config: LabConfig, out=print) -> Steps:
