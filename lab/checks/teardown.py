@@ -29,8 +29,9 @@ def phase(phases: list, name: str) -> Iterator[None]:
 
 def agent_teardown(agent: NomadAgent, host: Any, pool: AgentPool, rec: record.Record,
                    bundle: Callable[[NomadAgent | None], Any], own_traces_only: bool,
-                   jobs: Any = None) -> list[str]:
-    """own_traces_only: other tests' agents run on the host (xdist): scan this agent's."""
+                   jobs: Any = None, exclusive: bool = True) -> list[str]:
+    """own_traces_only: other tests' agents run on the host (xdist): scan this agent's.
+    exclusive: the test may have changed the host beyond its own faults (an inner run's)."""
     phases = rec.phases
     for run in getattr(jobs, "runs", []):
         phases.extend((f"job {run.id.rsplit('-', 1)[-1]} {what}", secs)
@@ -44,11 +45,17 @@ def agent_teardown(agent: NomadAgent, host: Any, pool: AgentPool, rec: record.Re
         bundle(agent)
     with phase(phases, "stopped"):
         agent.stop(check=False, graceful=bool(problems))
+    # Fault traces come only from the lab's own faults (lab.faults), each in the journal before
+    # it is injected: a test that injected none, and ran no inner run, cannot have left one.
+    # Their scan is ~3 s of process starts under TCG, so it runs only where it can find one.
+    faults_possible = exclusive or bool(_faults_since(rec.started_at))
     with phase(phases, "scanned"):
         if own_traces_only:
-            found = janitor.scan_agent(host, agent.id, agent.api.seen_alloc_ids)
+            found = janitor.scan_agent(host, agent.id, agent.api.seen_alloc_ids,
+                                       include_faults=faults_possible)
         else:
-            found = janitor.scan(host, exclude_agents=pool.live_ids())
+            found = janitor.scan(host, include_faults=faults_possible,
+                                 exclude_agents=pool.live_ids())
     rec.set_leftovers(found, agent.id)
     if found:
         bundle(None)
@@ -57,3 +64,9 @@ def agent_teardown(agent: NomadAgent, host: Any, pool: AgentPool, rec: record.Re
         problems.append("left on the lab host after the test:\n"
                         + leftovers.describe_text(found, agent.id))
     return problems
+
+
+def _faults_since(started_at: float) -> list:
+    from lab import faults
+
+    return record.fault_entries(faults.JOURNAL.records(), started_at)

@@ -262,7 +262,8 @@ def agent(request, lab_config, lab_host, lab_facts, agent_pool):
         return
     problems = teardown.agent_teardown(
         agent, lab_host, agent_pool, rec, lambda a: _bundle(item, rec, a),
-        own_traces_only=bool(keys.worker()), jobs=item.funcargs.get("jobs"))
+        own_traces_only=bool(keys.worker()), jobs=item.funcargs.get("jobs"),
+        exclusive=is_exclusive(item))
     if problems and not failed:
         pytest.fail("\n".join(problems), pytrace=False)
 

@@ -354,8 +354,9 @@ def test_teardown_takes_events_before_the_drain_and_the_bundle_before_the_sweep(
         monkeypatch):
     steps: list = []
     scans = []
-    monkeypatch.setattr(teardown.janitor, "scan", lambda host, exclude_agents: scans.append(
-        exclude_agents) or steps.append("scan") or {"container": [CONTAINER]})
+    monkeypatch.setattr(teardown.janitor, "scan", lambda host, include_faults, exclude_agents:
+                        scans.append(exclude_agents) or steps.append("scan")
+                        or {"container": [CONTAINER]})
     monkeypatch.setattr(teardown.janitor, "sweep", lambda host: steps.append("sweep"))
     rec = record.Record("t", lab=True)
     problems = teardown.agent_teardown(
@@ -376,7 +377,8 @@ def test_teardown_takes_events_before_the_drain_and_the_bundle_before_the_sweep(
 def test_a_failed_drain_bundles_while_the_agent_is_up_and_stops_it_gracefully(monkeypatch):
     steps: list = []
     monkeypatch.setattr(teardown.janitor, "scan_agent",
-                        lambda host, agent_id, allocs: steps.append("scan_agent") or {})
+                        lambda host, agent_id, allocs, include_faults: steps.append("scan_agent")
+                        or {})
     rec = record.Record("t", lab=True)
     agent = FakeAgent(steps, drain_problems=["draining agent x failed: timed out"])
     agent.api.allocations = lambda: (_ for _ in ()).throw(ConnectionError("tunnel closed"))
@@ -388,6 +390,29 @@ def test_a_failed_drain_bundles_while_the_agent_is_up_and_stops_it_gracefully(mo
     assert rec.task_events is None and rec.errors == {
         "task_events": "ConnectionError: tunnel closed"}
     assert rec.leftovers == {"found": {}, "described": []}
+
+
+@pytest.mark.parametrize("exclusive, injected, scanned", [
+    (False, False, False),  # no fault of its own, no inner run: no fault trace is possible
+    (False, True, True),
+    (True, False, True),  # an inner run may have injected (and left) one
+])
+def test_the_fault_scan_runs_where_a_fault_trace_is_possible(monkeypatch, exclusive, injected,
+                                                             scanned):
+    from lab import faults
+
+    seen = []
+    monkeypatch.setattr(teardown.janitor, "scan", lambda host, include_faults, exclude_agents:
+                        seen.append(include_faults) or {})
+    monkeypatch.setattr(faults.JOURNAL, "records", lambda: [])
+    rec = record.Record("t", lab=True)
+    if injected:
+        fault = faults.framework.FaultRecord("netem", "vm", "ab12", {})
+        monkeypatch.setattr(faults.JOURNAL, "records", lambda: [fault])
+    steps: list = []
+    teardown.agent_teardown(FakeAgent(steps), "host", FakePool(steps), rec, lambda agent: None,
+                            own_traces_only=False, exclusive=exclusive)
+    assert seen == [scanned]
 
 
 # -- the agent's set-up ----------------------------------------------------------------------
