@@ -1,8 +1,9 @@
 // Command nomad-driver-java-crun is the java-crun Nomad task driver plugin.
 //
 // Run by Nomad as a plugin; `nomad-driver-java-crun version` prints the
-// version. The same binary, re-executed by the driver with a marker in its
-// environment, is the per-container supervisor (see package shim).
+// version. Each task's supervisor and init is cmd/java-crun-shim; where that
+// is not installed, this binary, re-executed by the driver with a marker in
+// its environment, stands in for it (see package shim).
 package main
 
 import (
