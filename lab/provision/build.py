@@ -29,6 +29,8 @@ from lab.remote.layout import PLUGIN_BINARY, SHIM_RELPATH
 PLUGIN_VERSION_PKG = "github.com/nomad-lab/nomad-driver-java-crun/version"
 NOMAD_PKG = "github.com/hashicorp/nomad"
 SHIM_PACKAGE = "./cmd/java-crun-shim"
+# What the plugin is built from, as git pathspecs: plugin/ but its Markdown.
+PLUGIN_SOURCES = ("plugin", ":(exclude)plugin/*.md")
 PLUGIN_STAMP = "nomad-driver-java-crun.stamp.json"  # the -X values of the last plugin build
 # Static binaries: the box may run an older Debian (glibc) than the control host.
 GO_ENV = {"CGO_ENABLED": "0"}
@@ -238,14 +240,14 @@ def plugin_stamp(config, *, run: Runner = subprocess.run) -> dict[str, str]:
 
 
 def git_commit(root: Path, *, run: Runner = subprocess.run) -> str:
-    """Short sha of the last commit that changed plugin/, "+dirty" when plugin/ has uncommitted
-    changes; "unknown" outside git. Not HEAD: a commit elsewhere in the tree leaves the
+    """Short sha of the last commit that changed plugin/ (its docs aside), "+dirty" when it has
+    uncommitted changes; "unknown" outside git. Not HEAD: a commit elsewhere in the tree leaves the
     plugin's build (and so the lab host's copy) as it was, and `lab.up` pushes nothing."""
-    head = run(["git", "-C", str(root), "log", "-1", "--format=%h", "--", "plugin"],
+    head = run(["git", "-C", str(root), "log", "-1", "--format=%h", "--", *PLUGIN_SOURCES],
                capture_output=True, text=True)
     if head.returncode != 0 or not head.stdout.strip():
         return "unknown"
-    status = run(["git", "-C", str(root), "status", "--porcelain", "--", "plugin"],
+    status = run(["git", "-C", str(root), "status", "--porcelain", "--", *PLUGIN_SOURCES],
                  capture_output=True, text=True)
     dirty = status.returncode != 0 or bool(status.stdout.strip())
     return head.stdout.strip() + ("+dirty" if dirty else "")

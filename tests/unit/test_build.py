@@ -220,7 +220,7 @@ def test_the_commit_is_the_last_one_that_changed_the_plugin_not_head(tmp_path):
     run = FakeRunner({("git", "-C", str(tmp_path), "log"): (0, "p1u9in0\n", "")})
     assert build.git_commit(tmp_path, run=run) == "p1u9in0"
     (log_cmd, _), _ = run.calls
-    assert log_cmd[-2:] == ["--", "plugin"]
+    assert log_cmd[-3:] == ["--", "plugin", ":(exclude)plugin/*.md"]
 
 
 def test_outside_git_the_commit_is_unknown(tmp_path):
