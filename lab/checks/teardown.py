@@ -29,9 +29,12 @@ def phase(phases: list, name: str) -> Iterator[None]:
 
 def agent_teardown(agent: NomadAgent, host: Any, pool: AgentPool, rec: record.Record,
                    bundle: Callable[[NomadAgent | None], Any], own_traces_only: bool,
-                   jobs: Any = None, exclusive: bool = True) -> list[str]:
+                   jobs: Any = None, unjournaled_faults: bool = True,
+                   faults_since: float | None = None) -> list[str]:
     """own_traces_only: other tests' agents run on the host (xdist): scan this agent's.
-    exclusive: the test may have changed the host beyond its own faults (an inner run's)."""
+    unjournaled_faults: a test since the last fault scan may have injected faults this
+    process's journal does not know (an exclusive one: an inner run's); faults_since: when the
+    last fault scan ran (default: this test's start)."""
     phases = rec.phases
     for run in getattr(jobs, "runs", []):
         phases.extend((f"job {run.id.rsplit('-', 1)[-1]} {what}", secs)
@@ -46,9 +49,11 @@ def agent_teardown(agent: NomadAgent, host: Any, pool: AgentPool, rec: record.Re
     with phase(phases, "stopped"):
         agent.stop(check=False, graceful=bool(problems))
     # Fault traces come only from the lab's own faults (lab.faults), each in the journal before
-    # it is injected: a test that injected none, and ran no inner run, cannot have left one.
-    # Their scan is ~3 s of process starts under TCG, so it runs only where it can find one.
-    faults_possible = exclusive or bool(_faults_since(rec.started_at))
+    # it is injected: if none was journaled since the last fault scan, and no test since then
+    # ran an inner run, none can be on the host. The scan is ~3 s of process starts under TCG,
+    # so it runs only where it can find one (also one left by a test without an agent).
+    faults_possible = unjournaled_faults or bool(
+        _faults_since(rec.started_at if faults_since is None else faults_since))
     with phase(phases, "scanned"):
         if own_traces_only:
             found = janitor.scan_agent(host, agent.id, agent.api.seen_alloc_ids,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import sys
+import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -126,6 +127,10 @@ def _sweep_before_the_run(host) -> None:
         print(f"\nlab: swept leftovers of an earlier run:\n{leftovers.describe_text(swept)}")
 
 
+def _fault_scan_state(config) -> dict:
+    return config.stash.setdefault(keys.FAULT_SCAN_KEY, {"since": 0.0, "exclusive": False})
+
+
 def is_exclusive(item) -> bool:
     return item.get_closest_marker("exclusive") is not None
 
@@ -220,6 +225,8 @@ def agent_pool(request, lab_config, lab_host):
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
     item.stash[keys.NEXT_KEY] = nextitem
+    if is_exclusive(item):
+        _fault_scan_state(item.config)["exclusive"] = True
     if item.config.getoption("--lab-reports") or "lab_host" in item.fixturenames:
         item.stash[keys.RECORD_KEY] = record.Record(item.nodeid,
                                                     lab="lab_host" in item.fixturenames)
@@ -260,10 +267,13 @@ def agent(request, lab_config, lab_host, lab_facts, agent_pool):
         request.session.shouldstop = f"--lab-keep: kept agent {agent.id} of a failed test"
         _terminal_line(diag.keep_instructions(agent, lab_host))
         return
+    faults = _fault_scan_state(request.config)
+    scan_began = time.time()
     problems = teardown.agent_teardown(
         agent, lab_host, agent_pool, rec, lambda a: _bundle(item, rec, a),
         own_traces_only=bool(keys.worker()), jobs=item.funcargs.get("jobs"),
-        exclusive=is_exclusive(item))
+        unjournaled_faults=faults["exclusive"], faults_since=faults["since"])
+    faults.update(since=scan_began, exclusive=False)
     if problems and not failed:
         pytest.fail("\n".join(problems), pytrace=False)
 

@@ -23,6 +23,9 @@ HOST_KEY = pytest.StashKey[object]()  # the session's LabHost, for bundles of se
 MADE_KEY = pytest.StashKey[dict]()  # test id -> its agent, kept for one that fails to start
 MAKING_KEY = pytest.StashKey[str]()  # the test id the pool makes an agent for
 REPORTING_KEY = pytest.StashKey[object]()  # reporting.Reporting
+# Since the last leftover scan that covered faults: {"since": when it ran, "exclusive": whether
+# an exclusive test (which may have run an inner run's faults) ran} (lab.checks.teardown).
+FAULT_SCAN_KEY = pytest.StashKey[dict]()
 # Fixtures whose tests change the lab host for everybody: an inner pytest session sweeps the
 # host when it starts, so nothing else may run there meanwhile.
 EXCLUSIVE_FIXTURES = {"inner_runs", "pytester"}

@@ -53,24 +53,27 @@ def hold(host: LabHost, what: str, timeout: float, out=print) -> Iterator[str]:
     # `cat` holds the lock until our side of the channel closes (we release, or we die).
     # One round trip: a held lock first prints WAITING and its holder, then flock waits.
     inner = f'printf "%s\\n" "$1" > {HOLDER_FILE}; echo LEASED; cat >/dev/null; rm -f {HOLDER_FILE}'
-    script = (f"flock -n {LOCK_FILE} true || {{ echo WAITING $(cat {HOLDER_FILE} 2>/dev/null); }}; "
+    script = (f"flock -n {LOCK_FILE} true || "
+              f"{{ echo \"WAITING $(cat {HOLDER_FILE} 2>/dev/null)\"; }}; "
               f"flock -w {max(1, round(timeout))} {LOCK_FILE} sh -c {shlex.quote(inner)} "
               f"lease {shlex.quote(who)} || {{ echo BUSY; cat {HOLDER_FILE} 2>/dev/null; }}")
     # Its own SSH connection: a reconnect of the host's main one must not end the lease.
     own = LabHost(host.spec, name=f"{host.name}-lease", connect_timeout=30)
     channel = own.open_channel(script, sudo=True)
     try:
-        answer = _read_until(channel, lambda t: "LEASED" in t or "WAITING" in t, timeout + 30)
-        busy = ""
-        if "WAITING" in answer and "LEASED" not in answer:
-            answer = _read_until(channel, lambda t: "\n" in t.partition("WAITING")[2], 60, answer)
-            busy = answer.partition("WAITING")[2].partition("\n")[0].strip()
+        # Whole lines only: a holder's line (its command) may contain any word.
+        answer = _read_until(channel, lambda t: _line(t, "LEASED") or _line(t, "WAITING "),
+                             timeout + 30)
+        busy = _line(answer, "WAITING ").removeprefix("WAITING ").strip()
+        if not _line(answer, "LEASED") and _line(answer, "WAITING "):
             out(f"lab: the lab host {host.spec.url} is leased by another run "
                 f"({_readable(busy) or 'holder not recorded'}); waiting up to {timeout:.0f}s")
-            answer = _read_until(channel, lambda t: "LEASED" in t or "BUSY" in t, timeout + 30,
-                                 answer)
-        if "LEASED" not in answer:
-            last = answer.partition("BUSY")[2].strip() or busy
+            answer = _read_until(channel, lambda t: _line(t, "LEASED") or _line(t, "BUSY"),
+                                 timeout + 30, answer)
+        if not _line(answer, "LEASED"):
+            lines = answer.split("\n")
+            after = lines[lines.index("BUSY") + 1:] if "BUSY" in lines else []
+            last = " ".join(after).strip() or busy
             raise LeaseBusy(f"the lease of lab host {host.spec.url}", timeout,
                             _readable(last) or "held by another run",
                             "fix: wait for that run to end, or stop it; its lease ends with "
@@ -107,6 +110,15 @@ def _read_until(channel, done: Callable[[str], bool], timeout: float, text: str 
             return text
         text += chunk.decode(errors="replace")
     raise LabError(f"no answer from the lease command within {timeout:.0f}s; saw: {text!r}")
+
+
+def _line(text: str, start: str) -> str:
+    """The first complete line of text that is `start`, or begins with it when it ends in a
+    space; '' if none."""
+    for line in text.split("\n")[:-1]:
+        if line == start or (start.endswith(" ") and line.startswith(start)):
+            return line
+    return ""
 
 
 def _readable(line: str) -> str:

@@ -31,7 +31,7 @@ def test_a_hung_task_happens_during_this_test(lab_host, lab_config):
 @pytest.mark.kernel_problems_expected("hung task")  # the inner test's, in this span too
 def test_the_gate_fails_a_test_whose_span_holds_a_kernel_problem_and_keeps_its_lines(
         pytester, monkeypatch, lab_host, lab_config):
-    for key, value in inner_env(lab_config, lab_host).items():
+    for key, value in inner_env(lab_config, lab_host, needs_driver=False).items():
         monkeypatch.setenv(key, value)
     pytester.makepyfile(test_hung=INNER)
     reports = pytester.path / "reports"

@@ -249,7 +249,7 @@ def test_scan_agent_reports_only_that_agents_traces(tmp_path, monkeypatch):
     script = (SCRIPTS_DIR / "scan-agent.sh").read_text()
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
     res = subprocess.run(["bash", "-c", script, "scan-agent.sh", "nomad-lab-r-1", str(agents),
-                          str(states / "nomad-lab-r-1"), PLUGIN_BINARY, "0000-no-such-alloc"],
+                          str(states / "nomad-lab-r-1"), janitor.SHIMS, "0000-no-such-alloc"],
                          env=env, capture_output=True, text=True, timeout=30)
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()

@@ -392,26 +392,30 @@ def test_a_failed_drain_bundles_while_the_agent_is_up_and_stops_it_gracefully(mo
     assert rec.leftovers == {"found": {}, "described": []}
 
 
-@pytest.mark.parametrize("exclusive, injected, scanned", [
-    (False, False, False),  # no fault of its own, no inner run: no fault trace is possible
-    (False, True, True),
-    (True, False, True),  # an inner run may have injected (and left) one
+@pytest.mark.parametrize("unjournaled, injected_at, scanned", [
+    (False, None, False),  # nothing journaled since the last fault scan, no inner run
+    (False, 150.0, True),  # by this test
+    (False, 50.0, True),  # by a test without an agent, after the last fault scan (at 10)
+    (False, 5.0, False),  # before the last fault scan: that one covered it
+    (True, None, True),  # an inner run may have injected (and left) one
 ])
-def test_the_fault_scan_runs_where_a_fault_trace_is_possible(monkeypatch, exclusive, injected,
-                                                             scanned):
+def test_the_fault_scan_runs_where_a_fault_trace_is_possible(monkeypatch, unjournaled,
+                                                             injected_at, scanned):
     from lab import faults
 
     seen = []
     monkeypatch.setattr(teardown.janitor, "scan", lambda host, include_faults, exclude_agents:
                         seen.append(include_faults) or {})
-    monkeypatch.setattr(faults.JOURNAL, "records", lambda: [])
-    rec = record.Record("t", lab=True)
-    if injected:
-        fault = faults.framework.FaultRecord("netem", "vm", "ab12", {})
-        monkeypatch.setattr(faults.JOURNAL, "records", lambda: [fault])
+    journal = []
+    if injected_at is not None:
+        journal.append(faults.framework.FaultRecord("netem", "vm", "ab12", {},
+                                                     started_at=injected_at))
+    monkeypatch.setattr(faults.JOURNAL, "records", lambda: journal)
+    rec = record.Record("t", lab=True, started_at=100.0)
     steps: list = []
     teardown.agent_teardown(FakeAgent(steps), "host", FakePool(steps), rec, lambda agent: None,
-                            own_traces_only=False, exclusive=exclusive)
+                            own_traces_only=False, unjournaled_faults=unjournaled,
+                            faults_since=10.0)
     assert seen == [scanned]
 
 
