@@ -87,6 +87,16 @@ class JobRun:
                 return ""  # a task that never started printed nothing
             raise
 
+    def story(self, task: str | None = None, tail: int = 15) -> str:
+        """The task's events and the last lines of its stdout and stderr, for an assertion's
+        message: why a JVM died (a crash report, an exception) is in its output, not in the
+        events."""
+        parts = [events.describe(self.events(task))]
+        for stream in ("stdout", "stderr"):
+            lines = self.logs(task, stream).splitlines()[-tail:]
+            parts.append(f"-- last {len(lines)} lines of {stream}:\n" + "\n".join(lines))
+        return "\n".join(parts)
+
     def exit_codes(self, task: str | None = None) -> list[int]:
         return [int(e.get("ExitCode", 0)) for e in self.events(task) if e["Type"] == "Terminated"]
 

@@ -130,7 +130,7 @@ def test_java_broken_after_the_last_fingerprint_is_caught_at_task_start_as_a_nod
     assert lifecycle(run)[:2] == ["Driver Failure", "Restarting"], events.describe(evs)
     assert lifecycle(run)[-2:] == ["Started", "Terminated"], events.describe(evs)
     assert "Not Restarting" not in events.types(evs), events.describe(evs)
-    assert run.exit_codes() == [0], events.describe(evs)
+    assert run.exit_codes() == [0], run.story()
     assert run.task_state()["Restarts"] >= 1
     assert "hello from java-crun" in run.logs()
 

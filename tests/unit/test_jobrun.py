@@ -99,6 +99,18 @@ def test_logs_of_the_newest_alloc_and_a_named_stream():
     assert api.called("logs") == [(alloc()["ID"], "app", "stderr")]
 
 
+def test_story_tells_the_events_and_the_tail_of_each_stream():
+    events = ["Started", terminated(134)]
+    api = FakeApi(allocs=[alloc("complete", state="dead", events=events)],
+                  logs=["".join(f"line {i}\n" for i in range(30)),
+                        "# A fatal error has been detected by the JRE\n"])
+    assert run_of(api).story(tail=2) == (
+        "Started\nTerminated\n"
+        "-- last 2 lines of stdout:\nline 28\nline 29\n"
+        "-- last 1 lines of stderr:\n# A fatal error has been detected by the JRE")
+    assert [c[-1] for c in api.called("logs")] == ["stdout", "stderr"]
+
+
 # -- waiting ---------------------------------------------------------------------------------
 
 
