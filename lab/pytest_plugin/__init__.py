@@ -24,6 +24,7 @@ import pytest
 
 from lab.checks import (
     diag,
+    durations,
     facts,
     janitor,
     leftovers,
@@ -94,6 +95,9 @@ def pytest_collection_modifyitems(config, items):
         if skipped:
             config.hook.pytest_deselected(items=skipped)
             items[:] = [item for item in items if not is_exclusive(item)]
+        # Longest first, as recorded by the runs before (lab.checks.durations).
+        items[:] = durations.longest_first(
+            items, durations.load(reporting.durations_file(config)), key=lambda i: i.nodeid)
 
 
 @pytest.hookimpl(tryfirst=True)
