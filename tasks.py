@@ -232,7 +232,7 @@ def e2e(c, k=None, target=None, extra="", n="1", verbose=False, count=0, until_f
         # One lease for the push and the run: pytest inherits it (LAB_LEASE), and no other
         # run can push another plugin in between.
         with lab_target.leased(config, "invoke test") as host:
-            build_and_push(config)
+            build_and_push(config, host)
             workers = _workers(n, host)
             if workers <= 1:
                 rc = _pytest([*args, "--junitxml=reports/junit-e2e.xml"])

@@ -65,13 +65,14 @@ def _answers(machine) -> bool:
     return machine.domain_state() == "running" and bool(ssh_banner(machine.ssh_spec().port))
 
 
-def build_and_push(config: LabConfig, out=print) -> Steps:
-    """What `invoke test` does first: rebuild what changed and push it (seconds when nothing
-    did), so a test never runs against a plugin or Nomad other than this tree's."""
+def build_and_push(config: LabConfig, host: LabHost, out=print) -> Steps:
+    """What `invoke test` does first, on the lab host it holds the lease of: rebuild what
+    changed and push it (seconds when nothing did), so a test never runs against a plugin or
+    Nomad other than this tree's."""
     steps = Steps("build and push", out)
     with steps.step("build"):
         build_all(config, out)
-    with steps.step("push"), target.leased(config, "invoke build and push", out) as host:
+    with steps.step("push"):
         push(host, config, out)
     return steps
 
