@@ -286,9 +286,7 @@ def _go_build_with_progress(cmd: list[str], cwd: Path, env: dict, name: str, pac
     dependencies (`go list -deps`) and report every PROGRESS_EVERY_S, under one deadline."""
     import threading
 
-    deps = subprocess.run([cmd[0], "list", "-deps", package], cwd=cwd, env=env,
-                          capture_output=True, text=True)
-    total = len(deps.stdout.split()) if deps.returncode == 0 else 0
+    total = None  # counted at the first report: a build with nothing to do ends before it
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
@@ -306,6 +304,10 @@ def _go_build_with_progress(cmd: list[str], cwd: Path, env: dict, name: str, pac
                 proc.wait()
                 return subprocess.CompletedProcess(cmd, None, "", "".join(lines) + (
                     f"\nkilled after {GO_BUILD_DEADLINE_S} s (the build's deadline)"))
+            if total is None:
+                deps = subprocess.run([cmd[0], "list", "-deps", package], cwd=cwd, env=env,
+                                      capture_output=True, text=True)
+                total = len(deps.stdout.split()) if deps.returncode == 0 else 0
             compiled = sum(1 for line in lines if not line.startswith(("#", " ")))
             of = f"/{total}" if total else ""
             log(f"{name}: building, {compiled}{of} packages compiled ({elapsed:.0f} s)")
