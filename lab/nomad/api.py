@@ -117,6 +117,12 @@ class LabApi:
         # Nomad sends plain logs without a charset; requests would guess ISO-8859-1.
         return resp.content.decode("utf-8", errors="replace")
 
+    def read_alloc_file(self, alloc_id: str, path: str) -> str:
+        """A file of the allocation's directory (`nomad alloc fs`), e.g. "app/local/x.log"."""
+        resp = self._call(f"file {path} of {alloc_id[:8]}", self.client.client.cat.request,
+                          alloc_id, params={"path": path}, method="get")
+        return resp.content.decode("utf-8", errors="replace")
+
     def signal(self, alloc_id: str, signal: str, task: str | None = None) -> None:
         self._call(f"signal {signal} to {alloc_id[:8]}",
                    self.client.client.allocation.signal_allocation, alloc_id, signal, task)

@@ -7,6 +7,8 @@ details), never only by the final state.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from lab import faults
@@ -211,6 +213,31 @@ def test_jar_with_a_valid_zip_but_a_corrupt_main_class_fails_with_the_jvms_class
     assert run.exit_codes() == [1], events.describe(evs)
     assert lifecycle(run) == ["Started", "Terminated", "Not Restarting"], events.describe(evs)
     assert run.task_state()["Failed"] is True
+
+
+def test_a_jvm_crash_names_its_fatal_error_log_in_the_exit_message(jobs, api):
+    """A JVM that crashes writes hs_err_pid<N>.log in its working directory (the task's
+    local/) and dies of SIGABRT: exit code 134 alone tells an operator nothing, so the
+    Terminated event's exit message names the log, which `nomad alloc fs` reads. The crash
+    here is the JVM's own: -XX:+CrashOnOutOfMemoryError on a 16 MiB heap that memhog fills."""
+    run = jobs.submit(jobs.job(jobs.task(
+        "memhog", args=["heap"], jvm_options=["-Xmx16m", "-XX:+CrashOnOutOfMemoryError"]),
+        restart_attempts=0))
+
+    run.wait_dead()
+
+    terminated = events.of_type(run.events(), "Terminated")
+    assert [(e.get("ExitCode"), e.get("Signal")) for e in terminated] == [(134, 6)], \
+        run.story()
+    said = events.text(terminated[0])
+    found = re.search(r"the JVM died of SIGABRT after a fatal error; its report is "
+                      r"local/(hs_err_pid\d+\.log) \(nomad alloc fs <alloc> app/local/\1\)", said)
+    assert found, said
+    report = api.read_alloc_file(run.alloc()["ID"], f"app/local/{found[1]}")
+    assert "A fatal error has been detected by the Java Runtime Environment" in report, \
+        report[:2000]
+    assert "OutOfMemory encountered: Java heap space" in report, report[:2000]
+    assert "java heap exhausted" not in run.logs(), run.story()  # memhog's own catch did not run
 
 
 # -- restarts ----------------------------------------------------------------------------------

@@ -251,6 +251,11 @@ func (h *Handle) collect() *drivers.ExitResult {
 			r.Err = errors.New(e.CrunError)
 		case e.Err != "":
 			r.Err = errors.New(e.Err)
+		case h.Config != nil:
+			msg := jvmCrashMessage(e.Signal, h.Config.TaskDir().LocalDir, h.Config.Name, h.State.StartedAt)
+			if msg != "" {
+				r.Err = errors.New(msg)
+			}
 		}
 		return r
 	}
