@@ -99,6 +99,12 @@ def test_logs_are_decoded_as_utf8_although_nomad_sends_no_charset(nomad, api):
     assert api.logs(ALLOC, "app") == "arg[3]=ünïcødé\n"
 
 
+def test_read_alloc_file_reads_one_path_of_the_allocation_directory(nomad, api):
+    nomad.route("GET", f"/v1/client/fs/cat/{ALLOC}", (200, Text("# A fatal error\n")))
+    assert api.read_alloc_file(ALLOC, "app/local/hs_err_pid2.log") == "# A fatal error\n"
+    assert only_request(nomad).query == {"path": ["app/local/hs_err_pid2.log"]}
+
+
 def test_signal_names_the_signal_and_task(nomad, api):
     nomad.route("POST", f"/v1/client/allocation/{ALLOC}/signal", (200, {}))
     api.signal(ALLOC, "SIGUSR1", "app")
