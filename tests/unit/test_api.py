@@ -102,7 +102,7 @@ def test_logs_are_decoded_as_utf8_although_nomad_sends_no_charset(nomad, api):
 def test_read_alloc_file_reads_one_path_of_the_allocation_directory(nomad, api):
     nomad.route("GET", f"/v1/client/fs/cat/{ALLOC}", (200, Text("# A fatal error\n")))
     assert api.read_alloc_file(ALLOC, "app/local/hs_err_pid2.log") == "# A fatal error\n"
-    assert only_request(nomad).query == {"path": ["app/local/hs_err_pid2.log"]}
+    assert only_request(nomad).query["path"] == ["app/local/hs_err_pid2.log"]
 
 
 def test_signal_names_the_signal_and_task(nomad, api):
