@@ -2,10 +2,14 @@
 
 After a run, the process that sees every report (the session, or the xdist controller) merges
 each test's time (set-up, body and teardown) into `<checkout>/.lab/durations.json`. A parallel
-pass (`./invoke test -n N`) then collects its tests longest first: pytest-xdist hands tests to
-workers in collection order as they free up, so the long tests start early and the run does not
-end with one worker still busy on a long test while the others are idle (LPT scheduling). A test
-without a recorded time counts as the median of the known ones.
+pass (`./invoke test -n N`) then collects its tests longest first, so the long tests start early
+and the run does not end with one worker still busy on a long test while the others are idle
+(LPT scheduling). A test without a recorded time counts as the median of the known ones.
+
+pytest-xdist's load scheduler hands each worker two consecutive tests first, then one at a time
+in order as workers free up (with `--maxschedchunk=1`, which the lab sets): `for_workers` pairs
+the longest with the shortest of those first two rounds, so no worker starts with the two
+longest tests.
 """
 
 from __future__ import annotations
@@ -53,6 +57,17 @@ def longest_first(items: Iterable[T], durations: Mapping[str, float],
     known = [durations[key(i)] for i in items if key(i) in durations]
     default = statistics.median(known) if known else 0.0
     return sorted(items, key=lambda i: -durations.get(key(i), default))
+
+
+def for_workers(ordered: list[T], workers: int) -> list[T]:
+    """ordered (longest first) rearranged for `workers` xdist workers that each get two
+    consecutive tests first: worker k gets the k-th longest and the k-th shortest of the first
+    2 * workers."""
+    head = 2 * workers
+    if workers < 2 or len(ordered) < head:
+        return list(ordered)
+    paired = [t for k in range(workers) for t in (ordered[k], ordered[head - 1 - k])]
+    return paired + list(ordered[head:])
 
 
 class Recorder:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from lab.core.errors import LabTimeout
+from lab.core.errors import LabError, LabTimeout
 from lab.core.wait import Pending, until
 from lab.nomad import events
 from lab.nomad.api import TRANSIENT, ApiError, LabApi
@@ -91,9 +91,17 @@ class JobRun:
         """The task's events and the last lines of its stdout and stderr, for an assertion's
         message: why a JVM died (a crash report, an exception) is in its output, not in the
         events."""
-        parts = [events.describe(self.events(task))]
+        # In an assertion's message: an API error here must not hide the assertion.
+        try:
+            parts = [events.describe(self.events(task))]
+        except LabError as exc:
+            return f"(the task's events could not be read: {exc})"
         for stream in ("stdout", "stderr"):
-            lines = self.logs(task, stream).splitlines()[-tail:]
+            try:
+                lines = self.logs(task, stream).splitlines()[-tail:]
+            except LabError as exc:
+                parts.append(f"-- {stream} could not be read: {exc}")
+                continue
             parts.append(f"-- last {len(lines)} lines of {stream}:\n" + "\n".join(lines))
         return "\n".join(parts)
 

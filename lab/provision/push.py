@@ -95,11 +95,14 @@ def record(host: LabHost, sums: dict[str, str]) -> None:
     host.write_file(MANIFEST, json.dumps(entries, indent=1, sort_keys=True) + "\n")
 
 
+NOT_ON_HOST = "is not on the lab host"  # a stale() line of a file the lab host lacks
+
+
 def stale(host: LabHost, config: LabConfig) -> list[str]:
     """What differs between this tree's build and the lab host: one line per file."""
     files = manifest(config)
     have = remote_sums(host, list(files))
-    where = {True: "is not on the lab host; build:", False: "differs from"}
+    where = {True: f"{NOT_ON_HOST}; build:", False: "differs from"}
     return [f"{remote} {where[remote not in have]} {local}"
             for remote, (local, _) in files.items()
             if have.get(remote) != sha256(local)]

@@ -69,6 +69,10 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "exclusive: the test changes the lab host for everybody "
                             "(faults, plugin kill, agent restart, inner runs): nothing else "
                             "runs on that host meanwhile, not even the next test's agent")
+    if getattr(config.option, "numprocesses", None) and not keys.worker():
+        # One test at a time after the first two (lab.checks.durations.for_workers).
+        if getattr(config.option, "maxschedchunk", None) is None:
+            config.option.maxschedchunk = 1
     if not keys.worker():
         config.stash[keys.REPORTING_KEY] = reporting.Reporting(config)
         config.pluginmanager.register(config.stash[keys.REPORTING_KEY], "lab-reporting")
@@ -95,9 +99,28 @@ def pytest_collection_modifyitems(config, items):
         if skipped:
             config.hook.pytest_deselected(items=skipped)
             items[:] = [item for item in items if not is_exclusive(item)]
-        # Longest first, as recorded by the runs before (lab.checks.durations).
-        items[:] = durations.longest_first(
-            items, durations.load(reporting.durations_file(config)), key=lambda i: i.nodeid)
+        # Longest first, as recorded by the runs before (lab.checks.durations); every worker
+        # gets the controller's copy: one read while a run rewrote the file would collect
+        # another order, which xdist refuses.
+        workerinput = getattr(config, "workerinput", {})
+        recorded = workerinput.get(DURATIONS_INPUT)
+        if recorded is None:
+            recorded = durations.load(reporting.durations_file(config))
+        items[:] = durations.for_workers(
+            durations.longest_first(items, recorded, key=lambda i: i.nodeid),
+            int(workerinput.get("workercount", 1)))
+
+
+DURATIONS_INPUT = "lab_durations"  # the recorded durations, from the controller to its workers
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """xdist controller: hand each worker the recorded durations (read once, here)."""
+    config = node.config
+    if keys.DURATIONS_KEY not in config.stash:
+        config.stash[keys.DURATIONS_KEY] = durations.load(reporting.durations_file(config))
+    node.workerinput[DURATIONS_INPUT] = config.stash[keys.DURATIONS_KEY]
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -167,14 +190,21 @@ def lab_host(pytestconfig, lab_config):
 
 def _refuse_a_stale_lab_host(host, config: LabConfig) -> None:
     """Never test a plugin or Nomad other than this tree's build."""
-    from lab.provision.push import stale
+    from lab.provision.push import NOT_ON_HOST, stale
+    from lab.remote.layout import NOMAD_BIN, PLUGIN_BINARY, PLUGIN_DIR
 
     differs = stale(host, config)
-    if differs:
-        raise LabError(f"the lab host {host.spec.url} does not run this tree's build:\n  "
-                       + "\n  ".join(differs)
-                       + "\nfix: `./invoke test` builds and pushes before it runs pytest; "
-                       "or run `./invoke plugin.build lab.push` first")
+    if not differs:
+        return
+    if any(line.startswith((f"{NOMAD_BIN} ", f"{PLUGIN_DIR}/{PLUGIN_BINARY} ")) and
+           NOT_ON_HOST in line for line in differs):
+        fix = ("Nomad or the plugin is not there at all: the lab host was never brought up (or "
+               "was reset): run `./invoke lab.up`")
+    else:
+        fix = ("`./invoke test` builds and pushes before it runs pytest; or run "
+               "`./invoke plugin.build lab.push` first")
+    raise LabError(f"the lab host {host.spec.url} does not run this tree's build:\n  "
+                   + "\n  ".join(differs) + f"\nfix: {fix}")
 
 
 @pytest.fixture(scope="session")

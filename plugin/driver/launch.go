@@ -156,10 +156,11 @@ func waitRunning(ctx context.Context, h *task.Handle, cli *crun.CLI, id string) 
 		select {
 		case <-h.Done():
 			res := h.ExitResult()
-			if res.Err != nil {
+			var crash *task.JVMCrash
+			if res.Err != nil && !errors.As(res.Err, &crash) {
 				return 0, recoverable(fmt.Errorf("start container %s: %w", id, res.Err))
 			}
-			return 0, nil // ran and exited already: WaitTask reports its code
+			return 0, nil // ran and exited already (a JVM crash too): WaitTask reports it
 		default:
 		}
 		st, err := cli.State(ctx, id)

@@ -230,10 +230,12 @@ def test_a_jvm_crash_names_its_fatal_error_log_in_the_exit_message(jobs, api):
     assert [(e.get("ExitCode"), e.get("Signal")) for e in terminated] == [(134, 6)], \
         run.story()
     said = events.text(terminated[0])
+    alloc_id = run.alloc()["ID"]
     found = re.search(r"the JVM died of SIGABRT after a fatal error; its report is "
-                      r"local/(hs_err_pid\d+\.log) \(nomad alloc fs <alloc> app/local/\1\)", said)
+                      rf"local/(hs_err_pid\d+\.log) \(nomad alloc fs {alloc_id} app/local/\1\)",
+                      said)
     assert found, said
-    report = api.read_alloc_file(run.alloc()["ID"], f"app/local/{found[1]}")
+    report = api.read_alloc_file(alloc_id, f"app/local/{found[1]}")
     assert "A fatal error has been detected by the Java Runtime Environment" in report, \
         report[:2000]
     assert "OutOfMemory encountered: Java heap space" in report, report[:2000]

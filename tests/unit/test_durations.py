@@ -56,3 +56,14 @@ def test_recorder_sums_the_phases_of_tests_whose_body_ran():
             ("t.py::teardown_only", "teardown", "passed", 0.2)]:
         rec.add(nodeid, when, outcome, secs)
     assert rec.measured() == {"t.py::ok": 17.5, "t.py::bad": 32.0}
+
+
+def test_for_workers_pairs_the_longest_with_the_shortest_of_the_first_two_rounds():
+    # xdist gives each of 2 workers two consecutive tests first: gw0 "a" and "d", gw1 "b" and "c"
+    assert durations.for_workers(list("abcdefg"), 2) == list("adbcefg")
+    assert durations.for_workers(list("abcdefgh"), 3) == list("afbecdgh")
+
+
+def test_for_workers_leaves_a_serial_run_or_a_short_list_alone():
+    assert durations.for_workers(list("abcd"), 1) == list("abcd")
+    assert durations.for_workers(list("abc"), 2) == list("abc")

@@ -111,6 +111,17 @@ def test_story_tells_the_events_and_the_tail_of_each_stream():
     assert [c[-1] for c in api.called("logs")] == ["stdout", "stderr"]
 
 
+def test_story_says_what_it_could_not_read_instead_of_raising():
+    api = FakeApi(allocs=[alloc("complete", state="dead", events=["Started"])],
+                  logs=[ApiError("logs", "connection refused"), "last words\n"])
+    told = run_of(api).story()
+    assert told.startswith("Started\n-- stdout could not be read: ")
+    assert "connection refused" in told
+    assert told.endswith("-- last 1 lines of stderr:\nlast words")
+    assert run_of(FakeApi(allocs=[ApiError("allocation", "timed out")])).story().startswith(
+        "(the task's events could not be read: ")
+
+
 # -- waiting ---------------------------------------------------------------------------------
 
 

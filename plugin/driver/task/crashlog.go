@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -26,26 +27,40 @@ var crashSignals = map[int]string{
 // written in the task's first second must still count as this run's.
 const crashLogSlack = 2 * time.Second
 
-// jvmCrashMessage names the fatal error log this run of the task wrote in
-// localDir (the host path of its local/), for a JVM that died of signal; ""
-// when the signal is not a crash or no such log is there. An older log of an
-// earlier attempt (written before startedAt) is not this run's.
-func jvmCrashMessage(signal int, localDir, taskName string, startedAt time.Time) string {
+// JVMCrash is the ExitResult error of a JVM that crashed: it says how the
+// task ended, so it is not a failure to start the container.
+type JVMCrash struct{ msg string }
+
+func (e *JVMCrash) Error() string { return e.msg }
+
+// crashLogName is the JVM's default -XX:ErrorFile name; the task owns local/,
+// so any other name there (a newline, terminal escapes) is not trusted.
+var crashLogName = regexp.MustCompile(`^hs_err_pid[0-9]+\.log$`)
+
+// jvmCrash names the fatal error log this run of the task wrote in localDir
+// (the host path of its local/), for a JVM that died of signal; nil when the
+// signal is not a crash or no such log is there. An older log of an earlier
+// attempt (written before startedAt) is not this run's. Lstat, not Stat: the
+// plugin runs as root, and a symlink the task planted is not followed.
+func jvmCrash(signal int, localDir, allocID, taskName string, startedAt time.Time) *JVMCrash {
 	name, crash := crashSignals[signal]
-	if !crash || localDir == "" {
-		return ""
+	if !crash {
+		return nil
 	}
-	logs, _ := filepath.Glob(filepath.Join(localDir, "hs_err_pid*.log"))
+	entries, _ := os.ReadDir(localDir)
 	newest, newestAt := "", startedAt.Add(-crashLogSlack)
-	for _, path := range logs {
-		st, err := os.Stat(path)
+	for _, e := range entries {
+		if !crashLogName.MatchString(e.Name()) {
+			continue
+		}
+		st, err := os.Lstat(filepath.Join(localDir, e.Name()))
 		if err == nil && st.Mode().IsRegular() && !st.ModTime().Before(newestAt) {
-			newest, newestAt = filepath.Base(path), st.ModTime()
+			newest, newestAt = e.Name(), st.ModTime()
 		}
 	}
 	if newest == "" {
-		return ""
+		return nil
 	}
-	return fmt.Sprintf("the JVM died of %s after a fatal error; its report is local/%s "+
-		"(nomad alloc fs <alloc> %s/local/%s)", name, newest, taskName, newest)
+	return &JVMCrash{fmt.Sprintf("the JVM died of %s after a fatal error; its report is local/%s "+
+		"(nomad alloc fs %s %s/local/%s)", name, newest, allocID, taskName, newest)}
 }

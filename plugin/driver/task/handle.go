@@ -252,9 +252,8 @@ func (h *Handle) collect() *drivers.ExitResult {
 		case e.Err != "":
 			r.Err = errors.New(e.Err)
 		case h.Config != nil:
-			msg := jvmCrashMessage(e.Signal, h.Config.TaskDir().LocalDir, h.Config.Name, h.State.StartedAt)
-			if msg != "" {
-				r.Err = errors.New(msg)
+			if crash := jvmCrash(e.Signal, h.Config.TaskDir().LocalDir, h.Config.AllocID, h.Config.Name, h.State.StartedAt); crash != nil {
+				r.Err = crash
 			}
 		}
 		return r
