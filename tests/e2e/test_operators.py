@@ -443,20 +443,35 @@ def test_alloc_signal_without_a_handler_kills_the_jvm_as_outside_a_container(
     assert "shutdown hook" not in run.logs()
 
 
+# The JVM's start-up without its class-data-sharing archive: it loads and links the JDK's
+# classes itself before main, which widens the window this test aims its signal at (in CI on
+# 2026-11-30 the test saw the task running 2.5 s after Nomad's "Started", under a loaded VM,
+# and the JVM had printed its first line by then).
+SLOW_JVM_START = ["-Xshare:off"]
+EARLY_SIGNAL_ATTEMPTS = 3
+
+
 def test_signal_sent_during_jvm_start_up_reaches_the_jvm(jobs, request):
-    """SIGHUP sent as soon as the task runs, before the JVM printed its first line (its
-    start-up takes seconds under emulation): it is not lost. The JVM dies of it, or runs its
-    shutdown hooks if its handler was in place by then; either way exit 129, signal 1."""
-    run = jobs.run("sleeper", args=["forever"], kill_timeout_s=KILL_TIMEOUT_S)
-    run.wait_running()
-    early = run.logs()
-    run.signal("SIGHUP")  # the API, not the CLI: the CLI's own start takes seconds here
-    sent_before_start = "sleeper started" not in early
-    request.node.user_properties.append(("sent_before_first_line", sent_before_start))
-    run.wait_dead()
-    end = terminated(run)
-    assert (end["ExitCode"], end["Signal"]) == (129, 1), end
-    assert sent_before_start, f"the JVM was up before the signal went: {early!r}"
+    """SIGHUP sent as soon as the task runs, before the JVM printed its first line: it is not
+    lost. The JVM dies of it, or runs its shutdown hooks if its handler was in place by then;
+    either way exit 129, signal 1. Whether the signal beat the first line is a race this test
+    cannot control: an attempt where the JVM won is checked all the same and repeated, up to
+    EARLY_SIGNAL_ATTEMPTS times, until one signal went first."""
+    for attempt in range(1, EARLY_SIGNAL_ATTEMPTS + 1):
+        run = jobs.run("sleeper", args=["forever"], kill_timeout_s=KILL_TIMEOUT_S,
+                       jvm_options=SLOW_JVM_START)
+        run.wait_running()
+        early = run.logs()
+        run.signal("SIGHUP")  # the API, not the CLI: the CLI's own start takes seconds here
+        sent_before_start = "sleeper started" not in early
+        run.wait_dead()
+        end = terminated(run)
+        assert (end["ExitCode"], end["Signal"]) == (129, 1), (attempt, end)
+        if sent_before_start:
+            break
+    request.node.user_properties.append(("attempts_until_the_signal_went_first", attempt))
+    assert sent_before_start, (f"in {EARLY_SIGNAL_ATTEMPTS} attempts the JVM was always up "
+                               f"before the signal went; the last saw: {early!r}")
 
 
 def test_stop_runs_the_shutdown_hooks_of_the_jvm_under_the_init(jobs, agent, lab_host):
