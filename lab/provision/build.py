@@ -305,9 +305,7 @@ def _go_build_with_progress(cmd: list[str], cwd: Path, env: dict, name: str, pac
                 return subprocess.CompletedProcess(cmd, None, "", "".join(lines) + (
                     f"\nkilled after {GO_BUILD_DEADLINE_S} s (the build's deadline)"))
             if total is None:
-                deps = subprocess.run([cmd[0], "list", "-deps", package], cwd=cwd, env=env,
-                                      capture_output=True, text=True)
-                total = len(deps.stdout.split()) if deps.returncode == 0 else 0
+                total = _count_deps(cmd[0], package, cwd, env)
             compiled = sum(1 for line in lines if not line.startswith(("#", " ")))
             of = f"/{total}" if total else ""
             log(f"{name}: building, {compiled}{of} packages compiled ({elapsed:.0f} s)")
@@ -316,6 +314,17 @@ def _go_build_with_progress(cmd: list[str], cwd: Path, env: dict, name: str, pac
     # -v lists every package on stderr: keep only what is not a package path for errors.
     errors = [line for line in lines if line.startswith(("#", " ")) or ":" in line]
     return subprocess.CompletedProcess(cmd, proc.returncode, stdout, "".join(errors))
+
+
+def _count_deps(go: str, package: str, cwd: Path, env: dict) -> int:
+    """How many packages the build compiles at most; 0 (no total shown) if `go list` fails or
+    stalls: the progress line must not hold up the build's own deadline."""
+    try:
+        deps = subprocess.run([go, "list", "-deps", package], cwd=cwd, env=env,
+                              capture_output=True, text=True, timeout=PROGRESS_EVERY_S)
+    except subprocess.TimeoutExpired:
+        return 0
+    return len(deps.stdout.split()) if deps.returncode == 0 else 0
 
 
 def go_binary() -> str:

@@ -103,9 +103,7 @@ def pytest_collection_modifyitems(config, items):
         # gets the controller's copy: one read while a run rewrote the file would collect
         # another order, which xdist refuses.
         workerinput = getattr(config, "workerinput", {})
-        recorded = workerinput.get(DURATIONS_INPUT)
-        if recorded is None:
-            recorded = durations.load(reporting.durations_file(config))
+        recorded = workerinput.get(DURATIONS_INPUT, {})
         items[:] = durations.for_workers(
             durations.longest_first(items, recorded, key=lambda i: i.nodeid),
             int(workerinput.get("workercount", 1)))

@@ -140,3 +140,30 @@ def test_stale_names_each_file_that_differs_from_this_trees_build(config, host):
         f"{PLUGIN_REMOTE} differs from {config.build_dir / PLUGIN_BINARY}",
         f"{layout.JAR_DIR}/hello.jar is not on the lab host; build: "
         f"{config.build_dir / 'jars' / 'hello.jar'}"]
+
+
+# -- the pytest session's refusal of a stale lab host ------------------------------------------
+
+
+def test_a_lab_host_without_nomad_or_the_plugin_is_told_to_run_lab_up(config, host):
+    from lab.pytest_plugin import _refuse_a_stale_lab_host
+
+    host.on("--- stat", stat_answer({}))
+    with pytest.raises(LabError) as err:
+        _refuse_a_stale_lab_host(host, config)
+    assert f"{NOMAD_BIN} is not on the lab host" in str(err.value)
+    assert "the lab host was never brought up (or was reset): run `./invoke lab.up`" in str(
+        err.value)
+
+
+def test_a_lab_host_with_an_older_plugin_is_told_to_push(config, host):
+    from lab.pytest_plugin import _refuse_a_stale_lab_host
+
+    files = {remote: local.read_bytes() for remote, (local, _) in push.manifest(config).items()}
+    files[PLUGIN_REMOTE] = b"an older plugin"
+    host.on("--- stat", stat_answer(files, vouched(files)))
+    with pytest.raises(LabError) as err:
+        _refuse_a_stale_lab_host(host, config)
+    assert f"{PLUGIN_REMOTE} differs from" in str(err.value)
+    assert "run `./invoke plugin.build lab.push` first" in str(err.value)
+    assert "lab.up" not in str(err.value)
