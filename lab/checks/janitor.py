@@ -24,33 +24,55 @@ CRUN_ROOTS = f"{CRUN_STATE_ROOT}/*/crun"
 # the lab's, whatever else an ssh:// lab host keeps there.
 ALLOC_NETNS = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 
-# One round trip: each probe prints "<kind> <item>" lines.
-# pgrep/pkill -f patterns start with a [x] class so they cannot match the command line of the
-# shell running this script (which contains the pattern's text): that would report (or kill)
-# ourselves.
+# One round trip: each probe prints "<kind> <item>" lines. Under TCG every program started
+# costs ~0.1 s, so the probes use bash's own globs, `read` and regexes, and start only
+# systemctl, find (the cgroup tree) and, where a container directory exists, crun.
+# pgrep/pkill -f patterns (the sweep's) start with a [x] class so they cannot match the
+# command line of the shell running the script (which contains the pattern's text): that
+# would report (or kill) ourselves. The scan's own process probe skips its shell by pid too.
 SHIMS = f"([{PLUGIN_BINARY[0]}]{PLUGIN_BINARY[1:]}|[{SHIM_BINARY[0]}]{SHIM_BINARY[1:]})"
+# The scan's processes: a shim is `<shim or plugin binary> <state root>/bundles/<id>`.
+SHIM_ARGS = f"{SHIMS} {CRUN_STATE_ROOT}/[^ ]*/bundles/"
 SCAN_SCRIPT = rf"""
-systemctl list-units '{UNIT_PREFIX}*' --all --plain --no-legend 2>/dev/null \
-  | awk '{{print "unit", $1}}'
-ls -1 {AGENTS_ROOT} 2>/dev/null | sed 's/^/data_dir /'
-if command -v crun >/dev/null; then
-  for root in {CRUN_ROOTS}; do
-    [ -d "$root" ] && crun --root "$root" list -q 2>/dev/null | sed 's/^/container /'
-  done
-fi
-find {CRUN_STATE_ROOT} -name config.json 2>/dev/null | sed 's/^/bundle /'
-pgrep -a -f '{SHIMS} {CRUN_STATE_ROOT}/[^ ]*/bundles/' \
-  | sed 's/^/shim /'
-# A java inside a lab agent's unit (the plugin's `java -version` probe while an agent started
-# ahead fingerprints) names the unit, so that the agent's exclusion covers it.
-for pid in $(pgrep -x java); do
-  unit=$(grep -o '{UNIT_PREFIX}[^/]*[.]service' "/proc/$pid/cgroup" 2>/dev/null | head -1)
-  echo "java_process $pid $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)${{unit:+(in $unit)}}"
+shopt -s nullglob globstar
+prefix() {{ while IFS= read -r line; do printf '%s %s\n' "$1" "$line"; done; }}
+systemctl list-units '{UNIT_PREFIX}*' --all --plain --no-legend 2>/dev/null |
+  while read -r unit _; do echo "unit $unit"; done
+for dir in {AGENTS_ROOT}/*; do echo "data_dir ${{dir##*/}}"; done
+for root in {CRUN_ROOTS}; do
+  # crun keeps a directory per container in its root: with none, it has nothing to list.
+  containers=("$root"/*/)
+  if [ "${{#containers[@]}}" -gt 0 ] && command -v crun >/dev/null; then
+    crun --root "$root" list -q 2>/dev/null | prefix container
+  fi
+done
+for bundle in {CRUN_STATE_ROOT}/**/config.json; do echo "bundle $bundle"; done
+shim_args='{SHIM_ARGS}'
+for proc in /proc/[0-9]*; do
+  pid=${{proc#/proc/}}
+  [ "$pid" = "$$" ] && continue
+  mapfile -d '' -t argv 2>/dev/null < "$proc/cmdline" || continue  # gone since the glob
+  [ "${{#argv[@]}}" -gt 0 ] || continue  # a kernel thread
+  printf -v args '%s ' "${{argv[@]}}"
+  args=${{args//$'\n'/ }}  # one line per trace, as pgrep -a and tr printed them
+  if [[ $args =~ $shim_args ]]; then echo "shim $pid ${{args% }}"; fi
+  IFS= read -r comm 2>/dev/null < "$proc/comm" || continue
+  [ "$comm" = java ] || continue
+  # A java inside a lab agent's unit (the plugin's `java -version` probe while an agent
+  # started ahead fingerprints) names the unit, so that the agent's exclusion covers it.
+  IFS= read -r -d '' cgroup 2>/dev/null < "$proc/cgroup"
+  unit=""
+  [[ $cgroup =~ ({UNIT_PREFIX}[^/]*[.]service) ]] && unit=${{BASH_REMATCH[1]}}
+  echo "java_process $pid $args${{unit:+(in $unit)}}"
 done
 find /sys/fs/cgroup -mindepth 1 -type d \( -name '*.scope' -path '*nomad*' \
-  -o -path '*/java-crun*' \) 2>/dev/null | sed 's/^/cgroup /'
-awk '$5 ~ "^{AGENTS_ROOT}/|^{CRUN_STATE_ROOT}/" {{print "mount", $5}}' /proc/self/mountinfo
-ls -1 /var/run/netns 2>/dev/null | grep -E '{ALLOC_NETNS}' | sed 's/^/netns /'
+  -o -path '*/java-crun*' \) 2>/dev/null | prefix cgroup
+while read -r _ _ _ _ mountpoint _; do
+  case $mountpoint in {AGENTS_ROOT}/*|{CRUN_STATE_ROOT}/*) echo "mount $mountpoint" ;; esac
+done < /proc/self/mountinfo
+for ns in /var/run/netns/*; do
+  [[ ${{ns##*/}} =~ {ALLOC_NETNS} ]] && echo "netns ${{ns##*/}}"
+done
 true
 """
 

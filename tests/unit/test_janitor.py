@@ -4,7 +4,11 @@ scripts agree with the plugin's layout and never match (or kill) the shell runni
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from fakes import bash_syntax_errors
@@ -127,31 +131,52 @@ PLUGIN_CMDLINE = f"{PLUGIN_DIR}/{PLUGIN_BINARY}"
 SHIM_CMDLINE = f"{PLUGIN_DIR}/{PLUGIN_BINARY} {CRUN_STATE_ROOT}/nomad-lab-ab12-3/bundles/3f2a.app"
 
 
-@pytest.mark.parametrize("script", [janitor.SCAN_SCRIPT, janitor.SWEEP_SCRIPT],
-                         ids=["scan", "sweep"])
-def test_process_patterns_never_match_the_shell_running_the_script(script):
-    """bash -c '<script>' (and sudo) carry the script in their command line: pgrep -f/pkill -f
-    would report, or SIGKILL, the very shell running the scan or the sweep."""
-    patterns = process_patterns(script)
-    assert patterns, "expected pgrep/pkill -f probes"
+def test_the_sweeps_kill_pattern_never_matches_the_shell_running_it():
+    """bash -c '<script>' (and sudo) carry the script in their command line: pkill -f would
+    SIGKILL the very shell running the sweep."""
+    patterns = process_patterns(janitor.SWEEP_SCRIPT)
+    assert patterns, "expected pkill -f probes"
     for tool, pattern in patterns:
-        assert not re.search(pattern, script), f"{tool} -f {pattern!r} matches its own script"
-        assert not re.search(pattern, f"sudo -n bash -c {script!r}")
+        assert not re.search(pattern, janitor.SWEEP_SCRIPT), f"{tool} -f {pattern!r} matches"
+        assert not re.search(pattern, f"sudo -n bash -c {janitor.SWEEP_SCRIPT!r}")
 
 
-def test_scan_finds_shims_but_not_the_plugin_and_sweep_kills_both():
-    (scan_pattern,) = [p for tool, p in process_patterns(janitor.SCAN_SCRIPT)]
-    assert re.search(scan_pattern, SHIM_CMDLINE)
-    assert not re.search(scan_pattern, PLUGIN_CMDLINE)
+def test_the_scans_shim_pattern_finds_shims_but_not_the_plugin_or_its_own_script():
+    assert re.search(janitor.SHIM_ARGS, SHIM_CMDLINE)
+    assert not re.search(janitor.SHIM_ARGS, PLUGIN_CMDLINE)
+    assert not re.search(janitor.SHIM_ARGS, f"sudo -n bash -c {janitor.SCAN_SCRIPT!r}")
     (kill_pattern,) = [p for tool, p in process_patterns(janitor.SWEEP_SCRIPT)]
     assert re.search(kill_pattern, SHIM_CMDLINE) and re.search(kill_pattern, PLUGIN_CMDLINE)
 
 
-def test_the_shim_probe_run_by_a_real_shell_does_not_report_itself():
-    (line,) = [line for line in janitor.SCAN_SCRIPT.splitlines() if "sed 's/^/shim /'" in line]
-    out = subprocess.run(["bash", "-c", f"{line}; true"], capture_output=True, text=True,
-                         timeout=10).stdout
-    assert "pgrep" not in out and "bash" not in out, out
+def test_the_scan_run_by_a_real_shell_reports_planted_processes_but_not_itself(tmp_path):
+    """The whole scan, run by this machine's bash: a process whose command line is a shim's
+    and one named java are reported, each on one line (a newline in an argument included),
+    and the shell running the scan is not."""
+    java = tmp_path / "java"
+    java.symlink_to(shutil.which("sleep"))
+    bundle = f"{CRUN_STATE_ROOT}/nomad-lab-r-1/bundles/0123-app"
+    shim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)",
+                             f"{PLUGIN_DIR}/{PLUGIN_BINARY}", bundle])
+    jvm = subprocess.Popen([str(java), "30"], executable=str(java))
+    try:
+        # /proc/<pid>/cmdline is written by the exec: wait until both show theirs.
+        for proc in (shim, jvm):
+            for _ in range(100):
+                if Path(f"/proc/{proc.pid}/cmdline").read_bytes():
+                    break
+                time.sleep(0.05)
+        out = subprocess.run(["bash", "-c", janitor.SCAN_SCRIPT], capture_output=True,
+                             text=True, timeout=30).stdout
+    finally:
+        for proc in (shim, jvm):
+            proc.kill()
+            proc.wait()
+    lines = out.splitlines()
+    assert f"shim {shim.pid} {sys.executable} -c import time; time.sleep(30) " \
+           f"{PLUGIN_DIR}/{PLUGIN_BINARY} {bundle}" in lines, out
+    assert f"java_process {jvm.pid} {java} 30 " in lines, out
+    assert not [line for line in lines if "bash" in line or "shopt" in line], out
 
 
 # -- contract with the plugin's sources ------------------------------------------------------
