@@ -69,7 +69,8 @@ def test_a_section_that_exits_or_sets_errexit_does_not_end_the_others():
 
 def test_a_batch_cut_short_names_the_sections_without_a_result():
     with pytest.raises(LabError, match=r"no result for b, c .*lab.status"):
-        batch.run_together(LocalHost(sections_kept=1), {"a": "echo a", "b": "echo b", "c": "echo c"})
+        batch.run_together(LocalHost(sections_kept=1),
+                           {"a": "echo a", "b": "echo b", "c": "echo c"})
 
 
 def test_more_sections_than_file_descriptors_is_refused():
