@@ -271,13 +271,31 @@ def test_scan_agent_reports_only_that_agents_traces(tmp_path, monkeypatch):
         (states / agent / "crun" / f"c-of-{agent}").mkdir(parents=True)
         (states / agent / "bundles" / "a1.app").mkdir(parents=True)
         (states / agent / "bundles" / "a1.app" / "config.json").write_text("{}")
+    # A shim of each agent: a process whose command line is `<shim> <state root>/bundles/<id>`.
+    shims = {agent: subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)",
+                                      SHIM_PATH, f"{states / agent}/bundles/a1.app"])
+             for agent in ("nomad-lab-r-1", "nomad-lab-r-2")}
     script = (SCRIPTS_DIR / "scan-agent.sh").read_text()
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    res = subprocess.run(["bash", "-c", script, "scan-agent.sh", "nomad-lab-r-1", str(agents),
-                          str(states / "nomad-lab-r-1"), janitor.SHIMS, "0000-no-such-alloc"],
-                         env=env, capture_output=True, text=True, timeout=30)
+    try:
+        for proc in shims.values():  # /proc/<pid>/cmdline is written by the exec
+            for _ in range(100):
+                if b"a1.app" in Path(f"/proc/{proc.pid}/cmdline").read_bytes():
+                    break
+                time.sleep(0.05)
+        res = subprocess.run(["bash", "-c", script, "scan-agent.sh", "nomad-lab-r-1",
+                              str(agents), str(states / "nomad-lab-r-1"), janitor.SHIMS,
+                              "0000-no-such-alloc"],
+                             env=env, capture_output=True, text=True, timeout=30)
+    finally:
+        for proc in shims.values():
+            proc.kill()
+            proc.wait()
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
     assert lines == ["unit nomad-lab-r-1.service", "data_dir nomad-lab-r-1",
                      "container c-of-nomad-lab-r-1",
-                     f"bundle {states}/nomad-lab-r-1/bundles/a1.app/config.json"], res.stdout
+                     f"bundle {states}/nomad-lab-r-1/bundles/a1.app/config.json",
+                     f"shim {shims['nomad-lab-r-1'].pid} {sys.executable} -c "
+                     f"import time; time.sleep(30) {SHIM_PATH} "
+                     f"{states}/nomad-lab-r-1/bundles/a1.app"], res.stdout
