@@ -103,6 +103,29 @@ true
 """
 
 
+def scan_script(include_faults: bool = True) -> str:
+    """One round trip: the lab's traces and, with include_faults, the faults' (each line
+    prefixed "fault "), both at once (each line is one write, whole)."""
+    if not include_faults:
+        return SCAN_SCRIPT
+    from lab import faults
+
+    prefix = 'prefix() { while IFS= read -r l; do printf \'%s %s\\n\' "$1" "$l"; done; }'
+    return f"{prefix}\n{{\n{faults.scan_script()}\n}} | prefix fault &\n{SCAN_SCRIPT}\nwait\n"
+
+
+def parse_scan(stdout: str, exclude_agents: Iterable[str] = ()) -> dict[str, list[str]]:
+    """{kind: [item, ...]} from the scan's "<kind> <item>" lines, without the traces that
+    name an agent in exclude_agents."""
+    excluded = tuple(exclude_agents)
+    found: dict[str, list[str]] = {}
+    for line in stdout.splitlines():
+        kind, _, item = line.strip().partition(" ")
+        if kind and item and not any(names_agent(item, agent_id) for agent_id in excluded):
+            found.setdefault(kind, []).append(item)
+    return found
+
+
 def scan(host: LabHost, include_faults: bool = True,
          exclude_agents: Iterable[str] = ()) -> dict[str, list[str]]:
     """Every lab trace on the host by kind; with include_faults, unhealed faults too.
@@ -110,18 +133,8 @@ def scan(host: LabHost, include_faults: bool = True,
     Traces that name an agent in `exclude_agents` (its unit, data dir, state root, mounts)
     are left out: a live agent started ahead for the next test is not this test's leftover.
     """
-    from lab import faults
-
-    excluded = tuple(exclude_agents)
-    # One round trip: the lab's traces, then the faults' (each line prefixed "fault ").
-    script = SCAN_SCRIPT + (f"{{\n{faults.scan_script()}\n}} | sed 's/^/fault /'\n"
-                            if include_faults else "")
-    found: dict[str, list[str]] = {}
-    for line in host.sudo(script, check=False).stdout.splitlines():
-        kind, _, item = line.strip().partition(" ")
-        if kind and item and not any(names_agent(item, agent_id) for agent_id in excluded):
-            found.setdefault(kind, []).append(item)
-    return found
+    return parse_scan(host.sudo(scan_script(include_faults), check=False).stdout,
+                      exclude_agents)
 
 
 def names_agent(item: str, agent_id: str) -> bool:

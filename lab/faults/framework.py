@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import shlex
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -129,6 +130,12 @@ class Step:
     def command(self) -> str:
         """The command line, with the script's text inline (lab.remote.host.script_command)."""
         return script_command(self.script, list(self.args), scripts_dir=SCRIPTS)
+
+    def subshell(self) -> str:
+        """The same, run in a subshell of the calling bash: a fork, no bash started (~0.15 s
+        under TCG), for the scans that run after every test. $0 stays the caller's."""
+        args = " ".join(shlex.quote(a) for a in self.args)
+        return f"( set -- {args}\n{(SCRIPTS / self.script).read_text()}\n)"
 
     def __str__(self) -> str:
         return " ".join([self.script, *self.args])

@@ -110,9 +110,15 @@ class Registry:
         return list(seen.values())
 
     def scan_script(self, roots: Sequence[str] = SWEEP_ROOTS) -> str:
-        """One round trip: a line "<marker> <trace>" per fault trace on the host."""
-        return "\n".join([f"{m.step('scan', roots).command()} | sed 's/^/{m.name} /'"
-                          for m in self.markers()] + ["true"])
+        """One round trip: a line "<marker> <trace>" per fault trace on the host, in no
+        particular order. The markers' scans run at once, each in a subshell (a walk of the
+        roots or a tc/iptables listing: ~0.15 s apiece under TCG, with a bash of its own
+        ~0.3 s), each line prefixed by a bash loop rather than a sed started per marker; a
+        line is one write, whole."""
+        prefix = 'prefix() { while IFS= read -r l; do printf \'%s %s\\n\' "$1" "$l"; done; }'
+        return "\n".join([prefix]
+                         + [f"{{ {m.step('scan', roots).subshell()} | prefix {m.name}; }} &"
+                            for m in self.markers()] + ["wait", "true"])
 
     def sweep_script(self, roots: Sequence[str] = SWEEP_ROOTS) -> str:
         return "\n".join([m.step("sweep", roots).command() for m in self.markers()]

@@ -65,7 +65,7 @@ def test_registering_a_fault_makes_sweep_and_scan_cover_its_marker(thing, tmp_pa
     roots = [str(tmp_path / "root")]
     target = tmp_path / "root" / "file"
     target.parent.mkdir()
-    assert marker.step("scan", roots).command() in registry.scan_script(roots)
+    assert marker.step("scan", roots).subshell() in registry.scan_script(roots)
     assert marker.step("sweep", roots).command() in registry.sweep_script(roots)
     assert marker not in faults.REGISTRY.markers(), "the lab's own registry is untouched"
 
@@ -85,7 +85,7 @@ def test_scan_and_sweep_are_the_registry_markers_pending_heals_first():
     assert {m.name for m in markers} == {"heal-pending", "moved-aside", "staged-wrapper",
                                          "not-executable", "qdisc", "iptables", "hung-task"}
     script = faults.scan_script(["/r"])
-    positions = [script.index(m.step("scan", ["/r"]).command()) for m in markers]
+    positions = [script.index(m.step("scan", ["/r"]).subshell()) for m in markers]
     assert positions == sorted(positions)
     sweep = faults.REGISTRY.sweep_script(["/r"])
     assert all(m.step("sweep", ["/r"]).command() in sweep for m in markers)

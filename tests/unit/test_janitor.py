@@ -65,7 +65,7 @@ def test_scan_counts_unhealed_faults_as_leftovers_in_the_same_round_trip(host):
     host.on("list-units", "fault iptables -A INPUT ... lab-fault\n")
     assert janitor.scan(host) == {"fault": ["iptables -A INPUT ... lab-fault"]}
     (call,) = host.calls
-    assert faults.scan_script() in call.cmd and "sed 's/^/fault /'" in call.cmd
+    assert faults.scan_script() in call.cmd and "| prefix fault" in call.cmd
     assert janitor.scan(host, include_faults=False) == {"fault": [
         "iptables -A INPUT ... lab-fault"]}  # the fake answers the same; the script differs
     assert faults.scan_script() not in host.calls[-1].cmd
@@ -91,7 +91,7 @@ def test_sweep_returns_what_was_there_runs_the_script_then_heals_faults(host, fa
     host.on("list-units", "unit nomad-lab-old-3.service\n")
     assert janitor.sweep(host) == {"unit": ["nomad-lab-old-3.service"]}
     scan, sweep = host.calls
-    assert scan.cmd.startswith(janitor.SCAN_SCRIPT)
+    assert janitor.SCAN_SCRIPT in scan.cmd
     assert sweep.cmd == janitor.SWEEP_SCRIPT and sweep.sudo and sweep.timeout == 120
     assert not sweep.check, "a partly failing sweep must not stop the teardown"
     assert fault_sweeps == [(host, 1)], "faults are healed after the scan, before the sweep"
