@@ -103,15 +103,22 @@ true
 """
 
 
-def scan_script(include_faults: bool = True) -> str:
-    """One round trip: the lab's traces and, with include_faults, the faults' (each line
-    prefixed "fault "), both at once (each line is one write, whole)."""
+PREFIX = 'prefix() { while IFS= read -r l; do printf \'%s %s\\n\' "$1" "$l"; done; }'
+
+
+def with_faults(script: str, include_faults: bool = True) -> str:
+    """`script` and, with include_faults, the faults' scan beside it in the same round trip
+    (its lines prefixed "fault "; each line one write, whole)."""
     if not include_faults:
-        return SCAN_SCRIPT
+        return script
     from lab import faults
 
-    prefix = 'prefix() { while IFS= read -r l; do printf \'%s %s\\n\' "$1" "$l"; done; }'
-    return f"{prefix}\n{{\n{faults.scan_script()}\n}} | prefix fault &\n{SCAN_SCRIPT}\nwait\n"
+    return f"{PREFIX}\n{{\n{faults.scan_script()}\n}} | prefix fault &\n{script}\nwait\n"
+
+
+def scan_script(include_faults: bool = True) -> str:
+    """One round trip: the lab's traces and, with include_faults, the faults', at once."""
+    return with_faults(SCAN_SCRIPT, include_faults)
 
 
 def parse_scan(stdout: str, exclude_agents: Iterable[str] = ()) -> dict[str, list[str]]:
@@ -146,22 +153,12 @@ def scan_agent(host: LabHost, agent_id: str, alloc_ids: Iterable[str],
                include_faults: bool = True) -> dict[str, list[str]]:
     """The traces of one agent and its allocations only (scan-agent.sh): what its test must
     leave behind clean while other tests' agents run on the same host."""
+    from lab.remote.host import script_command
     from lab.remote.layout import state_root
 
-    res = host.run_script("scan-agent.sh", [agent_id, AGENTS_ROOT, state_root(agent_id),
-                                            SHIMS, *sorted(alloc_ids)], check=False)
-    found: dict[str, list[str]] = {}
-    for line in res.stdout.splitlines():
-        kind, _, item = line.strip().partition(" ")
-        if kind and item:
-            found.setdefault(kind, []).append(item)
-    if include_faults:
-        from lab import faults
-
-        traces = faults.scan(host)
-        if traces:
-            found["fault"] = traces
-    return found
+    script = script_command("scan-agent.sh", [agent_id, AGENTS_ROOT, state_root(agent_id),
+                                              SHIMS, *sorted(alloc_ids)])
+    return parse_scan(host.sudo(with_faults(script, include_faults), check=False).stdout)
 
 
 def describe(found: dict[str, list[str]]) -> str:

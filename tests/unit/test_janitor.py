@@ -299,3 +299,20 @@ def test_scan_agent_reports_only_that_agents_traces(tmp_path, monkeypatch):
                      f"shim {shims['nomad-lab-r-1'].pid} {sys.executable} -c "
                      f"import time; time.sleep(30) {SHIM_PATH} "
                      f"{states}/nomad-lab-r-1/bundles/a1.app"], res.stdout
+
+
+def test_scan_agent_finds_a_fault_trace_in_the_same_round_trip(tmp_path, monkeypatch):
+    """scan-agent.sh and the faults' scan in one command, run by real bash in the faults'
+    sandbox: a heal script left pending (a test died mid-fault) is reported as a fault."""
+    from sandbox import make_sandbox
+
+    from lab.faults import framework
+
+    host = make_sandbox(tmp_path, monkeypatch)
+    pending = Path(framework.STATE_DIR) / "java_missing-1.sh"
+    pending.parent.mkdir(parents=True)
+    pending.write_text("true\n")
+    found = janitor.scan_agent(host, "nomad-lab-r-1", ["0000-no-such-alloc"])
+    assert found == {"fault": [f"heal-pending {pending}"]}, found
+    assert len(host.commands) == 1
+    assert janitor.scan_agent(host, "nomad-lab-r-1", [], include_faults=False) == {}
