@@ -25,6 +25,8 @@ DEFAULT_TIMEOUTS = {
     "ssh": 30.0,
     "command": 120.0,
     "vm_up": 900.0,
+    # lab.up's checks, with the guest set-up on a fresh boot (~7 s under TCG).
+    "provision": 150.0,
     # One phase of the box build (debootstrap is the longest: ~5 min here); host-side work.
     "box_phase": 1800.0,
     "agent_ready": 60.0,

@@ -35,6 +35,10 @@ def manifest(config: LabConfig) -> dict[str, tuple[Path, str]]:
     return files
 
 
+def remote_paths(config: LabConfig) -> list[str]:
+    return list(manifest(config))
+
+
 def sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
@@ -56,9 +60,19 @@ def _remote_sums(host: LabHost, paths: list[str]) -> tuple[dict[str, str], list[
     mtime still match is vouched for by it (hashing the 144 MB Nomad binary under TCG takes
     seconds). Only files the manifest cannot vouch for are hashed on the lab host.
     """
+    return hash_unvouched(host, *parse_sums(host.sudo(sums_command(paths), check=False).stdout))
+
+
+def sums_command(paths: list[str]) -> str:
+    """The manifest and each path's size and mtime (_remote_sums's one round trip)."""
     quoted = " ".join(shlex.quote(p) for p in paths)
-    out = host.sudo(f"cat {MANIFEST} 2>/dev/null; echo; echo '--- stat'; "
-                    f"stat -c '%s %Y %n' {quoted} 2>/dev/null; true", check=False).stdout
+    return (f"cat {MANIFEST} 2>/dev/null; echo; echo '--- stat'; "
+            f"stat -c '%s %Y %n' {quoted} 2>/dev/null; true")
+
+
+def parse_sums(out: str) -> tuple[dict[str, str], list[str]]:
+    """sums_command's output -> (sha256 of each file the manifest vouches for, the present
+    files it cannot vouch for)."""
     recorded_text, _, stat_text = out.partition("--- stat")
     try:
         recorded = json.loads(recorded_text.strip() or "{}")
@@ -75,6 +89,13 @@ def _remote_sums(host: LabHost, paths: list[str]) -> tuple[dict[str, str], list[
             sums[path] = entry["sha256"]
         else:
             unknown.append(path)
+    return sums, unknown
+
+
+def hash_unvouched(host: LabHost, sums: dict[str, str],
+                   unknown: list[str]) -> tuple[dict[str, str], list[str]]:
+    """Hash on the lab host the files the manifest could not vouch for (none: no round trip)."""
+    sums = dict(sums)
     if unknown:
         quoted = " ".join(shlex.quote(p) for p in unknown)
         out = host.sudo(f"sha256sum {quoted} 2>/dev/null; true", check=False).stdout
@@ -108,10 +129,13 @@ def stale(host: LabHost, config: LabConfig) -> list[str]:
             if have.get(remote) != sha256(local)]
 
 
-def push(host: LabHost, config: LabConfig, out=print) -> list[str]:
-    """Upload changed files; return the remote paths that were updated."""
+def push(host: LabHost, config: LabConfig, out=print,
+         read: tuple[dict[str, str], list[str]] | None = None) -> list[str]:
+    """Upload changed files; return the remote paths that were updated. `read` is
+    parse_sums() of sums_command(remote_paths(config)) when the caller ran it already."""
     files = manifest(config)
-    have, unvouched = _remote_sums(host, list(files))
+    have, unvouched = (hash_unvouched(host, *read) if read is not None
+                       else _remote_sums(host, list(files)))
     want = {remote: sha256(local) for remote, (local, _) in files.items()}
     changed = [remote for remote in files if have.get(remote) != want[remote]]
     for remote in changed:

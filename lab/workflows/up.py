@@ -1,8 +1,9 @@
 """`lab.up`: everything from a bare control host to a verified lab host, step by step.
 
-Steps: host (packages, libvirtd), build (plugin, Nomad, test JARs), box, vm, provision,
-push, verify. Each is idempotent, so a second run on a healthy lab only checks and is fast.
-For an ssh:// target the host/box/vm steps are skipped: the rest is the same code path.
+Steps: host (packages, libvirtd), build (plugin, Nomad, test JARs), box, vm, check (the guest
+set-up, the pushed files and the leftover scan, in one round trip), push, verify. Each is
+idempotent, so a second run on a healthy lab only checks and is fast. For an ssh:// target the
+host/box/vm steps are skipped: the rest is the same code path.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+from dataclasses import dataclass
 
 from lab.checks import janitor
 from lab.core.config import LabConfig
@@ -17,7 +19,7 @@ from lab.core.errors import LabError
 from lab.core.steps import Steps
 from lab.provision import build, target
 from lab.provision.push import push
-from lab.remote.host import LabHost
+from lab.remote.host import CommandResult, LabHost, script_command
 
 GUEST_SETUP = "provision/guest-setup.sh"
 
@@ -49,12 +51,13 @@ def up(config: LabConfig, out=print) -> Steps:
                     host = None
         if host is None:
             host = lease.enter_context(target.leased(config, "invoke lab.up", out))
-        with steps.step("provision"):
-            out("provision: " + json.dumps(provision(host, config)))
+        with steps.step("check"):
+            checked = check(host, config)
+            out("provision: " + json.dumps(checked.provision))
         with steps.step("push"):
-            changed = push(host, config, out)
+            changed = push(host, config, out, read=checked.files)
         with steps.step("verify"):
-            verify(host, out, run_binaries=bool(changed))
+            verify(host, out, run_binaries=bool(changed), found=checked.leftovers)
     out(steps.summary())
     return steps
 
@@ -84,12 +87,40 @@ def build_all(config: LabConfig, out=print) -> None:
     build.write_versions(config)
 
 
-def provision(host: LabHost, config: LabConfig) -> dict:
-    """Run the idempotent guest set-up; it checks cgroup v2, crun and Java and says why not."""
+@dataclass
+class Checked:
+    provision: dict  # the guest set-up's result: kernel, cgroup, crun, java, ...
+    files: tuple[dict[str, str], list[str]]  # lab.provision.push.parse_sums of the lab host
+    leftovers: dict[str, list[str]]  # lab.checks.janitor.parse_scan
+
+
+def check(host: LabHost, config: LabConfig) -> Checked:
+    """The lab host's state in one SSH round trip, its parts at once: the guest set-up (run
+    once per boot and script version, so on a warm lab only its recorded result), the pushed
+    files' manifest, and the leftover scan."""
+    from lab.provision import push as push_mod
+    from lab.remote import batch
+
+    results = batch.run_together(host, {
+        "provision": provision_command(config),
+        "files": push_mod.sums_command(push_mod.remote_paths(config)),
+        "leftovers": janitor.scan_script(),
+    }, timeout=config.timeout("provision"))
+    return Checked(provision_result(host, results["provision"]),
+                   push_mod.parse_sums(results["files"].stdout),
+                   janitor.parse_scan(results["leftovers"].stdout))
+
+
+def provision_command(config: LabConfig) -> str:
+    """The idempotent guest set-up (provision/guest-setup.sh through provision-once.sh): it
+    checks cgroup v2, crun and Java and says why not."""
     script = (config.root / GUEST_SETUP).read_text()
     digest = hashlib.sha256(script.encode()).hexdigest()
     # Once per boot and script version: a warm lab.up only reads the recorded result.
-    res = host.run_script("provision-once.sh", [digest, script], check=False, timeout=300)
+    return script_command("provision-once.sh", [digest, script])
+
+
+def provision_result(host: LabHost, res: CommandResult) -> dict:
     if not res.ok:
         raise LabError(f"the lab host {host.spec.url} is not fit for the lab:\n"
                        f"{(res.stdout + res.stderr).strip()}")
@@ -100,16 +131,18 @@ def provision(host: LabHost, config: LabConfig) -> dict:
         return {"guest-setup": last}
 
 
-def verify(host: LabHost, out=print, run_binaries: bool = True) -> None:
+def verify(host: LabHost, out=print, run_binaries: bool = True,
+           found: dict[str, list[str]] | None = None) -> None:
     """The binaries run on the lab host (after a push changed them; otherwise the manifest
-    vouches for them) and nothing is left from an earlier run."""
+    vouches for them) and nothing is left from an earlier run (`found`: check()'s scan)."""
     from lab.remote.layout import NOMAD_BIN, PLUGIN_BINARY, PLUGIN_DIR
 
     if run_binaries:
         res = host.run(f"{NOMAD_BIN} version | head -1; "
                        f"{PLUGIN_DIR}/{PLUGIN_BINARY} version 2>&1 | head -1")
         out(f"verify: {'; plugin: '.join(res.stdout.strip().splitlines())}")
-    found = janitor.scan(host)
+    if found is None:
+        found = janitor.scan(host)
     if found:
         janitor.sweep(host)
         out(f"verify: swept leftovers of an earlier run: {sorted(found)}")
