@@ -84,7 +84,7 @@ def build_all(config: LabConfig, out=print) -> None:
     build.build_nomad(config, log=out)
     build.build_plugin(config, log=out)
     build.build_apps(config, log=out)
-    build.write_versions(config)
+    build.write_versions_if_stale(config)
 
 
 @dataclass

@@ -242,6 +242,47 @@ def test_build_nomad_builds_the_pinned_module_and_fails_with_the_output_tail(go_
     assert "line 10\n" not in message  # only the tail
 
 
+class WritingRunner(FakeRunner):
+    """A `go build` that writes its -o file, as the real one does."""
+
+    def __call__(self, cmd, **kwargs):
+        if cmd[1:2] == ["build"]:
+            Path(cmd[cmd.index("-o") + 1]).write_bytes(b"binary of " + " ".join(cmd).encode())
+        return super().__call__(cmd, **kwargs)
+
+
+def builds(run: FakeRunner) -> list[str]:
+    return [cmd[-1] for cmd, _ in run.calls if cmd[1:2] == ["build"]]
+
+
+def test_a_binary_whose_inputs_did_not_change_is_not_rebuilt(go_project, monkeypatch):
+    plugin = go_project.root / "plugin"
+    (plugin / "main.go").write_text("package main\n")
+    (plugin / "README.md").write_text("docs\n")
+    run = WritingRunner({("git", "-C", str(go_project.root), "log"): (0, "abc1234\n", "")})
+
+    def build_both() -> list[str]:
+        run.calls.clear()
+        build.build_nomad(go_project, lambda _: None, run=run)
+        build.build_plugin(go_project, lambda _: None, run=run)
+        return builds(run)
+
+    assert build_both() == [build.NOMAD_PKG, ".", build.SHIM_PACKAGE]
+    assert build_both() == []
+    (plugin / "README.md").write_text("more docs\n")  # not an input
+    assert build_both() == []
+    (plugin / "main.go").write_text("package main\n\nfunc f() {}\n")  # the plugin's only
+    assert build_both() == [".", build.SHIM_PACKAGE]
+    (plugin / "go.sum").write_text("example v1 h1:x\n")  # everything's
+    assert build_both() == [build.NOMAD_PKG, ".", build.SHIM_PACKAGE]
+    monkeypatch.setenv("GOAMD64", "v3")  # changes what go build makes
+    assert build_both() == [build.NOMAD_PKG, ".", build.SHIM_PACKAGE]
+    (go_project.build_dir / "nomad").write_bytes(b"replaced by hand")  # not what was built
+    assert build_both() == [build.NOMAD_PKG]
+    run.answers[("git", "-C", str(go_project.root), "log")] = (0, "def5678\n", "")
+    assert build_both() == [".", build.SHIM_PACKAGE]  # a new commit: new -ldflags
+
+
 def test_missing_go_module_says_what_is_expected(tmp_path, monkeypatch):
     monkeypatch.setattr(build, "go_binary", lambda: "/fake/go")
     project = SimpleNamespace(root=tmp_path, build_dir=tmp_path / "build")
@@ -272,6 +313,22 @@ def test_write_versions_falls_back_to_the_recorded_stamp(go_project):
     versions = build.write_versions(go_project, run=run)
     assert versions["commit"] == "abc1234"
     assert versions["plugin"] == "unknown"
+
+
+def test_versions_are_read_again_only_when_a_binary_is_newer_than_them(go_project):
+    build_dir = go_project.build_dir
+    (build_dir / "java-crun.d").mkdir(parents=True)
+    for name in ("nomad", "nomad-driver-java-crun", "java-crun.d/java-crun-shim"):
+        (build_dir / name).write_text(name)
+    run = FakeRunner({("nomad", "version"): (0, "Nomad v1.11.3\n", "")})
+    assert build.write_versions_if_stale(go_project, run=run)["nomad"] == "v1.11.3"
+    run.calls.clear()
+    assert build.write_versions_if_stale(go_project, run=run)["nomad"] == "v1.11.3"
+    assert run.calls == []
+    later = (build_dir / "versions.json").stat().st_mtime_ns + 1_000_000_000
+    os.utime(build_dir / "nomad", ns=(later, later))  # rebuilt since
+    run.answers[("nomad", "version")] = (0, "Nomad v1.11.4\n", "")
+    assert build.write_versions_if_stale(go_project, run=run)["nomad"] == "v1.11.4"
 
 
 # -- bad JARs --------------------------------------------------------------------------------
