@@ -101,6 +101,7 @@ class VagrantVM:
         # Set by up(): the VM was running before and still is, not restarted (a lease taken
         # on it before up() still holds).
         self.kept_running = False
+        self._answered_at: float | None = None  # when answers() last saw sshd's banner
         self.release = self.lab.release
         self.cmdline = self.lab.cmdline()
 
@@ -194,6 +195,18 @@ class VagrantVM:
         """libvirt's state of our domain ('running', 'shut off', ...) or 'not created'."""
         res = self._virsh("domstate", self.name)
         return res.stdout.strip() if res.returncode == 0 else "not created"
+
+    def answers(self) -> bool:
+        """The domain runs and its sshd sends a banner (~0.5 s under TCG: sshd forks and
+        re-executes itself for every connection)."""
+        if self.domain_state() != "running" or not ssh_banner(self._ssh_port()):
+            return False
+        self._answered_at = time.monotonic()
+        return True
+
+    def _answered_recently(self) -> bool:
+        """answers() saw the banner moments ago (lab.up asks before it leases the VM)."""
+        return self._answered_at is not None and time.monotonic() - self._answered_at < 10
 
     def status(self) -> str:
         state = self.domain_state()
@@ -301,7 +314,7 @@ class VagrantVM:
             domain = "not created"
 
         port = self._ssh_port()
-        if domain == "running" and ssh_banner(port):
+        if domain == "running" and (self._answered_recently() or ssh_banner(port)):
             self.out(f"vm: {self.name} already running, ssh 127.0.0.1:{port} "
                      f"({time.monotonic() - start:.1f}s)")
             self.kept_running = not self._ensure_kernel(box, accel, port)

@@ -17,6 +17,7 @@ import os
 import secrets
 import shlex
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ from lab.core.errors import LabError, LabTimeout
 from lab.remote.host import LabHost
 
 LEASE_ENV = "LAB_LEASE"
+BUSY_RC = 75  # flock -n's exit code when another run holds the lock (EX_TEMPFAIL)
 LOCK_FILE = "/run/nomad-lab.lease"
 HOLDER_FILE = "/run/nomad-lab.lease-holder"
 
@@ -51,15 +53,24 @@ def hold(host: LabHost, what: str, timeout: float, out=print) -> Iterator[str]:
     who = (f"token={token} command={what!r} pid={os.getpid()} on={socket.gethostname()} "
            f"since={time.strftime('%Y-%m-%d %H:%M:%S')}")
     # `cat` holds the lock until our side of the channel closes (we release, or we die).
-    # One round trip: a held lock first prints WAITING and its holder, then flock waits.
+    # One round trip: a free lock is taken at once (one flock); a held one first prints
+    # WAITING and its holder, then flock waits.
     inner = f'printf "%s\\n" "$1" > {HOLDER_FILE}; echo LEASED; cat >/dev/null; rm -f {HOLDER_FILE}'
-    script = (f"flock -n {LOCK_FILE} true || "
-              f"{{ echo \"WAITING $(cat {HOLDER_FILE} 2>/dev/null)\"; }}; "
-              f"flock -w {max(1, round(timeout))} {LOCK_FILE} sh -c {shlex.quote(inner)} "
-              f"lease {shlex.quote(who)} || {{ echo BUSY; cat {HOLDER_FILE} 2>/dev/null; }}")
+    take = f"{LOCK_FILE} sh -c {shlex.quote(inner)} lease {shlex.quote(who)}"
+    script = (f"flock -n -E {BUSY_RC} {take}; [ $? = {BUSY_RC} ] || exit 0; "
+              f"echo \"WAITING $(cat {HOLDER_FILE} 2>/dev/null)\"; "
+              f"flock -w {max(1, round(timeout))} {take} "
+              f"|| {{ echo BUSY; cat {HOLDER_FILE} 2>/dev/null; }}")
     # Its own SSH connection: a reconnect of the host's main one must not end the lease.
+    # The main one opens meanwhile (each costs ~1.3 s under TCG: sshd's fork and re-exec,
+    # key exchange, the first session).
+    opener = threading.Thread(target=_open_quietly, args=(host,), daemon=True)
+    opener.start()
     own = LabHost(host.spec, name=f"{host.name}-lease", connect_timeout=30)
-    channel = own.open_channel(script, sudo=True)
+    try:
+        channel = own.open_channel(script, sudo=True)
+    finally:
+        opener.join()
     try:
         # Whole lines only: a holder's line (its command) may contain any word.
         answer = _read_until(channel, lambda t: _line(t, "LEASED") or _line(t, "WAITING "),
@@ -92,6 +103,14 @@ def hold(host: LabHost, what: str, timeout: float, out=print) -> Iterator[str]:
             pass
         channel.close()
         own.close()
+
+
+def _open_quietly(host: LabHost) -> None:
+    """Open host's connection now; a failure shows, with its reason, at its first command."""
+    try:
+        host.transport()
+    except LabError:
+        pass
 
 
 def _read_until(channel, done: Callable[[str], bool], timeout: float, text: str = "") -> str:

@@ -43,7 +43,7 @@ def up(config: LabConfig, out=print) -> Steps:
                 # The vm step may destroy a running VM (its box or accel changed): not while
                 # another run uses it. So a VM that answers is leased first, and the lease
                 # kept for the steps below unless the VM was restarted (which ended it).
-                if _answers(machine):
+                if machine.answers():
                     host = lease.enter_context(target.leased(config, "invoke lab.up", out))
                 machine.up()
                 if host is not None and not machine.kept_running:
@@ -60,12 +60,6 @@ def up(config: LabConfig, out=print) -> Steps:
             verify(host, out, run_binaries=bool(changed), found=checked.leftovers)
     out(steps.summary())
     return steps
-
-
-def _answers(machine) -> bool:
-    from lab.provision.vm import ssh_banner
-
-    return machine.domain_state() == "running" and bool(ssh_banner(machine.ssh_spec().port))
 
 
 def build_and_push(config: LabConfig, host: LabHost, out=print) -> Steps:

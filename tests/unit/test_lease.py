@@ -1,8 +1,13 @@
 """The lease's protocol with the lab host, over a fake channel: whole lines decide, so a
-holder's command line cannot pass for the lease's own answers."""
+holder's command line cannot pass for the lease's own answers; and its script, run by real
+bash and flock: a free lock is taken, a held one makes the next run wait and name the holder."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import threading
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -35,7 +40,8 @@ def lease_with(monkeypatch):
         monkeypatch.setattr(lease, "LabHost", lambda spec, name, connect_timeout: SimpleNamespace(
             open_channel=lambda script, sudo: channel, close=lambda: None))
         monkeypatch.delenv(lease.LEASE_ENV, raising=False)
-        host = SimpleNamespace(spec=SimpleNamespace(url="ssh://lab@127.0.0.1:2222"), name="vm")
+        host = SimpleNamespace(spec=SimpleNamespace(url="ssh://lab@127.0.0.1:2222"), name="vm",
+                               transport=lambda: None)
         lines: list[str] = []
         return lease.hold(host, "invoke test", timeout, out=lines.append), lines, channel
     return start
@@ -63,3 +69,63 @@ def test_a_holder_whose_command_says_leased_does_not_lease_the_waiter(lease_with
     with pytest.raises(lease.LeaseBusy, match="command='LEASED' pid=7"):
         with held:
             pytest.fail("leased while another run holds the lease")
+
+
+class LocalChannel:
+    """The lease's command run by this machine's bash: a channel whose stdin is the pipe that
+    keeps `cat` (and so the lock) alive."""
+
+    def __init__(self, script: str):
+        self.proc = subprocess.Popen(["bash", "-c", script], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE)
+        self.timeout = None
+
+    def settimeout(self, seconds):
+        self.timeout = seconds
+
+    def recv(self, size):
+        return self.proc.stdout.read1(size)
+
+    def shutdown_write(self):
+        self.proc.stdin.close()
+
+    def close(self):
+        self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def real_lock(tmp_path, monkeypatch):
+    monkeypatch.setattr(lease, "LOCK_FILE", str(tmp_path / "lease"))
+    monkeypatch.setattr(lease, "HOLDER_FILE", str(tmp_path / "lease-holder"))
+    monkeypatch.setattr(lease, "LabHost", lambda spec, name, connect_timeout: SimpleNamespace(
+        open_channel=lambda script, sudo: LocalChannel(script), close=lambda: None))
+    monkeypatch.delenv(lease.LEASE_ENV, raising=False)
+    return SimpleNamespace(spec=SimpleNamespace(url="ssh://local"), name="local",
+                           transport=lambda: None)
+
+
+def test_the_lease_script_takes_a_free_lock_and_makes_the_next_run_wait_for_it(real_lock,
+                                                                              tmp_path):
+    host, first_out, second_out = real_lock, [], []
+    second_leased = threading.Event()
+    with lease.hold(host, "first run", 10, out=first_out.append):
+        assert "command='first run'" in (tmp_path / "lease-holder").read_text()
+        # The second run is another process: it does not inherit the first one's token.
+        del os.environ[lease.LEASE_ENV]
+
+        def second():
+            with lease.hold(host, "second run", 10, out=second_out.append):
+                second_leased.set()
+        waiter = threading.Thread(target=second)
+        waiter.start()
+        for _ in range(200):  # until the second run says it waits (flock -w is waiting)
+            if second_out or second_leased.is_set():
+                break
+            time.sleep(0.05)
+        assert second_out and not second_leased.is_set(), \
+            "the second run got the lease while it was held"
+    waiter.join(timeout=10)
+    assert second_leased.is_set() and first_out == []
+    assert len(second_out) == 1 and "leased by another run (command='first run' pid=" in \
+        second_out[0], second_out
+    assert not (tmp_path / "lease-holder").exists()

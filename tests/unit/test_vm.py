@@ -81,6 +81,24 @@ def _vagrant_knows(vm, uuid: str) -> None:
     id_file.write_text(uuid)
 
 
+def test_up_right_after_answers_does_not_ask_sshd_again(make_vm, monkeypatch):
+    """lab.up asks whether the VM answers (to lease it first), then up() would ask again:
+    each banner is an sshd fork and re-exec, ~0.5 s under TCG."""
+    vm, virsh, vagrant = make_vm()
+    virsh.domains[vm.name] = ("running", "U1")
+    _vagrant_knows(vm, "U1")
+    vm._save_state(box=BOX.name, accel="tcg")
+    asked: list[int] = []
+    monkeypatch.setattr(vm_mod, "ssh_banner", lambda port, *a, **k: asked.append(port) or
+                        "SSH-2.0-OpenSSH_9.2")
+    assert vm.answers()
+    vm.up()
+    assert len(asked) == 1 and vagrant == [] and vm.kept_running
+    vm._answered_at -= 60  # a minute later, up() asks again
+    vm.up()
+    assert len(asked) == 2
+
+
 def test_name_is_stable_per_checkout(tmp_path):
     a = vm_mod.vm_name_for(tmp_path / "a")
     assert a == vm_mod.vm_name_for(tmp_path / "a")
