@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shlex
 from pathlib import Path
 
@@ -39,12 +40,33 @@ def remote_paths(config: LabConfig) -> list[str]:
     return list(manifest(config))
 
 
+SUMS_CACHE = ".sha256.json"  # beside the files it vouches for: {name: [size, mtime_ns, sha256]}
+
+
 def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+    """The file's sha256, recorded beside it and read again only when its size or mtime
+    changed (the 144 MB Nomad binary takes ~0.2 s to hash, on every lab.up and test run)."""
+    stat = path.stat()
+    cache_file = path.parent / SUMS_CACHE
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    size, mtime_ns, digest = (cache.get(path.name) or [None, None, None])
+    if (size, mtime_ns) == (stat.st_size, stat.st_mtime_ns) and digest:
+        return digest
+    hasher = hashlib.sha256()
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+            hasher.update(block)
+    cache[path.name] = [stat.st_size, stat.st_mtime_ns, hasher.hexdigest()]
+    try:  # atomically: parallel test runs hash the same files
+        tmp = cache_file.with_name(f"{SUMS_CACHE}.{os.getpid()}")
+        tmp.write_text(json.dumps(cache, indent=1, sort_keys=True) + "\n")
+        tmp.replace(cache_file)
+    except OSError:
+        pass  # a read-only build dir: hash again next time
+    return cache[path.name][2]
 
 
 def remote_sums(host: LabHost, paths: list[str]) -> dict[str, str]:

@@ -167,3 +167,19 @@ def test_a_lab_host_with_an_older_plugin_is_told_to_push(config, host):
     assert f"{PLUGIN_REMOTE} differs from" in str(err.value)
     assert "run `./invoke plugin.build lab.push` first" in str(err.value)
     assert "lab.up" not in str(err.value)
+
+
+def test_a_files_sha256_is_read_again_only_when_its_size_or_mtime_changes(tmp_path):
+    import os
+
+    jar = tmp_path / "app.jar"
+    jar.write_bytes(b"first")
+    assert push.sha256(jar) == digest(b"first")
+    stat = jar.stat()
+    jar.write_bytes(b"other")  # same size; its mtime put back: the record vouches for it
+    os.utime(jar, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert push.sha256(jar) == digest(b"first")
+    os.utime(jar, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))  # touched: hashed again
+    assert push.sha256(jar) == digest(b"other")
+    jar.write_bytes(b"longer one")
+    assert push.sha256(jar) == digest(b"longer one")
