@@ -39,8 +39,13 @@ echo "box=$(jq -r '.release + " " + .box_hash' /etc/nomad-lab-box.json 2>/dev/nu
 
 
 def collect(host: LabHost) -> dict[str, str]:
+    return parse(host, host.sudo(FACTS_SCRIPT, check=False).stdout)
+
+
+def parse(host: LabHost, stdout: str) -> dict[str, str]:
+    """FACTS_SCRIPT's "key=value" lines, with the target's URL."""
     facts = {"target": host.spec.url}
-    for line in host.sudo(FACTS_SCRIPT, check=False).stdout.splitlines():
+    for line in stdout.splitlines():
         key, _, value = line.partition("=")
         if key:
             facts[key] = value.strip()

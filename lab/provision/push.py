@@ -141,10 +141,13 @@ def record(host: LabHost, sums: dict[str, str]) -> None:
 NOT_ON_HOST = "is not on the lab host"  # a stale() line of a file the lab host lacks
 
 
-def stale(host: LabHost, config: LabConfig) -> list[str]:
-    """What differs between this tree's build and the lab host: one line per file."""
+def stale(host: LabHost, config: LabConfig,
+          read: tuple[dict[str, str], list[str]] | None = None) -> list[str]:
+    """What differs between this tree's build and the lab host: one line per file. `read`:
+    parse_sums() of sums_command(remote_paths(config)), when the caller ran it already."""
     files = manifest(config)
-    have = remote_sums(host, list(files))
+    have = (hash_unvouched(host, *read)[0] if read is not None
+            else remote_sums(host, list(files)))
     where = {True: f"{NOT_ON_HOST}; build:", False: "differs from"}
     return [f"{remote} {where[remote not in have]} {local}"
             for remote, (local, _) in files.items()

@@ -140,16 +140,27 @@ def pytest_sessionstart(session):
     # No separate check for the binaries: the stale check finds a missing one too.
     host = stack.enter_context(target.leased(lab_config, "pytest -n (xdist controller)"))
     config.stash[keys.CONTROLLER_KEY] = stack
-    _refuse_a_stale_lab_host(host, lab_config)
-    _sweep_before_the_run(host)
+    config.stash[keys.FACTS_KEY] = _start_the_run(host, lab_config)
 
 
-def _sweep_before_the_run(host) -> None:
-    """Heal what a crashed run left before we start (Jepsen's teardown before setup)."""
-    swept = janitor.scan(host)
+def _start_the_run(host, lab_config: LabConfig) -> dict[str, str]:
+    """Before the first test, in one round trip (its parts at once): refuse a lab host that
+    does not run this tree's build, heal what a crashed run left (Jepsen's teardown before
+    setup), and read the environment's facts, which the run's reports carry."""
+    from lab.provision import push
+    from lab.remote import batch
+
+    results = batch.run_together(host, {
+        "files": push.sums_command(push.remote_paths(lab_config)),
+        "leftovers": janitor.scan_script(),
+        "facts": facts.FACTS_SCRIPT,
+    })
+    _refuse_a_stale_lab_host(host, lab_config, push.parse_sums(results["files"].stdout))
+    swept = janitor.parse_scan(results["leftovers"].stdout)
     if swept:
         janitor.sweep(host)
         print(f"\nlab: swept leftovers of an earlier run:\n{leftovers.describe_text(swept)}")
+    return facts.parse(host, results["facts"].stdout)
 
 
 def _fault_scan_state(config) -> dict:
@@ -179,19 +190,18 @@ def lab_host(pytestconfig, lab_config):
     with target.leased(lab_config, f"pytest {' '.join(sys.argv[1:])}"[:120],
                        check_ready=bool(keys.worker())) as host:
         pytestconfig.stash[keys.HOST_KEY] = host
-        if not keys.worker():  # the xdist controller did both for its workers
-            _refuse_a_stale_lab_host(host, lab_config)
-            _sweep_before_the_run(host)
+        if not keys.worker():  # the xdist controller did it for its workers
+            pytestconfig.stash[keys.FACTS_KEY] = _start_the_run(host, lab_config)
         yield host
         host.close()
 
 
-def _refuse_a_stale_lab_host(host, config: LabConfig) -> None:
+def _refuse_a_stale_lab_host(host, config: LabConfig, read=None) -> None:
     """Never test a plugin or Nomad other than this tree's build."""
     from lab.provision.push import NOT_ON_HOST, stale
     from lab.remote.layout import NOMAD_BIN, PLUGIN_BINARY, PLUGIN_DIR
 
-    differs = stale(host, config)
+    differs = stale(host, config, read)
     if not differs:
         return
     if any(line.startswith((f"{NOMAD_BIN} ", f"{PLUGIN_DIR}/{PLUGIN_BINARY} ")) and
@@ -207,7 +217,8 @@ def _refuse_a_stale_lab_host(host, config: LabConfig) -> None:
 
 @pytest.fixture(scope="session")
 def lab_facts(request, lab_host, record_testsuite_property) -> dict[str, str]:
-    found = facts.collect(lab_host)
+    # Read with the run's first checks (_start_the_run); an xdist worker reads its own.
+    found = request.config.stash.get(keys.FACTS_KEY, None) or facts.collect(lab_host)
     request.config.stash[keys.FACTS_KEY] = found
     for key, value in found.items():
         record_testsuite_property(key, value)

@@ -183,3 +183,28 @@ def test_a_files_sha256_is_read_again_only_when_its_size_or_mtime_changes(tmp_pa
     assert push.sha256(jar) == digest(b"other")
     jar.write_bytes(b"longer one")
     assert push.sha256(jar) == digest(b"longer one")
+
+
+def test_the_runs_first_checks_refuse_a_bare_host_in_one_round_trip(config, monkeypatch):
+    """The session's start (build check, leftover scan, facts) as one batch, run by real bash
+    on this machine, which has none of the lab's files: refused, with lab.up as the fix."""
+    import os
+    import subprocess
+    from types import SimpleNamespace
+
+    from lab.pytest_plugin import _start_the_run
+    from lab.remote.host import CommandResult
+
+    calls = []
+
+    def run(cmd, *, sudo=False, check=True, timeout=None):
+        calls.append(cmd)
+        proc = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True,
+                              env=os.environ, timeout=60)
+        return CommandResult(cmd, proc.returncode, proc.stdout, proc.stderr)
+
+    host = SimpleNamespace(spec=SimpleNamespace(url="ssh://local"), run=run,
+                           sudo=lambda cmd, **kw: run(cmd, sudo=True, **kw))
+    with pytest.raises(LabError, match=r"(?s)is not on the lab host.*run `./invoke lab.up`"):
+        _start_the_run(host, config)
+    assert len(calls) == 1
