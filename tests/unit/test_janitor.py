@@ -144,7 +144,9 @@ def test_the_sweeps_kill_pattern_never_matches_the_shell_running_it():
 def test_the_scans_shim_pattern_finds_shims_but_not_the_plugin_or_its_own_script():
     assert re.search(janitor.SHIM_ARGS, SHIM_CMDLINE)
     assert not re.search(janitor.SHIM_ARGS, PLUGIN_CMDLINE)
-    assert not re.search(janitor.SHIM_ARGS, f"sudo -n bash -c {janitor.SCAN_SCRIPT!r}")
+    for script in (janitor.SCAN_SCRIPT, janitor.scan_script(include_faults=True)):
+        # Every subshell of the scan carries the whole script as its command line.
+        assert not re.search(janitor.SHIM_ARGS, f"sudo -n bash -c {script!r}")
     (kill_pattern,) = [p for tool, p in process_patterns(janitor.SWEEP_SCRIPT)]
     assert re.search(kill_pattern, SHIM_CMDLINE) and re.search(kill_pattern, PLUGIN_CMDLINE)
 
