@@ -391,7 +391,7 @@ def test_junit_report_records_box_kernel_cgroup_crun_java_nomad(pytester, monkey
 def test_ci_entry_point_runs_the_whole_suite_without_manual_setup():
     """.ci/run is what CI executes on a fresh clone: strict bash, the README's one command
     (`./invoke check.all`), which bootstraps its own venv and runs lint, unit tests, lab.up,
-    the driver-harness tests and this e2e suite."""
+    the driver-harness tests, this e2e suite, and a subset of it on a second lab."""
     ci = ROOT / ".ci" / "run"
     assert ci.is_file() and os.access(ci, os.X_OK), f"{ci} must exist and be executable"
     script = ci.read_text()
@@ -412,7 +412,7 @@ def test_ci_entry_point_runs_the_whole_suite_without_manual_setup():
     steps = [line.split(": ", 1)[1] for line in listed.stdout.splitlines()
              if line.startswith("check.all: ")]
     assert steps == ["check.lint", "plugin.unit", "lab.up", "test.unit", "plugin.test",
-                     "test.e2e"], listed.stdout
+                     "test.e2e", "matrix (bullseye: a subset)"], listed.stdout
 
 
 # -- the lab host's lease ------------------------------------------------------------------
