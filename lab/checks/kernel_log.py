@@ -61,9 +61,20 @@ def open_span(host: LabHost) -> Span:
 
 def problems_in(host: LabHost, span: Span) -> list[KernelProblem]:
     """The kernel problems logged since the span opened (one round trip)."""
+    return read(host, span)[0]
+
+
+def read(host: LabHost, span: Span) -> tuple[list[KernelProblem], float | None]:
+    """The kernel problems logged since the span opened, and the lab host's uptime when
+    they were read: the next span can start there without a round trip of its own."""
     res = host.run_script("kernel-log.sh", [f"{span.start:.6f}", "|".join(PROBLEMS.values()),
                                             CONTEXT_LINES])
-    return parse(res.stdout)
+    now = next((line.split()[1] for line in res.stdout.splitlines()
+                if line.startswith("now ")), None)
+    try:
+        return parse(res.stdout), float(now) if now else None
+    except ValueError:
+        return parse(res.stdout), None
 
 
 def parse(text: str) -> list[KernelProblem]:
@@ -99,14 +110,24 @@ def report(problems: list[KernelProblem]) -> str:
                        for p in problems)
 
 
-def gate(host: LabHost, span: Span, expected: tuple[str, ...],
-         shared_host: bool) -> tuple[list[str], str | None, str | None]:
-    """Close a test's span: (every problem described, for its record; the failure message,
-    or None when no problem other than the `expected` kinds was logged; the lines and call
-    traces of a failure, for kernel.txt in the test's bundle)."""
-    problems = problems_in(host, span)
+@dataclass
+class Verdict:
+    """A closed span: every problem described (for the test's record); the failure message,
+    or None when no problem other than the expected kinds was logged; the lines and call
+    traces of a failure (kernel.txt in the test's bundle); where the next span starts."""
+
+    described: list[str]
+    failure: str | None
+    traces: str | None
+    next_span: Span | None
+
+
+def gate(host: LabHost, span: Span, expected: tuple[str, ...], shared_host: bool) -> Verdict:
+    """Close a test's span."""
+    problems, now = read(host, span)
+    next_span = Span(now) if now is not None else None
     failing = [p for p in problems if p.kind not in expected]
     if not failing:
-        return [p.describe() for p in problems], None, None
-    return ([p.describe() for p in problems], failure_message(failing, shared_host),
-            report(problems) + "\n")
+        return Verdict([p.describe() for p in problems], None, None, next_span)
+    return Verdict([p.describe() for p in problems], failure_message(failing, shared_host),
+                   report(problems) + "\n", next_span)

@@ -17,15 +17,19 @@ def kernel_health(request):
         yield
         return
     host = request.getfixturevalue("lab_host")
-    span = kernel_log.open_span(host)
+    # The span starts where this process's last one ended (read with its gate: one round trip
+    # less per test), so the time between two tests counts for the next one, not for none.
+    span = request.config.stash.get(keys.KERNEL_SPAN_KEY, None) or kernel_log.open_span(host)
     yield
     expected = request.node.get_closest_marker("kernel_problems_expected")
-    described, failure, traces = kernel_log.gate(
-        host, span, expected.args if expected else (), shared_host=keys.parallel(request.config))
+    verdict = kernel_log.gate(host, span, expected.args if expected else (),
+                              shared_host=keys.parallel(request.config))
+    if verdict.next_span is not None:
+        request.config.stash[keys.KERNEL_SPAN_KEY] = verdict.next_span
     rec = request.node.stash.get(keys.RECORD_KEY, None)
     if rec is not None:
         # The bundle is written after this teardown fails (lab/checks/recording.py): kernel.txt
         # goes in with the record then, not now (a fresh bundle replaces what was there).
-        rec.kernel, rec.kernel_traces = described, traces
-    if failure:
-        pytest.fail(failure, pytrace=False)
+        rec.kernel, rec.kernel_traces = verdict.described, verdict.traces
+    if verdict.failure:
+        pytest.fail(verdict.failure, pytrace=False)

@@ -65,3 +65,21 @@ def test_the_failure_message_names_each_problem_and_says_when_the_host_was_share
     assert "other tests ran on this lab host at the same time" in message
     assert "other tests" not in kernel_log.failure_message(problems, shared_host=False)
     assert "__schedule+0x34d/0x9e0" in kernel_log.report(problems)
+
+
+def test_a_span_opened_before_the_lab_host_rebooted_covers_the_whole_new_boot(tmp_path):
+    # This machine's uptime is far below the span's start: the host rebooted since it opened.
+    kinds = [p.kind for p in kernel_log.parse(run_script(tmp_path, "999999999.5"))]
+    assert kinds == ["bug", "hung task", "warn", "soft lockup", "rcu stall"], kinds
+
+
+def test_the_gate_says_where_the_next_span_starts(tmp_path):
+    """The next test's span starts at the uptime the gate read, without a round trip."""
+    out = run_script(tmp_path, "1000.5")
+    host = type("Host", (), {"run_script": lambda self, name, args, **kw: type(
+        "Res", (), {"stdout": out})()})()
+    verdict = kernel_log.gate(host, kernel_log.Span(1000.5), ("hung task", "warn",
+                              "soft lockup", "rcu stall"), shared_host=False)
+    uptime = float(open("/proc/uptime").read().split()[0])
+    assert verdict.failure is None and len(verdict.described) == 4
+    assert verdict.next_span is not None and 0 < uptime - verdict.next_span.start < 60

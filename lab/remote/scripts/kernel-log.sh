@@ -9,7 +9,10 @@
 set -u
 since=$1 pattern=$2 context=$3
 
-echo "now $(cut -d' ' -f1 /proc/uptime)"
+read -r now _ < /proc/uptime
+echo "now $now"
+# A span opened before a reboot of the lab host: the whole log of this boot is after it.
+[ "${now%.*}" -lt "${since%.*}" ] && since=0
 # A continuation line has no timestamp of its own: it belongs to the last one seen.
 dmesg | awk -v since="$since" '
   match($0, /^\[ *[0-9]+\.[0-9]+\]/) { ts = substr($0, 2, RLENGTH - 2) + 0 }
