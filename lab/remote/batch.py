@@ -20,8 +20,13 @@ def script(sections: dict[str, str], marker: str) -> str:
     `<marker> <rc>`, in the order given."""
     lines = []
     for index, code in enumerate(sections.values()):
-        # The subshell keeps a section's `exit` or `set -e` its own.
-        lines.append(f"exec {3 + index}< <( (\n{code}\n); printf '\\n%s %d\\n' {marker} $? )")
+        # A function first: bash before 5.2 (bullseye's 5.1) cannot parse a `case` inside
+        # <( ... ), but parses it in a function body. The subshell keeps a section's `exit`
+        # or `set -e` its own.
+        lines.append(f"__lab_section_{index}() {{ (\n{code}\n); }}")
+    for index in range(len(sections)):
+        lines.append(f"exec {3 + index}< <(__lab_section_{index}; "
+                     f"printf '\\n%s %d\\n' {marker} $?)")
     # `read -d ''` reads to the end of the pipe without starting cat.
     for index in range(len(sections)):
         lines.append(f"IFS= read -r -d '' out <&{3 + index}; printf '%s' \"$out\"")

@@ -39,11 +39,14 @@ def test_each_section_gets_its_own_output_and_exit_code_in_one_round_trip():
         "silent": "true",
         "failing": "echo partial; echo oops >&2; exit 3",
         "no-newline": "printf 'x y'",
+        # A case statement: bash 5.1 (bullseye) cannot parse one inside <( ... ); the batch
+        # defines each section as a function (checked on the bullseye lab: `bash -n`).
+        "case": "case x in x) echo matched ;; *) echo no ;; esac",
     })
     assert host.calls == 1
     assert {k: (r.rc, r.stdout) for k, r in results.items()} == {
         "first": (0, "one\ntwo\n"), "silent": (0, ""), "failing": (3, "partial\n"),
-        "no-newline": (0, "x y")}
+        "no-newline": (0, "x y"), "case": (0, "matched\n")}
     assert "oops" in results["failing"].stderr
 
 
