@@ -33,6 +33,13 @@ ALLOC_NETNS = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 SHIMS = f"([{PLUGIN_BINARY[0]}]{PLUGIN_BINARY[1:]}|[{SHIM_BINARY[0]}]{SHIM_BINARY[1:]})"
 # The scan's processes: a shim is `<shim or plugin binary> <state root>/bundles/<id>`.
 SHIM_ARGS = f"{SHIMS} {CRUN_STATE_ROOT}/[^ ]*/bundles/"
+# session_of PID: sets $session to the process's session id (field 6 of /proc/PID/stat, after
+# the command name, which may hold spaces and parentheses); fails when the process is gone.
+SESSION_OF = r"""session_of() {
+  local stat
+  IFS= read -r stat 2>/dev/null < "/proc/$1/stat" || return 1
+  read -r _ _ _ session _ <<< "${stat##*) }"
+}"""
 SCAN_SCRIPT = rf"""
 shopt -s nullglob globstar
 prefix() {{ while IFS= read -r line; do printf '%s %s\n' "$1" "$line"; done; }}
@@ -48,19 +55,30 @@ for root in {CRUN_ROOTS}; do
 done
 for bundle in {CRUN_STATE_ROOT}/**/config.json; do echo "bundle $bundle"; done
 shim_args='{SHIM_ARGS}'
+{SESSION_OF}
+session_of $$; own=$session
 for proc in /proc/[0-9]*; do
   pid=${{proc#/proc/}}
-  [ "$pid" = "$$" ] && continue
   mapfile -d '' -t argv 2>/dev/null < "$proc/cmdline" || continue  # gone since the glob
   [ "${{#argv[@]}}" -gt 0 ] || continue  # a kernel thread
   printf -v args '%s ' "${{argv[@]}}"
   args=${{args//$'\n'/ }}  # one line per trace, as pgrep -a and tr printed them
-  if [[ $args =~ $shim_args ]]; then echo "shim $pid ${{args% }}"; fi
-  IFS= read -r comm 2>/dev/null < "$proc/comm" || continue
+  shim=""
+  [[ $args =~ $shim_args ]] && shim=1
+  comm=""
+  IFS= read -r comm 2>/dev/null < "$proc/comm"
+  [ -n "$shim" ] || [ "$comm" = java ] || continue
+  # This scan's own processes, and those of the checks run beside it in one batch (the
+  # guest set-up's or the facts' `java -version`), are in its session: not traces.
+  session_of "$pid" || continue
+  [ "$session" = "$own" ] && continue
+  [ -n "$shim" ] && echo "shim $pid ${{args% }}"
   [ "$comm" = java ] || continue
   # A java inside a lab agent's unit (the plugin's `java -version` probe while an agent
   # started ahead fingerprints) names the unit, so that the agent's exclusion covers it.
+  cgroup=""
   IFS= read -r -d '' cgroup 2>/dev/null < "$proc/cgroup"
+  [ -n "$cgroup" ] || continue  # gone since
   unit=""
   [[ $cgroup =~ ({UNIT_PREFIX}[^/]*[.]service) ]] && unit=${{BASH_REMATCH[1]}}
   echo "java_process $pid $args${{unit:+(in $unit)}}"

@@ -158,9 +158,12 @@ def test_the_scan_run_by_a_real_shell_reports_planted_processes_but_not_itself(t
     java = tmp_path / "java"
     java.symlink_to(shutil.which("sleep"))
     bundle = f"{CRUN_STATE_ROOT}/nomad-lab-r-1/bundles/0123-app"
+    # Sessions of their own, as an agent's processes have (systemd starts them): the scan
+    # leaves out its own session, where the checks beside it in a batch run.
     shim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)",
-                             f"{PLUGIN_DIR}/{PLUGIN_BINARY}", bundle])
-    jvm = subprocess.Popen([str(java), "30"], executable=str(java))
+                             f"{PLUGIN_DIR}/{PLUGIN_BINARY}", bundle], start_new_session=True)
+    jvm = subprocess.Popen([str(java), "30"], executable=str(java), start_new_session=True)
+    mine = subprocess.Popen([str(java), "31"], executable=str(java))  # the scan's session
     try:
         # /proc/<pid>/cmdline is written by the exec: wait until both show theirs.
         for proc in (shim, jvm):
@@ -171,10 +174,11 @@ def test_the_scan_run_by_a_real_shell_reports_planted_processes_but_not_itself(t
         out = subprocess.run(["bash", "-c", janitor.SCAN_SCRIPT], capture_output=True,
                              text=True, timeout=30).stdout
     finally:
-        for proc in (shim, jvm):
+        for proc in (shim, jvm, mine):
             proc.kill()
             proc.wait()
     lines = out.splitlines()
+    assert not [line for line in lines if line.startswith(f"java_process {mine.pid} ")], out
     assert f"shim {shim.pid} {sys.executable} -c import time; time.sleep(30) " \
            f"{PLUGIN_DIR}/{PLUGIN_BINARY} {bundle}" in lines, out
     assert f"java_process {jvm.pid} {java} 30 " in lines, out
@@ -275,7 +279,8 @@ def test_scan_agent_reports_only_that_agents_traces(tmp_path, monkeypatch):
         (states / agent / "bundles" / "a1.app" / "config.json").write_text("{}")
     # A shim of each agent: a process whose command line is `<shim> <state root>/bundles/<id>`.
     shims = {agent: subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)",
-                                      SHIM_PATH, f"{states / agent}/bundles/a1.app"])
+                                      SHIM_PATH, f"{states / agent}/bundles/a1.app"],
+                                     start_new_session=True)
              for agent in ("nomad-lab-r-1", "nomad-lab-r-2")}
     script = (SCRIPTS_DIR / "scan-agent.sh").read_text()
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
@@ -318,3 +323,35 @@ def test_scan_agent_finds_a_fault_trace_in_the_same_round_trip(tmp_path, monkeyp
     assert found == {"fault": [f"heal-pending {pending}"]}, found
     assert len(host.commands) == 1
     assert janitor.scan_agent(host, "nomad-lab-r-1", [], include_faults=False) == {}
+
+
+def test_scan_agent_finds_a_session_as_the_global_scan_does():
+    from lab.remote.host import SCRIPTS_DIR
+
+    assert janitor.SESSION_OF in (SCRIPTS_DIR / "scan-agent.sh").read_text()
+
+
+def test_a_java_started_by_a_check_beside_the_scan_is_not_a_leftover(tmp_path):
+    """lab.up and the session's start run the scan in one batch with the guest set-up and the
+    facts, which run `java -version`: that JVM is the batch's own, not a trace."""
+    from lab.remote import batch
+
+    java = tmp_path / "java"
+    java.symlink_to(shutil.which("sleep"))
+    host = type("Host", (), {"spec": type("Spec", (), {"url": "ssh://local"}),
+                             "run": lambda self, cmd, **kw: _local(cmd)})()
+    results = batch.run_together(host, {
+        "facts": f"{java} 2",  # runs while the scan walks /proc
+        # The scan starts once that JVM runs (a poll under a deadline).
+        "leftovers": f"for i in $(seq 100); do pgrep -f '^{java} 2' >/dev/null && break; "
+                     f"sleep 0.05; done\n{janitor.SCAN_SCRIPT}",
+    })
+    assert results["facts"].rc == 0
+    assert "java_process" not in results["leftovers"].stdout, results["leftovers"].stdout
+
+
+def _local(cmd: str):
+    from lab.remote.host import CommandResult
+
+    proc = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=30)
+    return CommandResult(cmd, proc.returncode, proc.stdout, proc.stderr)

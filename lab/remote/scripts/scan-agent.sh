@@ -29,18 +29,32 @@ for bundle in "$state_root"/**/config.json; do echo "bundle $bundle"; done
 # One pass over the processes: this agent's shims, and the java processes of its allocations.
 # $shims starts each alternative with a [x] class, so it cannot match this script's own
 # command line; the scan's shell is skipped by pid as well.
+# session_of PID: sets $session (as lab/checks/janitor.py SESSION_OF, which a test compares).
+session_of() {
+  local stat
+  IFS= read -r stat 2>/dev/null < "/proc/$1/stat" || return 1
+  read -r _ _ _ session _ <<< "${stat##*) }"
+}
+session_of $$; own=$session
 for proc in /proc/[0-9]*; do
   pid=${proc#/proc/}
-  [ "$pid" = "$$" ] && continue
   mapfile -d '' -t argv 2>/dev/null < "$proc/cmdline" || continue  # gone since the glob
   [ "${#argv[@]}" -gt 0 ] || continue  # a kernel thread
   printf -v args '%s ' "${argv[@]}"
   args=${args//$'\n'/ }  # one line per trace
-  if [[ $args =~ $shims\ $state_root/bundles/ ]]; then echo "shim $pid ${args% }"; fi
-  [ "${#allocs[@]}" -gt 0 ] || continue
-  IFS= read -r comm 2>/dev/null < "$proc/comm" || continue
-  [ "$comm" = java ] || continue
+  shim=""
+  [[ $args =~ $shims\ $state_root/bundles/ ]] && shim=1
+  comm=""
+  IFS= read -r comm 2>/dev/null < "$proc/comm"
+  [ -n "$shim" ] || { [ "${#allocs[@]}" -gt 0 ] && [ "$comm" = java ]; } || continue
+  # This scan's processes and those of the checks beside it in one batch share its session.
+  session_of "$pid" || continue
+  [ "$session" = "$own" ] && continue
+  [ -n "$shim" ] && echo "shim $pid ${args% }"
+  if [ "${#allocs[@]}" -eq 0 ] || [ "$comm" != java ]; then continue; fi
+  cgroup=""
   IFS= read -r -d '' cgroup 2>/dev/null < "$proc/cgroup"
+  [ -n "$cgroup" ] || continue  # gone since
   for a in "${allocs[@]}"; do
     case $cgroup in *"$a"*) echo "java_process $pid $args"; break ;; esac
   done
