@@ -65,14 +65,14 @@ def problems_in(host: LabHost, span: Span) -> list[KernelProblem]:
 
 
 def read(host: LabHost, span: Span) -> tuple[list[KernelProblem], float | None]:
-    """The kernel problems logged since the span opened, and the lab host's uptime when
-    they were read: the next span can start there without a round trip of its own."""
+    """The kernel problems logged since the span opened, and where the next span starts
+    (after the last line read: no round trip of its own, and no line in two spans)."""
     res = host.run_script("kernel-log.sh", [f"{span.start:.6f}", "|".join(PROBLEMS.values()),
                                             CONTEXT_LINES])
-    now = next((line.split()[1] for line in res.stdout.splitlines()
-                if line.startswith("now ")), None)
+    start = next((line.split()[1] for line in res.stdout.splitlines()
+                  if line.startswith("next ")), None)
     try:
-        return parse(res.stdout), float(now) if now else None
+        return parse(res.stdout), float(start) if start else None
     except ValueError:
         return parse(res.stdout), None
 
@@ -81,7 +81,7 @@ def parse(text: str) -> list[KernelProblem]:
     """kernel-log.sh's output -> one KernelProblem per problem line, with its trace."""
     found: list[KernelProblem] = []
     for line in text.splitlines():
-        if line.startswith("now ") or line == "--":
+        if line.startswith("next ") or line == "--":
             continue
         stamp = TIMESTAMP.match(line)
         message = line[stamp.end():] if stamp else line
@@ -99,6 +99,8 @@ def failure_message(problems: list[KernelProblem], shared_host: bool) -> str:
     if shared_host:
         lines.append("  (other tests ran on this lab host at the same time: a line may come "
                      "from one of them; it fails every test whose span it falls in)")
+    lines.append("  (a test's span of the kernel log runs from the previous test's kernel "
+                 "check in this process, or from its own start, to its end)")
     lines.append("the lines and their call traces are in the test's diagnostics bundle "
                  "(kernel.txt)")
     return "\n".join(lines)

@@ -24,12 +24,12 @@ DMESG = """\
 """
 
 
-def run_script(tmp_path, since: str) -> str:
+def run_script(tmp_path, since: str, dmesg: str = DMESG) -> str:
     bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
+    bin_dir.mkdir(parents=True)
     (bin_dir / "dmesg").write_text(f"#!/bin/sh\ncat {tmp_path / 'dmesg.txt'}\n")
     (bin_dir / "dmesg").chmod(0o755)
-    (tmp_path / "dmesg.txt").write_text(DMESG)
+    (tmp_path / "dmesg.txt").write_text(dmesg)
     script = (ROOT / "lab" / "remote" / "scripts" / "kernel-log.sh").read_text()
     pattern = "|".join(kernel_log.PROBLEMS.values())
     res = subprocess.run(["bash", "-c", script, "kernel-log.sh", since, pattern, "3"],
@@ -73,13 +73,20 @@ def test_a_span_opened_before_the_lab_host_rebooted_covers_the_whole_new_boot(tm
     assert kinds == ["bug", "hung task", "warn", "soft lockup", "rcu stall"], kinds
 
 
-def test_the_gate_says_where_the_next_span_starts(tmp_path):
-    """The next test's span starts at the uptime the gate read, without a round trip."""
-    out = run_script(tmp_path, "1000.5")
-    host = type("Host", (), {"run_script": lambda self, name, args, **kw: type(
-        "Res", (), {"stdout": out})()})()
-    verdict = kernel_log.gate(host, kernel_log.Span(1000.5), ("hung task", "warn",
-                              "soft lockup", "rcu stall"), shared_host=False)
-    uptime = float(open("/proc/uptime").read().split()[0])
+def test_the_gate_says_where_the_next_span_starts_after_the_last_line_it_read(tmp_path):
+    """The next test's span starts after the last line this gate read (no round trip of its
+    own, and no line counted in two spans); with an empty log, at the uptime."""
+    def gate(out: str) -> kernel_log.Verdict:
+        host = type("Host", (), {"run_script": lambda self, name, args, **kw: type(
+            "Res", (), {"stdout": out})()})()
+        return kernel_log.gate(host, kernel_log.Span(1000.5), ("hung task", "warn",
+                               "soft lockup", "rcu stall"), shared_host=False)
+
+    verdict = gate(run_script(tmp_path, "1000.5"))
     assert verdict.failure is None and len(verdict.described) == 4
-    assert verdict.next_span is not None and 0 <= uptime - verdict.next_span.start < 60
+    assert verdict.next_span == kernel_log.Span(1211.0)
+    assert kernel_log.parse(run_script(tmp_path / "again", "1211.0")) == []
+    (tmp_path / "empty").mkdir()
+    empty = run_script(tmp_path / "empty", "1000.5", dmesg="")
+    uptime = float(open("/proc/uptime").read().split()[0])
+    assert 0 <= uptime - gate(empty).next_span.start < 60
