@@ -259,18 +259,19 @@ GO_ENV_INPUTS = ("GOFLAGS", "GOOS", "GOARCH", "GOAMD64", "GOEXPERIMENT", "GOTOOL
 BUILD_STAMPS = ".go-inputs.json"  # in build/: each binary's inputs at its last build
 
 
-def go_inputs(plugin_dir: Path, package: str, cmd: list[str]) -> str:
-    """A digest of what a build of `package` depends on: the Go toolchain's version, the
-    command and its environment, go.mod and go.sum (Nomad comes from the module cache, which
-    never changes under a version), and for the plugin's own packages every file in plugin/."""
+def go_inputs(plugin_dir: Path, package: str, cmd: list[str], env: dict,
+              run: Runner = subprocess.run) -> str:
+    """A digest of what a build of `package` depends on: the Go toolchain as `go env` sees it
+    (its version and root, and settings made with `go env -w`, which the environment does not
+    show), the command and its environment, go.mod and go.sum (Nomad comes from the module
+    cache, which never changes under a version), and for the plugin's own packages every
+    file in plugin/."""
     digest = hashlib.sha256()
-    go_root = Path(os.path.realpath(cmd[0])).parent.parent
-    try:
-        toolchain = (go_root / "VERSION").read_text().splitlines()[0]
-    except (OSError, IndexError):
-        toolchain = f"unknown at {go_root}"
-    env = {key: os.environ.get(key, "") for key in GO_ENV_INPUTS}
-    digest.update(json.dumps([toolchain, cmd[1:], GO_ENV, env]).encode())
+    go_env = run([cmd[0], "env", "-json", "GOVERSION", "GOROOT", *GO_ENV_INPUTS, *GO_ENV],
+                 cwd=plugin_dir, env=env, capture_output=True, text=True)
+    toolchain = go_env.stdout if go_env.returncode == 0 else f"go env failed: {go_env.stderr}"
+    environment = {key: os.environ.get(key, "") for key in GO_ENV_INPUTS}
+    digest.update(json.dumps([toolchain, cmd[1:], GO_ENV, environment]).encode())
     if package.startswith("."):
         sources = sorted(p for p in plugin_dir.rglob("*") if p.is_file() and p.suffix != ".md")
     else:
@@ -296,7 +297,9 @@ def _record_inputs(out: Path, inputs: str) -> None:
     stamps = _read_json(stamps_file)
     stat = out.stat()
     stamps[out.name] = {"inputs": inputs, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    stamps_file.write_text(json.dumps(stamps, indent=2, sort_keys=True) + "\n")
+    tmp = stamps_file.with_name(f"{BUILD_STAMPS}.{os.getpid()}")  # two runs may build at once
+    tmp.write_text(json.dumps(stamps, indent=2, sort_keys=True) + "\n")
+    tmp.replace(stamps_file)
 
 
 def _go_build(config, what: str, extra: list[str], out: Path, package: str, log: Log,
@@ -311,12 +314,12 @@ def _go_build(config, what: str, extra: list[str], out: Path, package: str, log:
     go = go_binary()
     out.parent.mkdir(parents=True, exist_ok=True)
     cmd = [go, "build", *GO_FLAGS, *extra, "-o", str(out), package]
-    inputs = go_inputs(plugin_dir, package, cmd)
+    env = {**os.environ, **GO_ENV}
+    inputs = go_inputs(plugin_dir, package, cmd, env, run)
     if _up_to_date(out, inputs):
         log(f"{out.name}: {what} is up to date (its inputs are those of its last build)")
         return False
     started = time.monotonic()
-    env = {**os.environ, **GO_ENV}
     if run is subprocess.run:
         # A cold Nomad build takes minutes: show that it is alive and how far it has got.
         result = _go_build_with_progress([go, "build", "-v", *cmd[2:]], plugin_dir, env,

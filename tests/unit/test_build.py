@@ -191,7 +191,7 @@ def test_build_plugin_stamps_the_commit_and_builds_static_in_plugin_dir(go_proje
     logs = []
     out = build.build_plugin(go_project, logs.append, run=run)
     assert out == go_project.build_dir / "nomad-driver-java-crun"
-    (cmd, kwargs), (shim_cmd, _) = run.calls[-2:]
+    (cmd, kwargs), (shim_cmd, _) = [c for c in run.calls if c[0][1:2] == ["build"]]
     assert cmd[:3] == ["/fake/go", "build", "-trimpath"]
     assert cmd[cmd.index("-ldflags") + 1] == f"-X {build.PLUGIN_VERSION_PKG}.Commit=abc1234+dirty"
     assert cmd[-3:] == ["-o", str(out), "."]
@@ -281,6 +281,11 @@ def test_a_binary_whose_inputs_did_not_change_is_not_rebuilt(go_project, monkeyp
     assert build_both() == [build.NOMAD_PKG]
     run.answers[("git", "-C", str(go_project.root), "log")] = (0, "def5678\n", "")
     assert build_both() == [".", build.SHIM_PACKAGE]  # a new commit: new -ldflags
+    # `go env -w GOFLAGS=-tags=x` (in go's own env file, not the environment) changes what
+    # go env reports: everything is built again.
+    run.answers[("go", "env")] = (0, '{"GOFLAGS": "-tags=x", "GOVERSION": "go1.26.8"}', "")
+    assert build_both() == [build.NOMAD_PKG, ".", build.SHIM_PACKAGE]
+    assert build_both() == []
 
 
 def test_missing_go_module_says_what_is_expected(tmp_path, monkeypatch):
