@@ -57,10 +57,13 @@ def hold(host: LabHost, what: str, timeout: float, out=print) -> Iterator[str]:
     # WAITING and its holder, then flock waits.
     inner = f'printf "%s\\n" "$1" > {HOLDER_FILE}; echo LEASED; cat >/dev/null; rm -f {HOLDER_FILE}'
     take = f"{LOCK_FILE} sh -c {shlex.quote(inner)} lease {shlex.quote(who)}"
-    script = (f"flock -n -E {BUSY_RC} {take}; [ $? = {BUSY_RC} ] || exit 0; "
+    # flock failing for another reason (the lock file cannot be opened) says FAILED <rc>.
+    script = (f"flock -n -E {BUSY_RC} {take}; rc=$?; "
+              f"if [ $rc = {BUSY_RC} ]; then "
               f"echo \"WAITING $(cat {HOLDER_FILE} 2>/dev/null)\"; "
-              f"flock -w {max(1, round(timeout))} {take} "
-              f"|| {{ echo BUSY; cat {HOLDER_FILE} 2>/dev/null; }}")
+              f"flock -w {max(1, round(timeout))} -E {BUSY_RC} {take}; rc=$?; "
+              f"[ $rc = {BUSY_RC} ] && {{ echo BUSY; cat {HOLDER_FILE} 2>/dev/null; exit 0; }}; "
+              f"fi; [ $rc = 0 ] || echo \"FAILED $rc\"")
     # Its own SSH connection: a reconnect of the host's main one must not end the lease.
     # The main one opens meanwhile (each costs ~1.3 s under TCG: sshd's fork and re-exec,
     # key exchange, the first session).
@@ -73,14 +76,20 @@ def hold(host: LabHost, what: str, timeout: float, out=print) -> Iterator[str]:
         opener.join()
     try:
         # Whole lines only: a holder's line (its command) may contain any word.
-        answer = _read_until(channel, lambda t: _line(t, "LEASED") or _line(t, "WAITING "),
-                             timeout + 30)
+        answer = _read_until(channel, lambda t: _line(t, "LEASED") or _line(t, "WAITING ")
+                             or _line(t, "FAILED "), timeout + 30)
         busy = _line(answer, "WAITING ").removeprefix("WAITING ").strip()
         if not _line(answer, "LEASED") and _line(answer, "WAITING "):
             out(f"lab: the lab host {host.spec.url} is leased by another run "
                 f"({_readable(busy) or 'holder not recorded'}); waiting up to {timeout:.0f}s")
-            answer = _read_until(channel, lambda t: _line(t, "LEASED") or _line(t, "BUSY"),
-                                 timeout + 30, answer)
+            answer = _read_until(channel, lambda t: _line(t, "LEASED") or _line(t, "BUSY")
+                                 or _line(t, "FAILED "), timeout + 30, answer)
+        failed = _line(answer, "FAILED ")
+        if failed and not _line(answer, "LEASED"):
+            raise LabError(f"the lease of lab host {host.spec.url} could not be taken: flock on "
+                           f"{LOCK_FILE} exited {failed.removeprefix('FAILED ')}, not because "
+                           "another run holds it; fix: on the lab host, `sudo flock -n "
+                           f"{LOCK_FILE} true` shows why (a full or read-only /run?)")
         if not _line(answer, "LEASED"):
             lines = answer.split("\n")
             after = lines[lines.index("BUSY") + 1:] if "BUSY" in lines else []

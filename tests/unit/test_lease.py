@@ -129,3 +129,13 @@ def test_the_lease_script_takes_a_free_lock_and_makes_the_next_run_wait_for_it(r
     assert len(second_out) == 1 and "leased by another run (command='first run' pid=" in \
         second_out[0], second_out
     assert not (tmp_path / "lease-holder").exists()
+
+
+def test_a_lock_file_that_cannot_be_opened_is_not_taken_for_another_runs_lease(real_lock,
+                                                                               monkeypatch,
+                                                                               tmp_path):
+    monkeypatch.setattr(lease, "LOCK_FILE", str(tmp_path / "no-such-dir" / "lease"))
+    with pytest.raises(lease.LabError, match=r"could not be taken: flock on .* exited 66, not "
+                                             r"because another run holds it"):
+        with lease.hold(real_lock, "a run", 10):
+            pytest.fail("leased without a lock")
