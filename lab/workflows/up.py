@@ -115,9 +115,11 @@ def provision_command(config: LabConfig) -> str:
 
 
 def provision_result(host: LabHost, res: CommandResult) -> dict:
+    """provision-once.sh's answer: its stdout carries the set-up's stdout and stderr (the
+    batch's own stderr is shared with the other checks, so it is left out)."""
     if not res.ok:
         raise LabError(f"the lab host {host.spec.url} is not fit for the lab:\n"
-                       f"{(res.stdout + res.stderr).strip()}")
+                       f"{res.stdout.strip() or f'(no output; exit {res.rc})'}")
     last = (res.stdout.strip().splitlines() or ["{}"])[-1]
     try:
         return json.loads(last)
