@@ -12,6 +12,7 @@ import json
 import re
 from collections.abc import Iterable
 
+from lab.faults.registry import PREFIX
 from lab.remote.host import LabHost
 from lab.remote.layout import AGENTS_ROOT, CRUN_STATE_ROOT, PLUGIN_BINARY, SHIM_BINARY, UNIT_PREFIX
 
@@ -42,7 +43,7 @@ SESSION_OF = r"""session_of() {
 }"""
 SCAN_SCRIPT = rf"""
 shopt -s nullglob globstar
-prefix() {{ while IFS= read -r line; do printf '%s %s\n' "$1" "$line"; done; }}
+{PREFIX}
 systemctl list-units '{UNIT_PREFIX}*' --all --plain --no-legend 2>/dev/null |
   while read -r unit _; do echo "unit $unit"; done
 for dir in {AGENTS_ROOT}/*; do echo "data_dir ${{dir##*/}}"; done
@@ -119,9 +120,6 @@ find /sys/fs/cgroup -mindepth 1 -depth -type d \
   \( -path '*nomad.slice/*' -o -path '*/java-crun*' \) -exec rmdir {{}} \; 2>/dev/null
 true
 """
-
-
-PREFIX = 'prefix() { while IFS= read -r l; do printf \'%s %s\\n\' "$1" "$l"; done; }'
 
 
 def with_faults(script: str, include_faults: bool = True) -> str:

@@ -57,7 +57,7 @@ def up(config: LabConfig, out=print) -> Steps:
         with steps.step("push"):
             changed = push(host, config, out, read=checked.files)
         with steps.step("verify"):
-            verify(host, out, run_binaries=bool(changed), found=checked.leftovers)
+            verify(host, checked.leftovers, out, run_binaries=bool(changed))
     out(steps.summary())
     return steps
 
@@ -127,8 +127,8 @@ def provision_result(host: LabHost, res: CommandResult) -> dict:
         return {"guest-setup": last}
 
 
-def verify(host: LabHost, out=print, run_binaries: bool = True,
-           found: dict[str, list[str]] | None = None) -> None:
+def verify(host: LabHost, found: dict[str, list[str]], out=print,
+           run_binaries: bool = True) -> None:
     """The binaries run on the lab host (after a push changed them; otherwise the manifest
     vouches for them) and nothing is left from an earlier run (`found`: check()'s scan)."""
     from lab.remote.layout import NOMAD_BIN, PLUGIN_BINARY, PLUGIN_DIR
@@ -137,8 +137,6 @@ def verify(host: LabHost, out=print, run_binaries: bool = True,
         res = host.run(f"{NOMAD_BIN} version | head -1; "
                        f"{PLUGIN_DIR}/{PLUGIN_BINARY} version 2>&1 | head -1")
         out(f"verify: {'; plugin: '.join(res.stdout.strip().splitlines())}")
-    if found is None:
-        found = janitor.scan(host)
     if found:
         janitor.sweep(host)
         out(f"verify: swept leftovers of an earlier run: {sorted(found)}")

@@ -56,7 +56,7 @@ def test_the_vm_steps_lease_serves_the_rest_unless_the_vm_restarted(monkeypatch,
     monkeypatch.setattr(up, "check", lambda host, config: events.append("check") or
                         up.Checked({}, ({}, []), {}))
     monkeypatch.setattr(up, "push", lambda host, config, out, read: events.append("push") or [])
-    monkeypatch.setattr(up, "verify", lambda host, out, run_binaries, found:
+    monkeypatch.setattr(up, "verify", lambda host, found, out, run_binaries:
                         events.append("verify"))
     up.up(SimpleNamespace(is_vagrant=True), out=lambda line: None)
     assert [e for e in events if e in ("take", "release")] == leases
