@@ -13,6 +13,8 @@ error in `errors` instead of raising (a record must never mask the test's own fa
                        message), fetched through the agent's API before it stops
     leftovers          the scan after the test: what was found, and the same in words
     kernel             kernel problems logged during the test (lab/checks/kernel_log.py)
+    lost               why the lab host was lost during the test (lab/checks/guest_watch.py);
+                       its serial console's last lines go to serial.txt
     reports            setup / call / teardown: outcome, duration, the failure's text
 
 `write()` puts record.json and a readable record.txt (one timeline merging faults, artifact
@@ -46,6 +48,8 @@ class Record:
     leftovers: dict[str, Any] | None = None  # None: not scanned
     kernel: list[str] | None = None  # kernel problems in the test's span; None: not read
     kernel_traces: str | None = None  # their lines and call traces, when they failed the test
+    lost: str | None = None  # the lab host was lost (panicked, silent) during the test: why
+    serial: str | None = None  # then: the serial console's last lines
     reports: dict[str, dict[str, Any]] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)  # part -> why it is missing
     bundle: str | None = None  # the diagnostics bundle's directory, once one is written
@@ -221,6 +225,9 @@ def render_text(record: dict[str, Any]) -> str:
     lines += ["", "kernel problems in this test's span (call traces: kernel.txt)"]
     lines += (["  not read"] if kernel is None
               else [f"  - {line}" for line in kernel] or ["  none"])
+    if record.get("lost"):
+        lines += ["", "the lab host was lost during this test (its serial console: serial.txt)",
+                  f"  {record['lost']}"]
     if record.get("errors"):
         lines += ["", "parts of this record that could not be gathered"]
         lines += [f"  {name}: {why}" for name, why in record["errors"].items()]

@@ -93,6 +93,8 @@ def finish(rec: record.Record, out: Path, artifacts: Any = None) -> list[tuple[s
         record.write(rec.to_dict(), out)
         if rec.kernel_traces:
             (out / "kernel.txt").write_text(rec.kernel_traces)
+        if rec.serial:
+            (out / "serial.txt").write_text(rec.serial)
     except Exception as exc:  # noqa: BLE001 - a record must not mask the failure
         return [("lab record", f"could not write the record to {out}: {exc}")]
     return [("lab diagnostics", summary(out))]

@@ -36,6 +36,9 @@ DEFAULT_TIMEOUTS = {
     "fingerprint": 45.0,
     # Waiting for another run's lease on the lab host (lab.remote.lease).
     "lease": 300.0,
+    # The lab host answered no SSH keepalive for this long: it is lost (hung); the VM is
+    # restarted (lab/checks/guest_watch.py). A panic is seen on the serial console at once.
+    "guest_silent": 10.0,
 }
 
 

@@ -3,17 +3,35 @@
 `until(check, timeout, what)` calls `check()` until it returns something truthy and returns
 that. A falsy return (or a `Pending(observation)`) is remembered as the last observation, so
 a timeout reports what the state actually was instead of just "timed out".
+
+A wait also ends early when something that makes it pointless happened elsewhere: each
+registered interrupt (`interrupting(check)`) is called between polls and may raise (the guest
+watch raises HostLost when the lab host's kernel panicked: no job will ever come up then).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 from lab.core.errors import LabTimeout
 
 T = TypeVar("T")
+
+_interrupts: list[Callable[[], None]] = []
+
+
+@contextmanager
+def interrupting(check: Callable[[], None]) -> Iterator[None]:
+    """While in the block, every wait calls check() between polls; what it raises ends the
+    wait (and propagates)."""
+    _interrupts.append(check)
+    try:
+        yield
+    finally:
+        _interrupts.remove(check)
 
 
 class Pending:
@@ -58,6 +76,8 @@ def until(
             if result:
                 return result
             last = result.observation if isinstance(result, Pending) else result
+        for interrupt in list(_interrupts):
+            interrupt()
         remaining = deadline - clock()
         if remaining <= 0:
             raise LabTimeout(what, timeout, last, hint)

@@ -63,6 +63,17 @@ class AgentPool:
             self._discard(ahead)
         self._ahead.clear()
 
+    def forget_ahead(self) -> None:
+        """Let go of every agent started ahead without stopping it: the lab host that ran it
+        was lost, and restarts with nothing running (lab/pytest_plugin/guest.py)."""
+        for ahead in self._ahead.values():
+            try:
+                ahead.future.result()  # ends at once: every command on a lost host fails
+            except Exception:  # noqa: BLE001, S110 - its host is gone: nothing to tear down
+                pass
+            ahead.agent.close_tunnel()
+        self._ahead.clear()
+
     def close(self) -> None:
         self.drop_ahead()
         self._executor.shutdown(wait=True)

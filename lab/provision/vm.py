@@ -404,6 +404,14 @@ class VagrantVM:
                    hint=f"the guest may be hung: see `virsh -c {LIBVIRT_URI} console "
                         f"{self.name}`, or `invoke lab.destroy` and `invoke lab.up`")
 
+    def restart(self, why: str) -> SSHSpec:
+        """Power the VM off at once (a panicked or hung guest cannot shut itself down) and
+        boot it again, as up() would."""
+        self.out(f"vm: restarting {self.name}: {why}")
+        self._virsh("destroy", self.name)  # fails harmlessly when it is not running
+        self._answered_at = None
+        return self.up()
+
     def halt(self) -> None:
         if self.domain_state() == "not created":
             self.out(f"vm: {self.name} not created")

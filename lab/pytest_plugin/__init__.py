@@ -37,7 +37,8 @@ from lab.core.config import LabConfig
 from lab.core.errors import LabError
 from lab.nomad.agent import AgentOptions, NomadAgent
 from lab.nomad.agent_pool import AgentPool
-from lab.pytest_plugin import keys, reporting
+from lab.pytest_plugin import guest, keys, reporting
+from lab.pytest_plugin.guest import guest_guard, guest_watched  # noqa: F401 - fixtures
 from lab.pytest_plugin.kernel_gate import kernel_health  # noqa: F401 - an autouse fixture
 
 _agent_seq = itertools.count(1)
@@ -66,6 +67,9 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "kernel_problems_expected(*kinds): kernel problems of "
                             "these kinds (lab/checks/kernel_log.py PROBLEMS) in the test's span "
                             "are its purpose: recorded, not failed")
+    config.addinivalue_line("markers", f"{guest.RESTART_EXPECTED}: the test restarts the lab "
+                            "host on purpose (an inner run whose guest panics): the loss is "
+                            "recorded, not failed, and the run waits for the host to come back")
     config.addinivalue_line("markers", "exclusive: the test changes the lab host for everybody "
                             "(faults, plugin kill, agent restart, inner runs): nothing else "
                             "runs on that host meanwhile, not even the next test's agent")
@@ -262,6 +266,7 @@ def agent_pool(request, lab_config, lab_host):
 
     pool = AgentPool(make)
     request.config.stash[keys.POOL_KEY] = pool
+    request.getfixturevalue("guest_guard").pool = pool
     yield pool
     del request.config.stash[keys.POOL_KEY]
     pool.close()
@@ -306,6 +311,11 @@ def agent(request, lab_config, lab_host, lab_facts, agent_pool):
     props.append(("agent_timeline", " ".join(f"{k}={v:.2f}" for k, v in agent.timeline.items())))
     yield agent
     failed = getattr(item, "_lab_call_failed", False)
+    if lab_host.lost:
+        # Nothing to drain, stop or scan: the lab host restarts with nothing running.
+        agent.close_tunnel()
+        rec.errors["teardown"] = "skipped: the lab host was lost during the test"
+        return
     if failed and lab_config.keep:
         # Keep it, and stop the session: the next test would find it as its own leftover.
         agent.close_tunnel()
@@ -334,6 +344,12 @@ def _terminal_line(text: str) -> None:
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_teardown(item):
     yield
+    guard = item.config.stash.get(keys.GUARD_KEY, None)
+    if guard is not None:
+        stop = guard.end(item)
+        if stop:
+            item.session.shouldstop = stop
+            _terminal_line(f"lab: {stop}")
     phases = item.stash.get(keys.PHASES_KEY, None)
     if phases:
         _phases_of[item.nodeid] = phases
@@ -362,6 +378,14 @@ def pytest_runtest_makereport(item, call):
     rec = item.stash.get(keys.RECORD_KEY, None)
     if rec is None:
         return
+    guard = item.config.stash.get(keys.GUARD_KEY, None)
+    loss = guard.loss_of(item) if guard is not None and rep.when == "teardown" else None
+    if loss is not None and not item.get_closest_marker(guest.RESTART_EXPECTED):
+        rec.lost, rec.serial = loss.describe(), "\n".join(loss.serial) + "\n"
+        if not rec.failed:  # nothing in the test noticed (the loss came in its teardown)
+            rep.outcome, rep.longrepr = "failed", guest.loss_report(loss)
+        else:
+            rep.sections.append(("lab host lost", guest.loss_report(loss)))
     rec.add_report(rep.when, rep.outcome, rep.duration, rep.longreprtext if rep.failed else "")
     funcargs = getattr(item, "funcargs", None) or {}
     if rep.failed and rep.when == "call":

@@ -21,6 +21,11 @@ def kernel_health(request):
     # less per test), so the time between two tests counts for the next one, not for none.
     span = request.config.stash.get(keys.KERNEL_SPAN_KEY, None) or kernel_log.open_span(host)
     yield
+    if host.lost:
+        # Its kernel log died with it (the serial console has the last words): the next
+        # test's span starts on the restarted host.
+        request.config.stash.pop(keys.KERNEL_SPAN_KEY, None)
+        return
     expected = request.node.get_closest_marker("kernel_problems_expected")
     verdict = kernel_log.gate(host, span, expected.args if expected else (),
                               shared_host=keys.parallel(request.config))

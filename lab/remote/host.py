@@ -8,6 +8,10 @@ A connection that drops (sshd killed, the VM's network hiccups) is re-opened und
 deadline and the command is run again, so the lab's remote commands are written to be safe
 to repeat; tunnels are re-attached to the new connection (lab/remote/tunnels.py). Only a host
 that stays unreachable fails, with ConnectionLost naming when it dropped and how long we tried.
+
+A host the guest watch (lab/checks/guest_watch.py) declared lost (its kernel panicked, it
+stopped answering) is not waited for: every command fails at once with HostLost, and commands
+under way are cut, until recovered() says the host was restarted.
 """
 
 from __future__ import annotations
@@ -39,6 +43,10 @@ SSH_DROPPED = (paramiko.SSHException, OSError, EOFError, invoke.exceptions.Threa
 
 class ConnectionLost(CommandFailed):
     """The SSH connection to the lab host dropped and could not be re-opened in time."""
+
+
+class HostLost(LabError):
+    """The lab host was declared lost (lab/checks/guest_watch.py): no command is tried."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +94,7 @@ class LabHost:
         self._connected_once = False  # a first connection that fails is not "dropped"
         self._remote_forwards: list[RemoteForward] = []
         self._reopen_lock = threading.Lock()  # tunnel threads and the caller may both notice
+        self.lost = ""  # why the host was declared lost; "" while it is not
         connect_kwargs: dict = {"allow_agent": False, "look_for_keys": spec.key_file is None,
                                 "banner_timeout": connect_timeout,
                                 "auth_timeout": connect_timeout}
@@ -130,11 +139,28 @@ class LabHost:
             raise EOFError("the connection closed before the command's exit status arrived")
         return res
 
+    # -- a lost host ----------------------------------------------------------------------
+    def declare_lost(self, why: str) -> None:
+        """From now on every command fails at once with HostLost(why); the connection is
+        closed, so that commands under way end now instead of at their timeouts."""
+        self.lost = why
+        self._conn.close()
+
+    def recovered(self) -> None:
+        """The host was restarted: commands reconnect again."""
+        self.lost = ""
+
+    def _refuse_if_lost(self) -> None:
+        if self.lost:
+            raise HostLost(f"the lab host {self.spec.url} was declared lost: {self.lost}")
+
     def _reconnecting(self, what: str, call: Callable):
         """call(), re-opening a dropped connection and calling once more."""
+        self._refuse_if_lost()
         try:
             result = call()
         except SSH_DROPPED as exc:
+            self._refuse_if_lost()
             if not self._connected_once:
                 self._conn.close()
                 raise CommandFailed(self.name, what, None, f"SSH failed: {exc}",
@@ -189,6 +215,7 @@ class LabHost:
 
     def transport(self) -> paramiko.Transport:
         """The current SSH transport, re-opened if the connection dropped."""
+        self._refuse_if_lost()
         if self._connected_once and not self._conn.is_connected:
             # Through _reopen, so that remote forwards are attached to the new transport.
             self._reopen("open an SSH channel", EOFError("the SSH connection had closed"))

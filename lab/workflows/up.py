@@ -62,6 +62,21 @@ def up(config: LabConfig, out=print) -> Steps:
     return steps
 
 
+def after_restart(host: LabHost, config: LabConfig, out=print) -> Steps:
+    """A lab host restarted under a run (lab/pytest_plugin/guest.py), whose lease that run
+    holds again: what lab.up's check, push and verify do, so it is as lab.up leaves it (the set-up
+    of the new boot, the files a hard power-off may have cost, no leftovers)."""
+    steps = Steps("lab restart", out)
+    with steps.step("check"):
+        checked = check(host, config)
+    with steps.step("push"):
+        changed = push(host, config, out, read=checked.files)
+    with steps.step("verify"):
+        verify(host, checked.leftovers, out, run_binaries=bool(changed))
+    out(steps.summary())
+    return steps
+
+
 def build_and_push(config: LabConfig, host: LabHost, out=print) -> Steps:
     """What `invoke test` does first, on the lab host it holds the lease of: rebuild what
     changed and push it (seconds when nothing did), so a test never runs against a plugin or

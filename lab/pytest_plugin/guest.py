@@ -1,0 +1,166 @@
+"""A lab host lost during a run: the test it happened in fails, the VM restarts, the run goes on.
+
+The guest watch (lab/checks/guest_watch.py) notices a panic on the serial console or a host
+that stopped answering within seconds. Then:
+- the lab host is declared lost: every command and every wait of the test fails at once
+  (HostLost) instead of at its timeout, and its teardown skips the drain, stop, leftover scan
+  and kernel gate (there is nothing left to ask);
+- the test fails, with the loss and the serial console's last lines in its report and in its
+  diagnostics bundle (serial.txt);
+- a Vagrant VM is powered off and booted again, its lease taken again, and brought back to
+  what lab.up leaves (lab.workflows.up.after_restart); the next test runs on it. An ssh://
+  host cannot be restarted by the lab: it is reported and the run stops there.
+
+A test that restarts the guest on purpose (an inner run whose guest panics) is marked
+`guest_restart_expected`: its loss is recorded, not failed, and the run waits for the host.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import ExitStack
+
+import pytest
+
+from lab.checks.guest_watch import GuestWatch, Loss
+from lab.core import wait
+from lab.core.config import LabConfig
+from lab.core.errors import LabError
+from lab.remote.host import HostLost, LabHost
+
+MAX_RESTARTS = 3  # in one run: a guest that keeps dying is a finding, not something to retry
+RESTART_EXPECTED = "guest_restart_expected"
+
+
+class GuestGuard:
+    def __init__(self, lab_config: LabConfig, host: LabHost, out=print):
+        self.lab_config, self.host, self.out = lab_config, host, out
+        serial = None
+        if lab_config.is_vagrant:
+            from lab.provision.vm import VagrantVM
+
+            serial = VagrantVM(lab_config).serial_log
+        self.watch = GuestWatch(host, serial, lab_config.timeout("guest_silent"), self._lost)
+        self.losses: dict[str, Loss] = {}  # test id -> the loss noticed during it
+        self.restarts = 0
+        self.pool = None  # the agent pool, whose agents started ahead die with the guest
+        self._current, self._expected, self._interrupting = "", False, False
+        self._leases = ExitStack()  # the leases taken again after restarts
+
+    # -- the watch's side (its thread) ---------------------------------------------------
+    def _lost(self, loss: Loss) -> None:
+        self.losses[self._current or "between tests"] = loss
+        if self._expected:
+            return
+        self._interrupting = True
+        self.host.declare_lost(loss.describe())
+
+    def raise_if_lost(self) -> None:
+        """A wait's interrupt: no state polled on a lost host will ever come."""
+        if self._interrupting:
+            raise HostLost(f"the lab host {self.host.spec.url} was declared lost: "
+                           f"{self.host.lost}")
+
+    # -- the run's side ------------------------------------------------------------------
+    def begin(self, item) -> None:
+        self._current = item.nodeid
+        self._expected = item.get_closest_marker(RESTART_EXPECTED) is not None
+
+    def loss_of(self, item) -> Loss | None:
+        return self.losses.get(item.nodeid)
+
+    def end(self, item) -> str:
+        """After a test's teardown: bring a lost host back. Returns why the run must stop
+        ('' to go on)."""
+        loss, expected = self.losses.get(item.nodeid), self._expected
+        self._current, self._expected = "", False
+        if loss is None and "between tests" in self.losses:
+            loss = self.losses.pop("between tests")
+        if loss is None:
+            return ""
+        began = time.monotonic()
+        try:
+            if expected:
+                self.out(f"lab: the lab host restarted during {item.nodeid}, as the test "
+                         f"meant: {loss.why}")
+                self._lease_again()
+            else:
+                stop = self.recover(loss)
+                if stop:
+                    return stop
+        except LabError as exc:
+            return (f"the lab host {self.host.spec.url} was lost ({loss.why}) and could not be "
+                    f"brought back: {exc}")
+        self.watch.rearm()
+        self.out(f"lab: the lab host is back after {time.monotonic() - began:.0f}s; "
+                 "the run goes on")
+        return ""
+
+    def recover(self, loss: Loss) -> str:
+        self._interrupting = False
+        url = self.host.spec.url
+        if not self.lab_config.is_vagrant:
+            return (f"the lab host {url} was lost ({loss.why}); the lab cannot restart an ssh:// "
+                    "host: it is no longer used in this run. Fix: restart it (its console "
+                    "shows why it died), then `./invoke lab.up` and run again")
+        if self.restarts >= MAX_RESTARTS:
+            return (f"the lab host {url} was lost again ({loss.why}) after {self.restarts} "
+                    "restarts in this run: stopping. See the failed tests' serial.txt")
+        self.restarts += 1
+        from lab.provision.vm import VagrantVM
+        from lab.workflows.up import after_restart
+
+        if self.pool is not None:
+            self.pool.forget_ahead()
+        VagrantVM(self.lab_config, out=self.out).restart(loss.why)
+        self.host.recovered()
+        self._lease_again()
+        after_restart(self.host, self.lab_config, self.out)
+        return ""
+
+    def _lease_again(self) -> None:
+        """The lease's holder died with the guest: take it again for the rest of the run."""
+        from lab.remote import lease
+
+        self._leases.enter_context(lease.hold(self.host, "pytest (after the lab host restarted)",
+                                              self.lab_config.timeout("lease"), self.out))
+
+    def close(self) -> None:
+        self.watch.stop()
+        self._leases.close()
+
+
+def loss_report(loss: Loss) -> str:
+    """The failure text of the test a loss happened in."""
+    tail = "\n".join(f"    {line}" for line in loss.serial[-25:]) or "    (no serial console)"
+    return (f"the lab host was lost during this test: {loss.describe()}\n"
+            f"  the serial console's last lines (all kept in the bundle's serial.txt):\n{tail}")
+
+
+@pytest.fixture(scope="session")
+def guest_guard(pytestconfig, lab_config, lab_host):
+    from lab.pytest_plugin import keys
+
+    terminal = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+
+    def out(text: str) -> None:
+        if terminal is not None:
+            terminal.write_line(text)
+        else:
+            print(text)
+
+    guard = GuestGuard(lab_config, lab_host, out)
+    pytestconfig.stash[keys.GUARD_KEY] = guard
+    guard.watch.start()
+    with wait.interrupting(guard.raise_if_lost):
+        yield guard
+    guard.close()
+    del pytestconfig.stash[keys.GUARD_KEY]
+
+
+@pytest.fixture(autouse=True)
+def guest_watched(request):
+    """Every lab test runs under the guest watch."""
+    if "lab_host" in request.fixturenames:
+        request.getfixturevalue("guest_guard").begin(request.node)
+    yield
