@@ -129,6 +129,14 @@ class GuestGuard:
         self.watch.stop()
         self._leases.close()
 
+    def summary(self) -> str:
+        """For the run's end: how close the lab host came to the silence limit, and losses."""
+        lost = "; ".join(f"{test}: {loss.why}" for test, loss in self.losses.items())
+        return (f"guest watch: the slowest SSH keepalive answer took "
+                f"{self.watch.slowest_answer:.2f}s (lost after {self.watch.silent_after:.0f}s "
+                f"of silence); lab host lost {len(self.losses)} time(s), VM restarted "
+                f"{self.restarts} time(s){': ' + lost if lost else ''}")
+
 
 def loss_report(loss: Loss) -> str:
     """The failure text of the test a loss happened in."""
@@ -156,6 +164,9 @@ def guest_guard(pytestconfig, lab_config, lab_host):
         yield guard
     guard.close()
     del pytestconfig.stash[keys.GUARD_KEY]
+    pytestconfig.stash[keys.WATCHED_KEY] = guard.summary()
+
+
 
 
 @pytest.fixture(autouse=True)

@@ -24,7 +24,8 @@ def kernel_health(request):
     if host.lost:
         # Its kernel log died with it (the serial console has the last words): the next
         # test's span starts on the restarted host.
-        request.config.stash.pop(keys.KERNEL_SPAN_KEY, None)
+        if keys.KERNEL_SPAN_KEY in request.config.stash:
+            del request.config.stash[keys.KERNEL_SPAN_KEY]
         return
     expected = request.node.get_closest_marker("kernel_problems_expected")
     verdict = kernel_log.gate(host, span, expected.args if expected else (),
