@@ -146,9 +146,7 @@ class GuestWatch:
 
     def _prober(self) -> None:
         while not self._stopped.is_set():
-            began = self.clock()
             if self._keepalive():
-                self.slowest_answer = max(self.slowest_answer, self.clock() - began)
                 self._last_answer = self.clock()
             self._stopped.wait(self.probe_every)
 
@@ -159,8 +157,12 @@ class GuestWatch:
                 self._own = LabHost(self.host.spec, name=f"{self.host.name}-watch",
                                     connect_timeout=min(30.0, self.silent_after))
             transport = self._own.transport()
+            began = self.clock()  # the answer's time, not a reconnect's
             transport.global_request(KEEPALIVE, wait=True)  # None: refused, still an answer
-            return transport.is_active()
+            if not transport.is_active():
+                return False
+            self.slowest_answer = max(self.slowest_answer, self.clock() - began)
+            return True
         except (LabError, OSError, EOFError):
             if self._own is not None:
                 self._own.close()

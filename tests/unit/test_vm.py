@@ -254,3 +254,26 @@ def test_everything_present_runs_nothing_but_checks(monkeypatch):
 
 def _no_run(*a, **k):
     raise AssertionError("nothing to run")
+
+
+def test_restart_powers_a_lost_guest_off_and_starts_the_domain_without_vagrant(make_vm):
+    """A panicked guest cannot shut down: destroy (power off) and start it again, then wait
+    for its sshd; Vagrant's own start-up is not needed for a domain it defined."""
+    vm, virsh, vagrant = make_vm()
+    virsh.domains[vm.name] = ("running", "U1")
+    spec = vm.restart("its kernel panicked")
+    assert virsh.verbs()[-2:] == ["destroy", "start"] and vagrant == []
+    assert spec.port == vm.ssh_spec().port
+
+
+def test_restart_that_libvirt_refuses_names_the_fix(make_vm):
+    vm, virsh, vagrant = make_vm()
+
+    def refuse_start(cmd, **kw):
+        if cmd[3] == "start":
+            return subprocess.CompletedProcess(cmd, 1, "", "error: domain not found")
+        return FakeVirsh({})(cmd)
+    vm.run = refuse_start
+    with pytest.raises(vm_mod.VagrantError, match="could not start .*domain not found.*"
+                       "fix: `invoke lab.destroy` then `invoke lab.up`"):
+        vm.restart("silent")
