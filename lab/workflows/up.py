@@ -51,15 +51,19 @@ def up(config: LabConfig, out=print) -> Steps:
                     host = None
         if host is None:
             host = lease.enter_context(target.leased(config, "invoke lab.up", out))
-        with steps.step("check"):
-            checked = check(host, config)
-            out("provision: " + json.dumps(checked.provision))
-        with steps.step("push"):
-            changed = push(host, config, out, read=checked.files)
-        with steps.step("verify"):
-            verify(host, checked.leftovers, out, run_binaries=bool(changed))
+        _check_push_verify(host, config, steps, out)
     out(steps.summary())
     return steps
+
+
+def _check_push_verify(host: LabHost, config: LabConfig, steps: Steps, out) -> None:
+    with steps.step("check"):
+        checked = check(host, config)
+        out("provision: " + json.dumps(checked.provision))
+    with steps.step("push"):
+        changed = push(host, config, out, read=checked.files)
+    with steps.step("verify"):
+        verify(host, checked.leftovers, out, run_binaries=bool(changed))
 
 
 def after_restart(host: LabHost, config: LabConfig, out=print) -> Steps:
@@ -67,12 +71,7 @@ def after_restart(host: LabHost, config: LabConfig, out=print) -> Steps:
     holds again: what lab.up's check, push and verify do, so it is as lab.up leaves it (the set-up
     of the new boot, the files a hard power-off may have cost, no leftovers)."""
     steps = Steps("lab restart", out)
-    with steps.step("check"):
-        checked = check(host, config)
-    with steps.step("push"):
-        changed = push(host, config, out, read=checked.files)
-    with steps.step("verify"):
-        verify(host, checked.leftovers, out, run_binaries=bool(changed))
+    _check_push_verify(host, config, steps, out)
     out(steps.summary())
     return steps
 
