@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import ExitStack, contextmanager
 
 from invoke import Collection, Exit, task
 
@@ -206,10 +207,12 @@ def _pytest(args: list[str]) -> int:
     return run_forwarding_interrupts([sys.executable, "-m", "pytest", *args])
 
 
-@task(default=True, help={"k": "pytest -k expression", "target": "lab target",
+@task(default=True, help={"k": "pytest -k expression",
+                          "target": "lab target; several, comma-separated (or LAB_TARGETS): "
+                                    "the tests are spread over them, a worker bound to each",
                           "extra": "more pytest arguments",
-                          "n": "tests at once on the lab host: a number, or auto (from its "
-                               "cores and memory); exclusive tests then run alone after",
+                          "n": "tests at once on the lab host(s): a number, or auto (from "
+                               "their cores and memory); exclusive tests then run alone after",
                           "verbose": "show each test and its phases with their timings",
                           "count": "run each selected test N times (a fresh agent each time; "
                                    "each failure keeps its own diagnostics)",
@@ -217,30 +220,29 @@ def _pytest(args: list[str]) -> int:
                                         f"runs; without: up to {UNTIL_FAIL_MAX})"})
 def e2e(c, k=None, target=None, extra="", n="1", verbose=False, count=0, until_fail=False):
     """Build and push what changed, then run the live e2e suite (a fresh agent per test)."""
-    from lab.provision import target as lab_target
-    from lab.workflows.up import build_and_push
-
-    config = _config(c, target=target)
+    # --target a,b (or LAB_TARGETS=a,b): several lab hosts in one run.
+    config = _config(c, targets=target)
     # Both passes of -n N write into one reports/index.html (lab/checks/report.py).
     # --durations: every run (CI's too) ends with where its time went, slowest first.
     args = ["tests/e2e", "--lab-report-id", config.run_id, "--durations=15", *extra.split()]
     args += ["-k", k] if k else []
-    args += ["--lab-target", target] if target else []
     args += ["-v"] if verbose else []
     args += _repeat_args(int(count), until_fail)
+    hosts = config.target_list
     try:
-        # One lease for the push and the run: pytest inherits it (LAB_LEASE), and no other
-        # run can push another plugin in between.
-        with lab_target.leased(config, "invoke test") as host:
-            build_and_push(config, host)
-            workers = _workers(n, host)
+        # One lease per lab host for the push and the run (one token: pytest and its workers
+        # inherit it, LAB_LEASE), and no other run can push another plugin in between.
+        with _leased_and_pushed(config, hosts) as leased:
+            workers = _workers(n, leased, len(hosts))
+            every_host = [arg for one in hosts for arg in ("--lab-target", one)]
             if workers <= 1:
-                rc = _pytest([*args, "--junitxml=reports/junit-e2e.xml"])
+                rc = _pytest([*args, *every_host, "--junitxml=reports/junit-e2e.xml"])
             else:
-                print(f"test: {workers} tests at once, then the exclusive tests alone")
-                rc = _pytest([*args, "-n", str(workers), "-m", "not exclusive",
+                print(f"test: {workers} tests at once on {len(hosts)} lab host(s), then the "
+                      f"exclusive tests alone on {hosts[0]}")
+                rc = _pytest([*args, *every_host, "-n", str(workers), "-m", "not exclusive",
                               "--junitxml=reports/junit-e2e.xml"])
-                rc = _pytest([*args, "-m", "exclusive",
+                rc = _pytest([*args, "--lab-target", hosts[0], "-m", "exclusive",
                               "--junitxml=reports/junit-e2e-exclusive.xml"]) or rc
     except LabError as exc:
         raise _fail(exc) from None
@@ -248,14 +250,34 @@ def e2e(c, k=None, target=None, extra="", n="1", verbose=False, count=0, until_f
         raise Exit(code=rc)
 
 
-def _workers(n: str, host) -> int:
-    """-n: a number, or auto: one worker per core of the lab host, at most one per 1.5 GiB
-    of its available memory (an agent and two JVMs each)."""
+@contextmanager
+def _leased_and_pushed(config, hosts: list[str]):
+    """Each lab host leased and given this tree's build, one after another; yields the hosts."""
+    from lab.provision import target as lab_target
+    from lab.workflows.up import build_and_push
+
+    with ExitStack() as stack:
+        leased = []
+        for one in hosts:
+            host_config = config.for_target(one)
+            host = stack.enter_context(lab_target.leased(host_config, "invoke test"))
+            build_and_push(host_config, host)
+            leased.append(host)
+        yield leased
+
+
+def _workers(n: str, hosts: list, at_least: int) -> int:
+    """-n: a number, or auto: on each lab host one worker per core, at most one per 1.5 GiB
+    of its available memory (an agent and two JVMs each). Never fewer than the lab hosts:
+    each worker is bound to one."""
     if n != "auto":
-        return max(1, int(n))
-    out = host.run("nproc; awk '/MemAvailable/ {print $2}' /proc/meminfo").stdout.split()
-    cores, mem_kib = int(out[0]), int(out[1])
-    return max(1, min(cores, int(mem_kib / (1.5 * 1024 * 1024))))
+        return max(at_least, int(n))
+    total = 0
+    for host in hosts:
+        out = host.run("nproc; awk '/MemAvailable/ {print $2}' /proc/meminfo").stdout.split()
+        cores, mem_kib = int(out[0]), int(out[1])
+        total += max(1, min(cores, int(mem_kib / (1.5 * 1024 * 1024))))
+    return max(at_least, total)
 
 
 @task

@@ -51,6 +51,9 @@ def default_cache_dir() -> Path:
 class LabConfig:
     root: Path = ROOT
     target: str = "vagrant"
+    # Several lab hosts for one run (`LAB_TARGETS=vagrant,ssh://root@h2`, or --lab-target more
+    # than once): each xdist worker is bound to one of them (for_worker); "" = just `target`.
+    targets: str = ""
     ssh_key: str = ""
     box_release: str = "bookworm"
     # The lab = release x kernel x cgroup mode (lab/provision/labs.py); each is its own VM.
@@ -141,9 +144,16 @@ class LabConfig:
         return config._validated()
 
     def _validated(self) -> LabConfig:
-        if not (self.target == "vagrant" or self.target.startswith("ssh://")):
-            raise LabError(f"target {self.target!r} is not understood: use 'vagrant' or "
-                           "ssh://user@host[:port] (e.g. LAB_TARGET=ssh://root@127.0.0.1:2222)")
+        listed = [t.strip() for t in str(self.targets or "").split(",") if t.strip()]
+        if len(set(listed)) != len(listed):
+            raise LabError(f"targets {self.targets!r} name one lab host twice: list each once")
+        if listed:
+            self.target = listed[0]
+        self.targets = ",".join(listed)
+        for target in listed or [self.target]:
+            if not (target == "vagrant" or target.startswith("ssh://")):
+                raise LabError(f"target {target!r} is not understood: use 'vagrant' or "
+                               "ssh://user@host[:port] (e.g. LAB_TARGET=ssh://root@127.0.0.1:2222)")
         if self.cgroup not in ("v1", "v2"):
             raise LabError(f"cgroup {self.cgroup!r} is not understood: use v2 (unified) or v1 "
                            "(pure legacy), e.g. LAB_CGROUP=v1")
@@ -169,6 +179,23 @@ class LabConfig:
 
     def with_overrides(self, **changes) -> LabConfig:
         return replace(self, **changes)._validated()
+
+    @property
+    def target_list(self) -> list[str]:
+        """The run's lab hosts: `targets`, or the one `target`."""
+        return self.targets.split(",") if self.targets else [self.target]
+
+    def for_target(self, target: str) -> LabConfig:
+        """This run's settings on one of its lab hosts (the same run id)."""
+        return self.with_overrides(target=target, targets="")
+
+    def for_worker(self, worker: str | None) -> LabConfig:
+        """xdist worker gwN's lab host: the run's hosts in turn (gw0 the first, gw1 the
+        second, ...), so each host gets its share of the workers."""
+        if not worker or len(self.target_list) < 2:
+            return self
+        index = int(worker.removeprefix("gw")) if worker.removeprefix("gw").isdigit() else 0
+        return self.for_target(self.target_list[index % len(self.target_list)])
 
 
 def _number(name: str, value, kind, example: str):

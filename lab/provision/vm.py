@@ -12,6 +12,8 @@ in the same place).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -21,7 +23,7 @@ import socket
 import subprocess
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from lab.core import wait
@@ -418,8 +420,24 @@ class VagrantVM:
             raise VagrantError(f"could not start {self.name} again: {started.stderr.strip()}; "
                                "fix: `invoke lab.destroy` then `invoke lab.up`")
         self._wait_for_sshd(self._ssh_port())
+        (self.state_dir / "restarted-at").write_text(f"{time.time()}\n")
         self.out(f"vm: {self.name} restarted in {time.monotonic() - began:.1f}s")
         return self.ssh_spec()
+
+    @contextlib.contextmanager
+    def restart_lock(self) -> Iterator[None]:
+        """One restart at a time: the xdist workers on this VM each notice that it was lost."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with (self.state_dir / "restart.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def restarted_after(self, when: float) -> bool:
+        """restart() ended after `when` (time.time()): a loss noticed then is over."""
+        try:
+            return float((self.state_dir / "restarted-at").read_text()) > when
+        except (OSError, ValueError):
+            return False
 
     def halt(self) -> None:
         if self.domain_state() == "not created":

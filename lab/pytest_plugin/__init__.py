@@ -46,8 +46,10 @@ _agent_seq = itertools.count(1)
 
 def pytest_addoption(parser):
     group = parser.getgroup("lab", "java-crun e2e lab")
-    group.addoption("--lab-target", default=None,
-                    help="vagrant (default) or ssh://user@host[:port]; env LAB_TARGET")
+    group.addoption("--lab-target", action="append", default=None,
+                    help="vagrant (default) or ssh://user@host[:port]; env LAB_TARGET. More "
+                    "than once (or LAB_TARGETS=a,b): several lab hosts, each xdist worker "
+                    "bound to one")
     group.addoption("--lab-ssh-key", default=None, help="private key for an ssh:// target")
     group.addoption("--lab-timeout-scale", default=None,
                     help="multiply every timeout (default auto: larger under TCG)")
@@ -73,6 +75,7 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "exclusive: the test changes the lab host for everybody "
                             "(faults, plugin kill, agent restart, inner runs): nothing else "
                             "runs on that host meanwhile, not even the next test's agent")
+    _refuse_fewer_workers_than_hosts(config)
     if getattr(config.option, "numprocesses", None) and not keys.worker():
         # One test at a time after the first two (lab.checks.durations.for_workers).
         if getattr(config.option, "maxschedchunk", None) is None:
@@ -80,6 +83,22 @@ def pytest_configure(config):
     if not keys.worker():
         config.stash[keys.REPORTING_KEY] = reporting.Reporting(config)
         config.pluginmanager.register(config.stash[keys.REPORTING_KEY], "lab-reporting")
+
+
+def _refuse_fewer_workers_than_hosts(config) -> None:
+    """Each xdist worker is bound to one lab host: a host without a worker would not be used."""
+    if keys.worker():
+        return
+    try:
+        hosts = keys.lab_config(config).target_list
+    except LabError:
+        return  # the header says what is wrong with the configuration
+    workers = getattr(config.option, "numprocesses", None) or 0
+    if len(hosts) > 1 and isinstance(workers, int) and workers < len(hosts):
+        raise pytest.UsageError(
+            f"{len(hosts)} lab hosts (--lab-target, LAB_TARGETS) need at least as many xdist "
+            f"workers, each bound to one: add `-n {len(hosts)}` (or `-n auto`); "
+            "`./invoke test` does it")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -141,10 +160,14 @@ def pytest_sessionstart(session):
 
     lab_config = keys.lab_config(config)
     stack = ExitStack()
-    # No separate check for the binaries: the stale check finds a missing one too.
-    host = stack.enter_context(target.leased(lab_config, "pytest -n (xdist controller)"))
     config.stash[keys.CONTROLLER_KEY] = stack
-    config.stash[keys.FACTS_KEY] = _start_the_run(host, lab_config)
+    # Every lab host of the run, one after another: its lease (the workers share it), its
+    # build check and sweep. No separate check for the binaries: the stale check finds a
+    # missing one too. The terminal's environment is the first host's.
+    for one in reversed(lab_config.target_list):
+        host_config = lab_config.for_target(one)
+        host = stack.enter_context(target.leased(host_config, "pytest -n (xdist controller)"))
+        config.stash[keys.FACTS_KEY] = _start_the_run(host, host_config)
 
 
 def _start_the_run(host, lab_config: LabConfig) -> dict[str, str]:

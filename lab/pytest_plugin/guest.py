@@ -106,16 +106,25 @@ class GuestGuard:
         if self.restarts >= MAX_RESTARTS:
             return (f"the lab host {url} was lost again ({loss.why}) after {self.restarts} "
                     "restarts in this run: stopping. See the failed tests' serial.txt")
-        self.restarts += 1
         from lab.provision.vm import VagrantVM
         from lab.workflows.up import after_restart
 
         if self.pool is not None:
             self.pool.forget_ahead()
-        VagrantVM(self.lab_config, out=self.out).restart(loss.why)
-        self.host.recovered()
-        self._lease_again()
-        after_restart(self.host, self.lab_config, self.out)
+        vm = VagrantVM(self.lab_config, out=self.out)
+        # xdist workers on this VM all notice the loss: the first restarts it and brings it
+        # back (its sweep must not meet another worker's next agent), the others go on.
+        with vm.restart_lock():
+            if vm.restarted_after(loss.at):
+                self.out(f"lab: {vm.name} was restarted by another worker of this run")
+                self.host.recovered()
+                self._lease_again()
+                return ""
+            self.restarts += 1
+            vm.restart(loss.why)
+            self.host.recovered()
+            self._lease_again()
+            after_restart(self.host, self.lab_config, self.out)
         return ""
 
     def _lease_again(self) -> None:

@@ -50,12 +50,16 @@ def reports_dir(config) -> Path:
 
 
 def lab_config(config) -> LabConfig:
-    """The session's one LabConfig (its run id is the one the header and every agent use)."""
+    """The session's one LabConfig (its run id is the one the header and every agent use); an
+    xdist worker's is bound to its own lab host when the run has several."""
     found = config.stash.get(LAB_CONFIG_KEY, None)
     if found is None:
         opt = config.getoption
-        found = LabConfig.load({"target": opt("--lab-target"), "ssh_key": opt("--lab-ssh-key"),
+        given = opt("--lab-target") or []
+        found = LabConfig.load({"target": given[0] if len(given) == 1 else None,
+                                "targets": ",".join(given) if len(given) > 1 else None,
+                                "ssh_key": opt("--lab-ssh-key"),
                                 "timeout_scale": opt("--lab-timeout-scale"),
-                                "keep": opt("--lab-keep")})
+                                "keep": opt("--lab-keep")}).for_worker(worker())
         config.stash[LAB_CONFIG_KEY] = found
     return found

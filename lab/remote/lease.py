@@ -8,7 +8,8 @@ nothing to clean up. The holder writes who it is (command, pid, machine, since w
 HOLDER_FILE, so a waiter can say whom it waits for, and gives up at a deadline.
 
 Runs started by the holder (xdist workers, nested test runs, `invoke test` -> pytest) inherit
-its token through LEASE_ENV and share the lease instead of waiting for it.
+its token through LEASE_ENV and share the lease instead of waiting for it; a lease they take
+(another lab host of the run, or the same one after it restarted) carries the same token.
 """
 
 from __future__ import annotations
@@ -49,7 +50,10 @@ def hold(host: LabHost, what: str, timeout: float, out=print) -> Iterator[str]:
     if inherited and f"token={inherited}" in holder(host):
         yield inherited
         return
-    token = secrets.token_hex(6)
+    # A run with several lab hosts leases each with one token, so that its workers, whichever
+    # host they are bound to, share the lease through the one LEASE_ENV they inherit; so does a
+    # run that takes a lease again after its lab host restarted.
+    token = inherited or secrets.token_hex(6)
     who = (f"token={token} command={what!r} pid={os.getpid()} on={socket.gethostname()} "
            f"since={time.strftime('%Y-%m-%d %H:%M:%S')}")
     # `cat` holds the lock until our side of the channel closes (we release, or we die).

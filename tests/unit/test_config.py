@@ -192,3 +192,23 @@ def test_non_numbers_name_the_setting_and_an_example(tmp_path, env, message):
 def test_root_from_the_environment_is_a_path(tmp_path):
     config = load(tmp_path / "absent.yaml", env={"LAB_ROOT": str(tmp_path)})
     assert config.build_dir == tmp_path / "build"
+
+
+def test_several_targets_bind_each_xdist_worker_to_one_host_in_turn():
+    config = LabConfig.load({"targets": "vagrant, ssh://root@127.0.0.1:2222"}, env={})
+    assert config.target == "vagrant"
+    assert config.target_list == ["vagrant", "ssh://root@127.0.0.1:2222"]
+    assert [config.for_worker(w).target for w in ("gw0", "gw1", "gw2", "gw3")] == \
+        ["vagrant", "ssh://root@127.0.0.1:2222"] * 2
+    bound = config.for_worker("gw1")
+    assert bound.target_list == ["ssh://root@127.0.0.1:2222"] and bound.run_id == config.run_id
+    assert config.for_worker(None) is config  # the controller keeps the list
+    single = LabConfig.load({}, env={"LAB_TARGET": "ssh://root@h:22"})
+    assert single.for_worker("gw3").target == "ssh://root@h:22"
+
+
+def test_a_target_list_with_a_bad_or_repeated_host_is_refused_naming_it():
+    with pytest.raises(LabError, match="target 'ftp://h' is not understood"):
+        LabConfig.load({"targets": "vagrant,ftp://h"}, env={})
+    with pytest.raises(LabError, match="name one lab host twice"):
+        LabConfig.load({}, env={"LAB_TARGETS": "vagrant,vagrant"})

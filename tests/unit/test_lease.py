@@ -139,3 +139,20 @@ def test_a_lock_file_that_cannot_be_opened_is_not_taken_for_another_runs_lease(r
                                              r"because another run holds it"):
         with lease.hold(real_lock, "a run", 10):
             pytest.fail("leased without a lock")
+
+
+def test_a_run_that_leases_another_host_or_the_same_one_again_takes_its_inherited_token(
+        monkeypatch):
+    """Several lab hosts in one run (each leased in turn), or a host leased again after it
+    restarted: one token, so every worker shares the lease through the one LAB_LEASE."""
+    scripts: list[str] = []
+    channel = FakeChannel(["LEASED\n"])
+    monkeypatch.setattr(lease, "LabHost", lambda spec, name, connect_timeout: SimpleNamespace(
+        open_channel=lambda script, sudo: scripts.append(script) or channel, close=lambda: None))
+    monkeypatch.setenv(lease.LEASE_ENV, "abc123")
+    host = SimpleNamespace(spec=SimpleNamespace(url="ssh://lab@127.0.0.1:2222"), name="vm2",
+                           transport=lambda: None,
+                           sudo=lambda cmd, check: SimpleNamespace(stdout=""))  # nobody holds it
+    with lease.hold(host, "invoke test", 5) as token:
+        assert token == "abc123" and os.environ[lease.LEASE_ENV] == "abc123"
+    assert "token=abc123 " in scripts[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -261,9 +262,13 @@ def test_restart_powers_a_lost_guest_off_and_starts_the_domain_without_vagrant(m
     for its sshd; Vagrant's own start-up is not needed for a domain it defined."""
     vm, virsh, vagrant = make_vm()
     virsh.domains[vm.name] = ("running", "U1")
+    before = time.time()
+    assert not vm.restarted_after(before)
     spec = vm.restart("its kernel panicked")
     assert virsh.verbs()[-2:] == ["destroy", "start"] and vagrant == []
     assert spec.port == vm.ssh_spec().port
+    # Another xdist worker that noticed the same loss (before the restart ended) skips its own.
+    assert vm.restarted_after(before) and not vm.restarted_after(time.time() + 1)
 
 
 def test_restart_that_libvirt_refuses_names_the_fix(make_vm):
