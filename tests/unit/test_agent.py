@@ -414,7 +414,8 @@ def test_stop_reports_what_remains(host):
     assert f"dir:{agent.dir}" in str(info.value) and "invoke lab.clean" in str(info.value)
 
 
-def run_stop_script(tmp_path, containers: str = "") -> subprocess.CompletedProcess:
+def run_stop_script(tmp_path, containers: str = "",
+                    unit_procs: str | None = None) -> subprocess.CompletedProcess:
     """agent-stop.sh run by a real bash, with systemctl and crun stand-ins on PATH."""
     import os
 
@@ -430,8 +431,12 @@ def run_stop_script(tmp_path, containers: str = "") -> subprocess.CompletedProce
     for name in containers.split("\\n"):  # crun's root holds a directory per container
         if name:
             (root / "crun" / name).mkdir()
+    cgroups = tmp_path / "cgroup"
+    if unit_procs is not None:  # the unit's cgroup, with these processes still in it
+        (cgroups / "system.slice" / "u.service").mkdir(parents=True)
+        (cgroups / "system.slice" / "u.service" / "cgroup.procs").write_text(unit_procs)
     script = (ROOT / "lab" / "remote" / "scripts" / "agent-stop.sh").read_text()
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "CGROUP_ROOT": str(cgroups)}
     return subprocess.run(["bash", "-c", script, "agent-stop.sh", "u.service", str(agent_dir),
                            str(root), "kill"], env=env, capture_output=True, text=True,
                           timeout=20)
@@ -441,6 +446,17 @@ def test_stop_script_removes_the_dirs_and_finds_nothing_left(tmp_path):
     res = run_stop_script(tmp_path)
     assert res.returncode == 0 and res.stdout.split() == [], res.stdout + res.stderr
     assert not (tmp_path / "agent").exists() and not (tmp_path / "state").exists()
+
+
+def test_stop_script_reports_a_unit_whose_cgroup_still_holds_a_process(tmp_path):
+    """A process the KILL could not end (blocked in the kernel, like the hung-task fault's)."""
+    res = run_stop_script(tmp_path, unit_procs="4242\n")
+    assert res.stdout.split() == ["unit:u.service"], res.stdout + res.stderr
+
+
+def test_stop_script_does_not_report_a_unit_whose_cgroup_is_empty(tmp_path):
+    res = run_stop_script(tmp_path, unit_procs="")
+    assert res.stdout.split() == [], res.stdout + res.stderr
 
 
 def test_stop_script_keeps_a_state_root_that_still_holds_a_container(tmp_path):
