@@ -267,17 +267,17 @@ def _leased_and_pushed(config, hosts: list[str]):
 
 
 def _workers(n: str, hosts: list, at_least: int) -> int:
-    """-n: a number, or auto: on each lab host one worker per core, at most one per 1.5 GiB
-    of its available memory (an agent and two JVMs each). Never fewer than the lab hosts:
-    each worker is bound to one."""
+    """-n: a number, or auto: per lab host one worker per core, at most one per 1.5 GiB of
+    its available memory (an agent and two JVMs each), as many on each host as the smallest
+    one takes (workers are bound to the hosts in turn). Never fewer than the hosts."""
     if n != "auto":
         return max(at_least, int(n))
-    total = 0
+    fits = []
     for host in hosts:
         out = host.run("nproc; awk '/MemAvailable/ {print $2}' /proc/meminfo").stdout.split()
         cores, mem_kib = int(out[0]), int(out[1])
-        total += max(1, min(cores, int(mem_kib / (1.5 * 1024 * 1024))))
-    return max(at_least, total)
+        fits.append(max(1, min(cores, int(mem_kib / (1.5 * 1024 * 1024)))))
+    return max(at_least, min(fits) * len(hosts))
 
 
 @task

@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import paramiko
+
 from lab.checks.kernel_log import PROBLEMS
 from lab.core.errors import LabError
 from lab.remote.host import LabHost
@@ -70,6 +72,7 @@ class GuestWatch:
         self._last_answer = clock()
         self._stopped = threading.Event()
         self._own: LabHost | None = None
+        self.errors: list[str] = []  # what the threads caught (kept for the run's summary)
         self._threads: list[threading.Thread] = []
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -90,8 +93,9 @@ class GuestWatch:
 
     def stop(self) -> None:
         self._stopped.set()
-        if self._own is not None:
-            self._own.close()
+        own = self._own
+        if own is not None:
+            own.close()
 
     # -- the serial console --------------------------------------------------------------
     def _serial_size(self) -> int:
@@ -130,8 +134,9 @@ class GuestWatch:
         if panic:
             why = f"its kernel panicked: {panic}"
         elif silent > self.silent_after:
-            why = (f"it answered nothing over SSH for {silent:.0f}s (limit "
-                   f"{self.silent_after:.0f}s, LAB_TIMEOUT_GUEST_SILENT): hung, or it panicked "
+            why = (f"it answered nothing over SSH for {silent:.0f}s (the limit: "
+                   f"{self.silent_after:.0f}s, the guest_silent timeout times the timeout "
+                   "scale; LAB_TIMEOUT_GUEST_SILENT sets the former): hung, or it panicked "
                    "with no serial console here")
         else:
             return None
@@ -140,14 +145,20 @@ class GuestWatch:
 
     def _monitor(self) -> None:
         while not self._stopped.wait(self.poll):
-            loss = self.check()
-            if loss is not None:
-                self.on_loss(loss)
+            try:
+                loss = self.check()
+                if loss is not None:
+                    self.on_loss(loss)
+            except Exception as exc:  # noqa: BLE001 - a watch that dies would watch nothing
+                self.errors.append(f"{type(exc).__name__}: {exc}")
 
     def _prober(self) -> None:
         while not self._stopped.is_set():
-            if self._keepalive():
-                self._last_answer = self.clock()
+            try:
+                if self._keepalive():
+                    self._last_answer = self.clock()
+            except Exception as exc:  # noqa: BLE001 - a dead prober would look like silence
+                self.errors.append(f"{type(exc).__name__}: {exc}")
             self._stopped.wait(self.probe_every)
 
     def _keepalive(self) -> bool:
@@ -163,8 +174,8 @@ class GuestWatch:
                 return False
             self.slowest_answer = max(self.slowest_answer, self.clock() - began)
             return True
-        except (LabError, OSError, EOFError):
-            if self._own is not None:
-                self._own.close()
-            self._own = None
+        except (LabError, OSError, EOFError, paramiko.SSHException):
+            own, self._own = self._own, None
+            if own is not None:
+                own.close()
             return False

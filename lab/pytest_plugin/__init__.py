@@ -87,8 +87,8 @@ def pytest_configure(config):
 
 def _refuse_fewer_workers_than_hosts(config) -> None:
     """Each xdist worker is bound to one lab host: a host without a worker would not be used."""
-    if keys.worker():
-        return
+    if keys.worker() or not any("e2e" in str(arg) for arg in config.args):
+        return  # a run of the unit tests uses no lab host
     try:
         hosts = keys.lab_config(config).target_list
     except LabError:

@@ -25,10 +25,10 @@ import pytest
 from lab.checks.guest_watch import GuestWatch, Loss
 from lab.core import wait
 from lab.core.config import LabConfig
-from lab.core.errors import LabError
 from lab.remote.host import HostLost, LabHost
 
-MAX_RESTARTS = 3  # in one run: a guest that keeps dying is a finding, not something to retry
+MAX_RESTARTS = 3  # per pytest process: a guest that keeps dying is a finding, not a retry
+BETWEEN_TESTS = "between tests"
 RESTART_EXPECTED = "guest_restart_expected"
 
 
@@ -46,10 +46,11 @@ class GuestGuard:
         self.pool = None  # the agent pool, whose agents started ahead die with the guest
         self._current, self._expected, self._interrupting = "", False, False
         self._leases = ExitStack()  # the leases taken again after restarts
+        self.closed = False
 
     # -- the watch's side (its thread) ---------------------------------------------------
     def _lost(self, loss: Loss) -> None:
-        self.losses[self._current or "between tests"] = loss
+        self.losses[self._current or BETWEEN_TESTS] = loss
         if self._expected:
             return
         self._interrupting = True
@@ -63,6 +64,14 @@ class GuestGuard:
 
     # -- the run's side ------------------------------------------------------------------
     def begin(self, item) -> None:
+        """As a test sets up: a host lost between tests is brought back first (this test
+        did not lose it)."""
+        pending = self.losses.pop(BETWEEN_TESTS, None)
+        if pending is not None:
+            stop = self._bring_back(pending, expected=False, during="between two tests")
+            if stop:
+                item.session.shouldstop = stop
+                raise HostLost(stop)
         self._current = item.nodeid
         self._expected = item.get_closest_marker(RESTART_EXPECTED) is not None
 
@@ -74,43 +83,45 @@ class GuestGuard:
         ('' to go on)."""
         loss, expected = self.losses.get(item.nodeid), self._expected
         self._current, self._expected = "", False
-        if loss is None and "between tests" in self.losses:
-            loss = self.losses.pop("between tests")
-        if loss is None:
+        if loss is None or self.closed:  # closed: that was the run's last test
             return ""
+        return self._bring_back(loss, expected, during=item.nodeid)
+
+    def _bring_back(self, loss: Loss, expected: bool, during: str) -> str:
         began = time.monotonic()
         try:
             if expected:
-                self.out(f"lab: the lab host restarted during {item.nodeid}, as the test "
+                self.out(f"lab: the lab host restarted during {during}, as the test "
                          f"meant: {loss.why}")
                 self._lease_again()
             else:
                 stop = self.recover(loss)
                 if stop:
                     return stop
-        except LabError as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever failed, the run cannot go on here
             return (f"the lab host {self.host.spec.url} was lost ({loss.why}) and could not be "
-                    f"brought back: {exc}")
+                    f"brought back: {type(exc).__name__}: {exc}. Fix: `./invoke lab.up` "
+                    "(it restarts a VM that does not answer), then run again")
         self.watch.rearm()
         self.out(f"lab: the lab host is back after {time.monotonic() - began:.0f}s; "
                  "the run goes on")
         return ""
 
     def recover(self, loss: Loss) -> str:
+        if self.pool is not None:
+            self.pool.forget_ahead()  # while waits still end at once on the lost host
         self._interrupting = False
         url = self.host.spec.url
         if not self.lab_config.is_vagrant:
             return (f"the lab host {url} was lost ({loss.why}); the lab cannot restart an ssh:// "
-                    "host: it is no longer used in this run. Fix: restart it (its console "
-                    "shows why it died), then `./invoke lab.up` and run again")
+                    "host: the run stops here. Fix: restart it (its console shows why it "
+                    "died), then `./invoke lab.up --target ...` and run again")
         if self.restarts >= MAX_RESTARTS:
             return (f"the lab host {url} was lost again ({loss.why}) after {self.restarts} "
                     "restarts in this run: stopping. See the failed tests' serial.txt")
         from lab.provision.vm import VagrantVM
         from lab.workflows.up import after_restart
 
-        if self.pool is not None:
-            self.pool.forget_ahead()
         vm = VagrantVM(self.lab_config, out=self.out)
         # xdist workers on this VM all notice the loss: the first restarts it and brings it
         # back (its sweep must not meet another worker's next agent), the others go on.
@@ -135,16 +146,19 @@ class GuestGuard:
                                               self.lab_config.timeout("lease"), self.out))
 
     def close(self) -> None:
+        self.closed = True
         self.watch.stop()
         self._leases.close()
 
     def summary(self) -> str:
         """For the run's end: how close the lab host came to the silence limit, and losses."""
-        lost = "; ".join(f"{test}: {loss.why}" for test, loss in self.losses.items())
+        lost = "; ".join(f"{test}: {loss.why}" for test, loss in list(self.losses.items()))
         return (f"guest watch: the slowest SSH keepalive answer took "
                 f"{self.watch.slowest_answer:.2f}s (lost after {self.watch.silent_after:.0f}s "
                 f"of silence); lab host lost {len(self.losses)} time(s), VM restarted "
-                f"{self.restarts} time(s){': ' + lost if lost else ''}")
+                f"{self.restarts} time(s){': ' + lost if lost else ''}"
+                + (f"; the watch itself hit: {'; '.join(self.watch.errors[-3:])}"
+                   if self.watch.errors else ""))
 
 
 def loss_report(loss: Loss) -> str:
@@ -171,8 +185,7 @@ def guest_guard(pytestconfig, lab_config, lab_host):
     guard.watch.start()
     with wait.interrupting(guard.raise_if_lost):
         yield guard
-    guard.close()
-    del pytestconfig.stash[keys.GUARD_KEY]
+    guard.close()  # kept in the stash: the last test's report still reads its losses
     pytestconfig.stash[keys.WATCHED_KEY] = guard.summary()
 
 

@@ -56,8 +56,8 @@ def lab_config(config) -> LabConfig:
     if found is None:
         opt = config.getoption
         given = opt("--lab-target") or []
-        found = LabConfig.load({"target": given[0] if len(given) == 1 else None,
-                                "targets": ",".join(given) if len(given) > 1 else None,
+        # Given here, it wins over LAB_TARGET and LAB_TARGETS alike.
+        found = LabConfig.load({"targets": ",".join(given) or None,
                                 "ssh_key": opt("--lab-ssh-key"),
                                 "timeout_scale": opt("--lab-timeout-scale"),
                                 "keep": opt("--lab-keep")}).for_worker(worker())

@@ -157,6 +157,10 @@ class LabHost:
     def _reconnecting(self, what: str, call: Callable):
         """call(), re-opening a dropped connection and calling once more."""
         self._refuse_if_lost()
+        if self._connected_once and not self._conn.is_connected:
+            # Closed since the last command (the host restarted, or declare_lost closed it):
+            # re-opened here, not by Fabric on its own, so that the remote forwards come along.
+            self._reopen(what, EOFError("the SSH connection had closed"))
         try:
             result = call()
         except SSH_DROPPED as exc:

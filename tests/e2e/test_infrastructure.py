@@ -56,7 +56,8 @@ def inner_env(lab_config, lab_host, needs_driver: bool = True) -> dict[str, str]
     if alias == lab_config.target:
         alias += "/"  # an ssh:// target (unscaled unless told); the lease is shared anyway
     env = {k: v for k, v in os.environ.items()
-           if k not in ("LAB_KEEP", "PYTEST_ADDOPTS", "LAB_TARGET", "LAB_SSH_KEY")}
+           if k not in ("LAB_KEEP", "PYTEST_ADDOPTS", "LAB_TARGET", "LAB_TARGETS",
+                        "LAB_SSH_KEY")}
     env.update(LAB_TARGET=alias, LAB_TIMEOUT_SCALE=f"{lab_config.scale:g}",
                PYTHONUNBUFFERED="1")
     if spec.key_file:

@@ -91,6 +91,7 @@ def test_a_guest_kernel_panic_fails_its_test_with_the_console_and_the_run_goes_o
     for key, value in {**env, "BOOT_ID_BEFORE": boot_id}.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("LAB_TARGET", raising=False)
+    monkeypatch.delenv("LAB_TARGETS", raising=False)
     pytester.makepyfile(test_panic=PANIC_INNER)
     reports = pytester.path / "reports"
     result = pytester.runpytest_subprocess(

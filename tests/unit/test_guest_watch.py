@@ -75,7 +75,7 @@ def test_a_host_silent_longer_than_the_limit_is_lost_and_rearm_gives_a_new_deadl
     assert watch.check() is None
     clock.now += 2.0
     loss = watch.check()
-    assert loss is not None and "answered nothing over SSH for 41s (limit 40s" in loss.why
+    assert loss is not None and "answered nothing over SSH for 41s (the limit: 40s" in loss.why
     assert loss.serial == []  # no console (an ssh:// host)
     watch.rearm()
     assert watch.loss is None and watch.check() is None

@@ -65,6 +65,8 @@ class FakeConnection:
             self.transport.active = False  # an SSH error here means the connection dropped
             raise answer
         rc, out, err = answer
+        if rc == -1:  # paramiko's "no exit status": the channel closed under the command
+            self.connected = False
         return SimpleNamespace(return_code=rc, stdout=out, stderr=err)
 
     def put(self, local, remote):
@@ -334,7 +336,6 @@ def test_a_channel_closed_without_exit_status_counts_as_a_drop():
     host, conn = make_host()
     conn.answers += [(0, "", ""), (-1, "", ""), (0, "ok", "")]
     host.run("true")
-    conn.connected = False  # what paramiko shows when the channel closed under the command
     assert host.run("echo ok").stdout == "ok" and conn.opened == 1
 
 
@@ -358,3 +359,17 @@ def test_forward_remote_lets_the_lab_host_pick_the_port_and_cancels_it_after():
         assert remote_port == 24242
         assert conn.transport.port_forwards == [("127.0.0.1", 24242)]
     assert host._remote_forwards == []
+
+
+def test_a_host_restarted_after_it_was_declared_lost_gets_its_remote_forwards_back():
+    """Fabric re-opens a closed connection by itself at the next command, without our
+    forwards: the artifact server's tunnel must come back on the restarted host too."""
+    host, conn = make_host()
+    host.run("true")
+    with host.forward_remote(8080) as remote_port:
+        host.declare_lost("its kernel panicked")
+        assert conn.closed and not conn.is_connected
+        host.recovered()
+        host.run("true")
+        assert conn.opened == 1
+        assert conn.transport.port_forwards == [("127.0.0.1", remote_port)]
