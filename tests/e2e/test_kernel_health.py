@@ -58,9 +58,11 @@ PANIC_INNER = '''
 import os
 
 
-def test_the_guest_kernel_panics(lab_host):
+def test_the_guest_kernel_panics(lab_host, artifacts):
     # The kernel's own crash path (sysrq "c"), as a kernel bug would take it: the command
     # never returns; the guest watch cuts it when the panic shows on the serial console.
+    # (`artifacts`: the artifact server's tunnel exists before the panic, and the next test's
+    # job proves that it came back with the restarted host.)
     lab_host.sudo("echo c > /proc/sysrq-trigger")
 
 
