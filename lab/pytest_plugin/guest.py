@@ -173,12 +173,18 @@ def guest_guard(pytestconfig, lab_config, lab_host):
     from lab.pytest_plugin import keys
 
     terminal = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+    capture = pytestconfig.pluginmanager.get_plugin("capturemanager")
 
     def out(text: str) -> None:
-        if terminal is not None:
+        """Shown as it happens (a restart takes a minute under TCG), not captured with the
+        test's output."""
+        if terminal is None:
+            print(text)
+        elif capture is None:
             terminal.write_line(text)
         else:
-            print(text)
+            with capture.global_and_fixture_disabled():
+                terminal.write_line(text)
 
     guard = GuestGuard(lab_config, lab_host, out)
     pytestconfig.stash[keys.GUARD_KEY] = guard
