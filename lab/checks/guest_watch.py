@@ -54,7 +54,7 @@ def serial_tail(path: Path | None, lines: int = SERIAL_LINES_KEPT) -> list[str]:
             text = log.read().decode(errors="replace")
     except OSError:
         return []
-    return [line.rstrip("\r") for line in text.splitlines()[-lines:]]
+    return text.splitlines()[-lines:]  # splitlines also ends a line at the console's \r\n
 
 
 class GuestWatch:
@@ -92,10 +92,14 @@ class GuestWatch:
         self.loss = None
 
     def stop(self) -> None:
+        """Stop both threads (closing the watch's connection ends a keepalive under way), so
+        that what they recorded is final."""
         self._stopped.set()
         own = self._own
         if own is not None:
             own.close()
+        for thread in self._threads:
+            thread.join(timeout=self.poll + 5)
 
     # -- the serial console --------------------------------------------------------------
     def _serial_size(self) -> int:

@@ -194,7 +194,8 @@ class LabConfig:
         second, ...), so each host gets its share of the workers."""
         if not worker or len(self.target_list) < 2:
             return self
-        index = int(worker.removeprefix("gw")) if worker.removeprefix("gw").isdigit() else 0
+        number = worker.removeprefix("gw")
+        index = int(number) if number.isdigit() else 0
         return self.for_target(self.target_list[index % len(self.target_list)])
 
 

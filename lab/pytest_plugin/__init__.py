@@ -453,9 +453,9 @@ def pytest_terminal_summary(terminalreporter, config):
     if found:
         terminalreporter.write_sep("-", "lab environment")
         terminalreporter.write_line(facts.render(found))
-    watched = config.stash.get(keys.WATCHED_KEY, None)
-    if watched:
-        terminalreporter.write_line(watched)
+    guard = config.stash.get(keys.GUARD_KEY, None)
+    if guard is not None:
+        terminalreporter.write_line(guard.summary())
     reporting = config.stash.get(keys.REPORTING_KEY, None)
     if reporting is not None and (reporting.run.written or reporting.run.error):
         terminalreporter.write_line(reporting.run.error or f"lab report: {reporting.run.written}")

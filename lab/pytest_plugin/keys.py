@@ -25,7 +25,6 @@ MAKING_KEY = pytest.StashKey[str]()  # the test id the pool makes an agent for
 REPORTING_KEY = pytest.StashKey[object]()  # reporting.Reporting
 DURATIONS_KEY = pytest.StashKey[dict]()  # xdist controller: recorded durations for its workers
 GUARD_KEY = pytest.StashKey[object]()  # guest.GuestGuard: the session's guest watch
-WATCHED_KEY = pytest.StashKey[str]()  # the guest watch's summary, for the run's end
 KERNEL_SPAN_KEY = pytest.StashKey[object]()  # where the next test's kernel-log span starts
 # Since the last leftover scan that covered faults: {"since": when it ran, "exclusive": whether
 # an exclusive test (which may have run an inner run's faults) ran} (lab.checks.teardown).
