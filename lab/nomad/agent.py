@@ -24,6 +24,7 @@ from lab.remote.layout import (
     AGENTS_ROOT,
     DRIVER,
     NOMAD_BIN,
+    NOMAD_SLICE,
     PLUGIN_BINARY,
     PLUGIN_DIR,
     UNIT_PREFIX,
@@ -271,18 +272,26 @@ class NomadAgent:
                   retry_on=TRANSIENT)
             api.client_gc()
 
-            def no_containers():
-                # No crun spawn (a second under TCG) while its root holds no container dir.
-                left = self.host.sudo(f"ls -A {self.crun_root} 2>/dev/null | grep -q . && "
-                                      f"crun --root {self.crun_root} list -q 2>/dev/null",
-                                      check=False).stdout.split()
-                return True if not left else Pending(f"containers: {left}")
-
-            until(no_containers, self.stop_timeout,
-                  f"{self.id}: containers destroyed after client GC")
+            until(lambda: self._torn_down(api.seen_alloc_ids), self.stop_timeout,
+                  f"{self.id}: containers, network namespaces and cgroups of its allocations "
+                  "destroyed after client GC")
         except LabError as exc:
             return [f"draining agent {self.id} failed: {exc}"]
         return []
+
+    def _torn_down(self, alloc_ids) -> bool | Pending:
+        """Nomad's GC has destroyed what the allocations had on the host: their containers,
+        and (its postrun hooks, which run after the task is gone) a group network's namespace
+        and the task cgroups. An agent stopped before those hooks ran would leave them."""
+        allocs = " ".join(sorted(alloc_ids))
+        # One sudo; crun (a second under TCG) only while its root holds a container dir.
+        left = self.host.sudo(
+            f"ls -A {self.crun_root} 2>/dev/null | grep -q . && "
+            f"crun --root {self.crun_root} list -q 2>/dev/null | sed 's/^/container /'; "
+            f"for a in {allocs}; do [ -e /var/run/netns/$a ] && echo netns $a; "
+            f"for c in {NOMAD_SLICE}/*/$a.*.scope; do [ -e $c ] && echo cgroup $c; done; "
+            "done; true", check=False).stdout.splitlines()
+        return True if not left else Pending(f"still there: {left}")
 
     def close_tunnel(self) -> None:
         # Fabric re-raises, at close, every connection its tunnel refused while the agent

@@ -25,6 +25,9 @@ MANIFEST = f"{REMOTE_ROOT}/manifest.json"  # what push installed: sha256, size, 
 AGENTS_ROOT = "/var/lib/nomad-lab"  # one data dir per agent
 UNIT_PREFIX = "nomad-lab-"  # every agent's transient systemd unit starts with it
 CRUN_STATE_ROOT = "/run/java-crun"  # parent of every agent's driver state root
+# Nomad's cgroup (v2) of every agent's tasks: <slice>/<share|reserve>.slice/<alloc>.<task>.scope.
+# Shared by all agents: Nomad 1.11.3 has no per-agent cgroup parent for the driver's tasks.
+NOMAD_SLICE = "/sys/fs/cgroup/nomad.slice"
 
 
 def state_root(agent_id: str) -> str:

@@ -194,6 +194,7 @@ class FakeApi:
         self.calls: list[tuple[str, tuple]] = []
         self._state: dict = {}
         self._alloc: dict | None = None
+        self.seen_alloc_ids: set[str] = set()  # as LabApi collects them
 
     def _record(self, name: str, *args) -> None:
         self.calls.append((name, args))

@@ -521,6 +521,30 @@ def test_drain_reports_live_allocations_instead_of_raising(host, fast_waits):
 
 
 def test_drain_reports_containers_that_survive_client_gc(host, fast_waits):
-    host.on("crun --root", "3f2a.app\n")
+    host.on("crun --root", "container 3f2a.app\n")
     (problem,) = drain_agent(host, FakeApi(alloc_lists=[[]])).drain()
-    assert "containers destroyed after client GC" in problem and "['3f2a.app']" in problem
+    assert "destroyed after client GC" in problem and "['container 3f2a.app']" in problem
+
+
+def test_drain_waits_for_nomad_to_destroy_its_allocations_network_and_cgroups(host, fast_waits):
+    # Nomad's postrun hooks remove a group network's namespace and the task cgroups after the
+    # task is gone: an agent stopped before they ran would leave both behind.
+    api = FakeApi(alloc_lists=[[]])
+    api.seen_alloc_ids = {"5e6f7a8b-0000-4000-8000-000000000001"}
+    left = "cgroup /sys/fs/cgroup/nomad.slice/share.slice/5e6f7a8b-0000-4000-8000-0000000000" \
+           "01.app.scope\n"
+    host.on("for a in 5e6f7a8b-0000-4000-8000-000000000001; do [ -e /var/run/netns/$a ]",
+            "netns 5e6f7a8b-0000-4000-8000-000000000001\n" + left, left, "")
+    assert drain_agent(host, api).drain() == []
+    (check,) = {c.cmd for c in host.ran("/var/run/netns")}
+    assert "/sys/fs/cgroup/nomad.slice/*/$a.*.scope" in check
+    assert len(host.ran("/var/run/netns")) == 3
+
+
+def test_drain_reports_a_cgroup_nomad_never_removed(host, fast_waits):
+    api = FakeApi(alloc_lists=[[]])
+    api.seen_alloc_ids = {"5e6f7a8b"}
+    host.on("/var/run/netns", "cgroup /sys/fs/cgroup/nomad.slice/share.slice/5e6f7a8b.app.scope\n")
+    (problem,) = drain_agent(host, api).drain()
+    assert "network namespaces and cgroups of its allocations destroyed" in problem
+    assert "5e6f7a8b.app.scope" in problem
