@@ -39,6 +39,7 @@ func fakeHost() probes {
 		},
 		cgroupMode: func() string { return "v2" },
 		javaKey:    func(string) string { return "k1" },
+		crunKey:    func(string) string { return "c1" },
 		now:        func() time.Time { return time.Unix(1000, 0) },
 	}
 }
@@ -240,11 +241,73 @@ func TestFingerprintReusesJavaProbeWhileInstallUnchanged(t *testing.T) {
 	if fp.Health != drivers.HealthStateHealthy || runs != 3 {
 		t.Fatalf("after fix: runs=%d health=%s", runs, fp.Health)
 	}
-	// Even an unchanged install is probed again after javaReprobeAfter.
-	clock = clock.Add(javaReprobeAfter)
+	// Even an unchanged install is probed again after reprobeAfter.
+	clock = clock.Add(reprobeAfter)
 	fingerprint(context.Background(), defaultConfig(), p, rt)
 	if runs != 4 {
 		t.Fatalf("stale probe not refreshed: runs=%d", runs)
+	}
+}
+
+func TestFingerprintReusesCrunProbeWhileBinaryUnchanged(t *testing.T) {
+	p := fakeHost()
+	runs := 0
+	p.crunVersion = func(context.Context, string) (string, error) { runs++; return "1.8.1", nil }
+	clock := time.Unix(1000, 0)
+	p.now = func() time.Time { return clock }
+	_, rt := runFingerprint(p, nil)
+	fp, rt := fingerprint(context.Background(), defaultConfig(), p, rt)
+	if runs != 1 || fp.Health != drivers.HealthStateHealthy {
+		t.Fatalf("unchanged crun re-probed: runs=%d health=%s", runs, fp.Health)
+	}
+	if v, _ := fp.Attributes[AttrCrunVersion].GetString(); v != "1.8.1" {
+		t.Fatalf("cached crun version %q", v)
+	}
+	// A replaced binary (a wrapper renamed over it, chmod -x) is probed at once.
+	p.crunKey = func(string) string { return "c2" }
+	p.crunVersion = func(context.Context, string) (string, error) {
+		runs++
+		return "", errors.New("exec format error")
+	}
+	fp, rt = fingerprint(context.Background(), defaultConfig(), p, rt)
+	if runs != 2 || fp.Health != drivers.HealthStateUnhealthy ||
+		!strings.Contains(fp.HealthDescription, "crun at /usr/bin/crun is not runnable") {
+		t.Fatalf("changed crun: runs=%d health=%s %q", runs, fp.Health, fp.HealthDescription)
+	}
+	// A failed probe is not remembered: the next fingerprint asks again.
+	p.crunVersion = func(context.Context, string) (string, error) { runs++; return "1.8.1", nil }
+	fp, rt = fingerprint(context.Background(), defaultConfig(), p, rt)
+	if runs != 3 || fp.Health != drivers.HealthStateHealthy {
+		t.Fatalf("after fix: runs=%d health=%s", runs, fp.Health)
+	}
+	// Even an unchanged binary is asked again after reprobeAfter.
+	clock = clock.Add(reprobeAfter)
+	fingerprint(context.Background(), defaultConfig(), p, rt)
+	if runs != 4 {
+		t.Fatalf("stale crun probe not refreshed: runs=%d", runs)
+	}
+}
+
+func TestFileKeyChangesWhenTheFileIsReplacedOrChmodded(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "crun")
+	_ = os.WriteFile(path, []byte("x"), 0o755)
+	before := fileKey(path)
+	if fileKey(path) != before {
+		t.Fatal("key not stable")
+	}
+	_ = os.Chmod(path, 0o644)
+	if fileKey(path) == before {
+		t.Fatal("chmod -x did not change the key")
+	}
+	k := fileKey(path)
+	_ = os.WriteFile(path+".new", []byte("y"), 0o755)
+	_ = os.Rename(path+".new", path)
+	if fileKey(path) == k {
+		t.Fatal("a file renamed over it did not change the key")
+	}
+	_ = os.Remove(path)
+	if fileKey(path) != "missing" {
+		t.Fatal("a missing file has a key")
 	}
 }
 
