@@ -89,22 +89,26 @@ def run(config: LabConfig, cold: bool = False, rounds: int = 3, out=print) -> di
 
 
 def _measure(config: LabConfig, host: LabHost, rounds: int, out) -> dict:
-    out("bench: anchors (bare nomad agent -dev, bare crun run) ...")
-    bare_agent = [_bare_agent(host, config) for _ in range(rounds)]
-    bare_crun = [float(host.sudo(BARE_CRUN.format(jars=JAR_DIR), timeout=120).stdout)
-                 for _ in range(rounds)]
-    starts, timelines, logged, teardowns, jobs = [], [], [], [], []
+    bare_agent, bare_crun = [], []
+    starts, timelines, logged, teardowns, jobs, idle = [], [], [], [], [], []
     with ArtifactServer() as server:
         server.add("hello.jar", config.build_dir / "jars" / "hello.jar")
         with server.expose(host) as exposed:
+            # Each round measures the anchors and the lab side back to back: a machine whose
+            # speed drifts during the run (it does here, by 15 % in an afternoon) shifts both.
             for i in range(rounds):
-                out(f"bench: agent and job, round {i + 1}/{rounds} ...")
+                out(f"bench: round {i + 1}/{rounds}: bare nomad agent -dev, bare crun run, "
+                    "lab agent and job ...")
+                bare_agent.append(_bare_agent(host, config))
+                bare_crun.append(float(host.sudo(BARE_CRUN.format(jars=JAR_DIR),
+                                                 timeout=120).stdout))
                 agent = NomadAgent(host, config.run_id, 100 + i,
                                    ready_timeout=config.timeout("agent_ready"),
                                    stop_timeout=config.timeout("agent_stop"))
                 agent.start()
                 starts.append(agent.startup_seconds)
                 timelines.append(agent.timeline)
+                idle.append(_idle_cpu(host, agent.unit))
                 logged.append(log_timeline(host.read_file(agent.log_path, missing_ok=True)))
                 job = java_job(f"lab-{config.run_id}-bench-{i}",
                                [java_task("app", exposed.url("hello.jar"))])
@@ -114,20 +118,25 @@ def _measure(config: LabConfig, host: LabHost, rounds: int, out) -> dict:
                 agent.stop()
                 teardowns.append(time.monotonic() - t)
     anchor_agent = _stats([b["driver_healthy"] for b in bare_agent])
+    anchor_idle = _stats([b["idle_cpu"] for b in bare_agent])
+    agent_idle = _stats(idle)
     anchor_crun = _stats(bare_crun)
     agent_start = _stats(starts)
     job_total = _stats([j["exited"] for j in jobs])
     return {
-        "anchors": {"bare_nomad_agent_dev_s": {**anchor_agent,
-                                               "steps": _median_steps(bare_agent)},
+        "anchors": {"bare_nomad_agent_dev_s": {**anchor_agent, "steps": _median_steps(
+                        [{k: v for k, v in b.items() if k != "idle_cpu"} for b in bare_agent])},
+                    "bare_nomad_agent_dev_idle_cpu_pct": anchor_idle,
                     "bare_crun_run_hello_s": anchor_crun},
         "agent": {"start_to_ready_s": agent_start,
                   "harness_timeline_s": _median_steps(timelines),
                   "agent_log_timeline_s": _median_steps(logged),
-                  "teardown_s": _stats(teardowns)},
+                  "teardown_s": _stats(teardowns),
+                  "idle_cpu_pct": agent_idle},
         "job": {"register_to_exit_s": job_total,
                 "timeline_s": _median_steps(jobs)},
         "ratios": {"agent_start_vs_bare_agent": _ratio(agent_start, anchor_agent),
+                   "agent_idle_cpu_vs_bare_agent": _ratio(agent_idle, anchor_idle),
                    "job_vs_bare_crun": _ratio(job_total, anchor_crun)},
     }
 
@@ -148,16 +157,42 @@ def _driver_start(config: LabConfig, host: LabHost, out) -> dict[str, float]:
 
 
 def _bare_agent(host: LabHost, config: LabConfig) -> dict[str, float]:
+    """The anchor's timeline, and the CPU it burns once ready (`idle_cpu`)."""
     http, rpc, serf = host.free_ports(3)
     args = [NOMAD_BIN, PLUGIN_DIR, PLUGIN_BINARY, DRIVER, http, rpc, serf,
-            round(config.timeout("agent_ready"))]
+            round(config.timeout("agent_ready")), IDLE_WINDOW_S]
     res = host.run_script("bare-agent.sh", args, check=False,
-                          timeout=config.timeout("agent_ready") + 30)
+                          timeout=config.timeout("agent_ready") + IDLE_WINDOW_S + 30)
     steps = _steps(res.stdout)
-    if res.rc or "driver_healthy" not in steps:
-        raise LabError(f"the bare `nomad agent -dev` anchor did not get ready on {host.name} "
-                       f"(exit {res.rc}):\n{res.stdout[-2000:]}{res.stderr[-1000:]}")
-    return steps
+    idle = re.search(r"^idle_cpu ([\d.]+)$", res.stdout, re.M)
+    if res.rc or "driver_healthy" not in steps or not idle:
+        raise LabError(f"the bare `nomad agent -dev` anchor did not get ready (or measured no "
+                       f"idle CPU) on {host.name} (exit {res.rc}):\n{res.stdout[-2000:]}"
+                       f"{res.stderr[-1000:]}")
+    return {**steps, "idle_cpu": float(idle[1])}
+
+
+# What a ready agent with nothing to run costs the lab host, while the test before it runs
+# (agents start ahead) or the next one waits: its own loops, the plugin's fingerprints.
+IDLE_WINDOW_S = 10
+
+
+def idle_cpu_command(unit: str, seconds: float, cgroup_root: str = "/sys/fs/cgroup") -> str:
+    """Percent of one CPU that `unit`'s cgroup (cgroup v2) used over `seconds`."""
+    stat = f"{cgroup_root}/system.slice/{unit}/cpu.stat"
+    read = f"awk '/^usage_usec/ {{print $2}}' {stat}"
+    return (f"a=$({read}); t=$(date +%s%N); sleep {seconds}; b=$({read}); e=$(date +%s%N); "
+            "awk -v a=$a -v b=$b -v t=$t -v e=$e 'BEGIN { printf \"%.1f\\n\", "
+            "100 * (b - a) * 1000 / (e - t) }'")
+
+
+def _idle_cpu(host: LabHost, unit: str) -> float:
+    res = host.sudo(idle_cpu_command(unit, IDLE_WINDOW_S), timeout=IDLE_WINDOW_S + 30)
+    try:
+        return float(res.stdout)
+    except ValueError:
+        raise LabError(f"no idle CPU figure for {unit} on {host.name} (is it cgroup v2?): "
+                       f"{res.stdout!r} {res.stderr[-300:]!r}") from None
 
 
 def _job_timeline(config: LabConfig, host: LabHost, agent: NomadAgent, server: ArtifactServer,
@@ -227,6 +262,10 @@ def render(results: dict) -> str:
              f" ({_line(anchors['bare_nomad_agent_dev_s']['steps'])})"
              f" -> ratio {ratios['agent_start_vs_bare_agent']}",
              f"  agent teardown: {agent['teardown_s']['median']}s",
+             f"  ready agent with nothing to run, CPU over {IDLE_WINDOW_S}s (% of one CPU):"
+             f" lab {agent['idle_cpu_pct']['median']}; bare nomad agent -dev"
+             f" {anchors['bare_nomad_agent_dev_idle_cpu_pct']['median']}"
+             f" -> ratio {ratios['agent_idle_cpu_vs_bare_agent']}",
              "  job of hello.jar after register:      " + _line(job["timeline_s"]),
              f"  job register to exit: {job['register_to_exit_s']['median']}s;"
              f" bare crun run: {anchors['bare_crun_run_hello_s']['median']}s"

@@ -34,3 +34,18 @@ def test_median_steps_keep_the_timeline_order_and_skip_missing_samples():
 def test_steps_parse_the_scripts_step_lines():
     assert bench._steps("step 12 http_listening\nnoise\nstep 3400 driver_healthy\n") == {
         "http_listening": 0.012, "driver_healthy": 3.4}
+
+
+def test_idle_cpu_command_gives_the_units_cpu_share_over_its_window(tmp_path):
+    import subprocess
+
+    stat = tmp_path / "system.slice" / "a.service" / "cpu.stat"
+    stat.parent.mkdir(parents=True)
+    stat.write_text("usage_usec 100000\nuser_usec 1\n")
+    # 0.5 s of CPU used during a 1 s window: 50 % of one CPU (a little less: the window
+    # is measured, and is a little longer than the sleep).
+    writer = subprocess.Popen(["sh", "-c", f"sleep 0.3; echo 'usage_usec 600000' > {stat}"])
+    out = subprocess.run(["bash", "-c", bench.idle_cpu_command("a.service", 1, str(tmp_path))],
+                         capture_output=True, text=True, check=True).stdout
+    writer.wait()
+    assert 40 <= float(out) <= 50, out
