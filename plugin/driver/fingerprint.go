@@ -260,10 +260,12 @@ func fileKey(path string) string {
 // javaInstallKey summarises what a JVM start depends on most: the launcher,
 // libjli, libjvm, and the names in the lib directories (so that renaming,
 // removing or adding any library there counts). Changing any of them changes
-// the key and forces a new `java -version`.
+// the key and forces a new `java -version`. libjli is in lib/ (JDK 17 and
+// later) or in lib/jli/ (Debian's JDK 11): both are looked at, as the one a
+// JDK does not have is "missing" whatever happens.
 func javaInstallKey(home string) string {
 	var b strings.Builder
-	for _, rel := range []string{"bin/java", "lib/libjli.so", "lib/server/libjvm.so"} {
+	for _, rel := range []string{"bin/java", "lib/libjli.so", "lib/jli/libjli.so", "lib/server/libjvm.so"} {
 		var st unix.Stat_t
 		if err := unix.Stat(filepath.Join(home, rel), &st); err != nil {
 			fmt.Fprintf(&b, "%s:missing;", rel)
@@ -271,7 +273,7 @@ func javaInstallKey(home string) string {
 		}
 		fmt.Fprintf(&b, "%s:%d:%d:%o:%d.%d;", rel, st.Ino, st.Size, st.Mode, st.Mtim.Sec, st.Mtim.Nsec)
 	}
-	for _, dir := range []string{"lib", "lib/server"} {
+	for _, dir := range []string{"lib", "lib/jli", "lib/server"} {
 		entries, _ := os.ReadDir(filepath.Join(home, dir)) // sorted by name
 		fmt.Fprintf(&b, "%s:", dir)
 		for _, e := range entries {

@@ -311,6 +311,21 @@ func TestFileKeyChangesWhenTheFileIsReplacedOrChmodded(t *testing.T) {
 	}
 }
 
+func TestJavaInstallKeyChangesWhenJDK11sLibjliGoes(t *testing.T) {
+	// Debian's openjdk-11 keeps libjli in lib/jli/: a hidden one must change the key, or
+	// the start-time check lets a task start a JVM that cannot load (seen on bullseye).
+	home := t.TempDir()
+	for _, rel := range []string{"bin/java", "lib/jli/libjli.so", "lib/server/libjvm.so"} {
+		_ = os.MkdirAll(filepath.Dir(filepath.Join(home, rel)), 0o755)
+		_ = os.WriteFile(filepath.Join(home, rel), []byte("x"), 0o755)
+	}
+	before := javaInstallKey(home)
+	_ = os.Rename(filepath.Join(home, "lib/jli/libjli.so"), filepath.Join(home, "lib/jli/libjli.so.lab-hidden"))
+	if javaInstallKey(home) == before {
+		t.Fatal("hiding lib/jli/libjli.so did not change the key")
+	}
+}
+
 func TestJavaInstallKeyChangesWhenLibraryGoes(t *testing.T) {
 	home := t.TempDir()
 	for _, rel := range []string{"bin/java", "lib/libjli.so"} {
