@@ -32,6 +32,7 @@ from lab.core.config import ROOT
 from lab.core.wait import Pending, until
 from lab.nomad.agent import AgentOptions, NomadAgent
 from lab.nomad.jobrun import JobRun
+from lab.remote import lease
 
 pytest_plugins = ["pytester"]
 
@@ -432,9 +433,14 @@ def test_lab_up_during_a_test_run_waits_for_the_lease_instead_of_sweeping_the_ru
                            env=env, cwd=ROOT, timeout=lab_config.timeout("command") * 3)
     out = other.stdout + other.stderr
     assert other.returncode != 0, out[-3000:]
-    # The holder: this session, or the `invoke test` that started it and shares its lease.
+    # The holder named is this run: the lab host's record of it carries this run's token,
+    # and its command (this session, or what started it and shares its lease: `invoke test`,
+    # `invoke matrix`) is the one the waiting lab.up names.
     assert "is leased by another run" in out, out[-3000:]
-    assert "command='pytest" in out or "command='invoke test'" in out, out[-3000:]
+    held_by = lease.holder(lab_host)
+    assert f"token={os.environ[lease.LEASE_ENV]} " in held_by, held_by
+    command = re.search(r"command=('[^']*'|\"[^\"]*\")", held_by)
+    assert command and f"({command[0]} " in out, (held_by, out[-3000:])
     assert "timed out after 10.0s waiting for the lease of lab host" in out, out[-3000:]
     assert "swept" not in out, out[-3000:]
     assert time.monotonic() - started >= 10
