@@ -90,7 +90,7 @@ def run(config: LabConfig, cold: bool = False, rounds: int = 3, out=print) -> di
 
 def _measure(config: LabConfig, host: LabHost, rounds: int, out) -> dict:
     bare_agent, bare_crun = [], []
-    starts, timelines, logged, teardowns, jobs, idle = [], [], [], [], [], []
+    starts, timelines, logged, teardowns, jobs, idle, quiet = [], [], [], [], [], [], []
     with ArtifactServer() as server:
         server.add("hello.jar", config.build_dir / "jars" / "hello.jar")
         with server.expose(host) as exposed:
@@ -99,9 +99,12 @@ def _measure(config: LabConfig, host: LabHost, rounds: int, out) -> dict:
             for i in range(rounds):
                 out(f"bench: round {i + 1}/{rounds}: bare nomad agent -dev, bare crun run, "
                     "lab agent and job ...")
+                quiet.append(_quiet(host, out))
                 bare_agent.append(_bare_agent(host, config))
+                quiet.append(_quiet(host, out))
                 bare_crun.append(float(host.sudo(BARE_CRUN.format(jars=JAR_DIR),
                                                  timeout=120).stdout))
+                quiet.append(_quiet(host, out))
                 agent = NomadAgent(host, config.run_id, 100 + i,
                                    ready_timeout=config.timeout("agent_ready"),
                                    stop_timeout=config.timeout("agent_stop"))
@@ -135,6 +138,7 @@ def _measure(config: LabConfig, host: LabHost, rounds: int, out) -> dict:
                   "idle_cpu_pct": agent_idle},
         "job": {"register_to_exit_s": job_total,
                 "timeline_s": _median_steps(jobs)},
+        "quiet_wait_s": _stats(quiet),
         "ratios": {"agent_start_vs_bare_agent": _ratio(agent_start, anchor_agent),
                    "agent_idle_cpu_vs_bare_agent": _ratio(agent_idle, anchor_idle),
                    "job_vs_bare_crun": _ratio(job_total, anchor_crun)},
@@ -170,6 +174,37 @@ def _bare_agent(host: LabHost, config: LabConfig) -> dict[str, float]:
                        f"idle CPU) on {host.name} (exit {res.rc}):\n{res.stdout[-2000:]}"
                        f"{res.stderr[-1000:]}")
     return {**steps, "idle_cpu": float(idle[1])}
+
+
+# Each measurement starts on a quiet lab host: what the one before left running (a stopped
+# agent's last exits, the kernel freeing its memory) would otherwise be charged to the next.
+QUIET_BUSY = 0.10     # at most this share of the host's CPU time busy over one interval
+QUIET_DEADLINE_S = 30  # then measure anyway, and say so
+
+
+def quiet_command(deadline_s: float, busy_max: float, stat: str = "/proc/stat") -> str:
+    """Polls `stat` every 0.5 s until the CPUs were at most busy_max busy over the last
+    interval; prints "quiet <seconds waited>" or, at the deadline, "busy <last share>"."""
+    read = f"awk '/^cpu / {{print $2+$3+$4+$7+$8+$9, $5+$6}}' {stat}"
+    return (f"t0=$(date +%s%N); end=$(( $(date +%s) + {round(deadline_s)} )); "
+            f"read -r b0 i0 <<<\"$({read})\"; while :; do sleep 0.5; "
+            f"read -r b1 i1 <<<\"$({read})\"; "
+            "share=$(awk -v b=$((b1 - b0)) -v i=$((i1 - i0)) "
+            "'BEGIN { printf \"%.3f\", (b + i) ? b / (b + i) : 0 }'); "
+            f"if awk -v s=$share 'BEGIN {{ exit !(s <= {busy_max}) }}'; then "
+            "echo \"quiet $(( ($(date +%s%N) - t0) / 1000000 ))\"; break; fi; "
+            "[ \"$(date +%s)\" -ge \"$end\" ] && { echo \"busy $share\"; break; }; "
+            "b0=$b1 i0=$i1; done")
+
+
+def _quiet(host: LabHost, out) -> float:
+    said = host.run(quiet_command(QUIET_DEADLINE_S, QUIET_BUSY),
+                    timeout=QUIET_DEADLINE_S + 30).stdout.split()
+    if said[:1] == ["busy"]:
+        out(f"bench: the lab host stayed {float(said[1]):.0%} busy for {QUIET_DEADLINE_S}s; "
+            "measuring anyway")
+        return float(QUIET_DEADLINE_S)
+    return int(said[1]) / 1000
 
 
 # What a ready agent with nothing to run costs the lab host, while the test before it runs
@@ -270,6 +305,10 @@ def render(results: dict) -> str:
              f"  job register to exit: {job['register_to_exit_s']['median']}s;"
              f" bare crun run: {anchors['bare_crun_run_hello_s']['median']}s"
              f" -> ratio {ratios['job_vs_bare_crun']}"]
+    if "quiet_wait_s" in results:
+        q = results["quiet_wait_s"]
+        lines.append(f"  waited for a quiet lab host (<= {QUIET_BUSY:.0%} busy) before each "
+                     f"measurement: median {q['median']}s, at most {q['max']}s")
     if "driver_start" in results:
         d = results["driver_start"]
         lines.append(f"  driver alone (harness): StartTask {d['start_task_s']:.2f}, first line"

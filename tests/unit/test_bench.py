@@ -49,3 +49,23 @@ def test_idle_cpu_command_gives_the_units_cpu_share_over_its_window(tmp_path):
                          capture_output=True, text=True, check=True).stdout
     writer.wait()
     assert 40 <= float(out) <= 50, out
+
+
+def test_quiet_command_says_quiet_on_an_idle_host_and_busy_at_its_deadline(tmp_path):
+    import subprocess
+
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 0 100 5000 0 0 0 0 0 0\n")  # unchanging: nothing ran, "idle"
+    quiet = subprocess.run(["bash", "-c", bench.quiet_command(5, 0.1, str(stat))],
+                           capture_output=True, text=True, check=True).stdout.split()
+    assert quiet[0] == "quiet" and 400 <= int(quiet[1]) < 3000, quiet
+    # A writer makes every interval 50 % busy (user +50, idle +50 per 0.1 s).
+    writer = subprocess.Popen(["bash", "-c", f"u=100; i=5000; while :; do u=$((u+50)); "
+                               f"i=$((i+50)); echo \"cpu  $u 0 100 $i 0 0 0 0 0 0\" > {stat}; "
+                               "sleep 0.1; done"])
+    try:
+        busy = subprocess.run(["bash", "-c", bench.quiet_command(1, 0.1, str(stat))],
+                              capture_output=True, text=True, check=True).stdout.split()
+    finally:
+        writer.kill()
+    assert busy[0] == "busy" and 0.4 <= float(busy[1]) <= 0.6, busy
