@@ -26,6 +26,8 @@ def test_read_junit_outcomes_durations_and_teardown_errors():
     assert list(cells)[0] == ASKED
     assert cells[SMOKE] == matrix.Cell("pass", 30.125)
     assert cells["test_cgroup_mode::test_on_cgroup_v1_a_job_is_not_placed"].outcome == "skip"
+    # an expected failure ran and showed its known bug: not a skip
+    assert cells["test_operators::test_none_network_task_sees_only_loopback"].outcome == "xfail"
     # passed its call, failed its teardown: counts as failed
     assert cells["test_signals::test_sigterm_runs_shutdown_hooks"].outcome == "fail"
     assert "left on the lab host" in cells["test_signals::test_sigterm_runs_shutdown_hooks"].message
@@ -51,6 +53,9 @@ def test_table_has_a_row_per_test_a_column_per_lab_and_marks_lab_specific_failur
     # failing everywhere it ran is not lab-specific
     assert not sigterm.startswith(matrix.MARK)
     assert "bullseye: 1 passed, 1 failed, 2 skipped; up 150s, tests 60s" in table
+    none = next(line for line in lines if "test_none_network" in line)
+    assert none.split()[1:] == ["-", "xfail", "32.7s", "-"]
+    assert "bookworm: 2 passed, 1 failed, 2 skipped, 1 xfailed; " in table
     assert "bookworm-k-bpo: not run: not implemented yet" in table
     assert table.splitlines()[-1] == f"{matrix.MARK} fails on some labs and passes on others: " \
                                      f"{SMOKE}"
@@ -78,3 +83,10 @@ def test_pytest_args():
     args = matrix.pytest_args("smoke or cgroup_mode", "not slow", Path("reports/junit-x.xml"))
     assert args == ["tests/e2e", "--junitxml=reports/junit-x.xml", "-k", "smoke or cgroup_mode",
                     "-m", "not slow"]
+
+
+def test_a_known_bug_on_one_lab_and_a_failure_on_another_stands_out():
+    fail, xfail, skip = (matrix.Cell(o, 1.0) for o in ("fail", "xfail", "skip"))
+    assert matrix.stands_out([fail, xfail])
+    assert not matrix.stands_out([xfail, skip, None])
+    assert not matrix.stands_out([fail, skip])
