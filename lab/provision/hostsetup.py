@@ -33,7 +33,8 @@ REQUIRED_PACKAGES: dict[str, str] = {
     "e2fsprogs": "mkfs.ext4 -d (box image)",
     "openssh-client": "ssh-keygen (per-lab key)",
     # Without it the unit tests that check the lab's bash scripts could only skip.
-    "shellcheck": "the unit tests' check of the bash run on the lab host (lab/**/scripts)",
+    "shellcheck": "the unit tests' check of the bash run on the lab host (lab/remote/scripts, "
+                  "lab/faults/scripts)",
 }
 
 LIBVIRT_SOCKET = Path("/var/run/libvirt/libvirt-sock")

@@ -109,15 +109,20 @@ def _measure(config: LabConfig, host: LabHost, rounds: int, out) -> dict:
                                    ready_timeout=config.timeout("agent_ready"),
                                    stop_timeout=config.timeout("agent_stop"))
                 agent.start()
-                starts.append(agent.startup_seconds)
-                timelines.append(agent.timeline)
-                idle.append(_idle_cpu(host, agent.unit))
-                logged.append(log_timeline(host.read_file(agent.log_path, missing_ok=True)))
-                job = java_job(f"lab-{config.run_id}-bench-{i}",
-                               [java_task("app", exposed.url("hello.jar"))])
-                jobs.append(_job_timeline(config, host, agent, server, job))
-                t = time.monotonic()
-                agent.drain()
+                try:
+                    starts.append(agent.startup_seconds)
+                    timelines.append(agent.timeline)
+                    idle.append(_idle_cpu(host, agent.unit))
+                    logged.append(log_timeline(host.read_file(agent.log_path,
+                                                              missing_ok=True)))
+                    job = java_job(f"lab-{config.run_id}-bench-{i}",
+                                   [java_task("app", exposed.url("hello.jar"))])
+                    jobs.append(_job_timeline(config, host, agent, server, job))
+                    t = time.monotonic()
+                    agent.drain()
+                except BaseException:  # a failed measurement leaves no agent behind
+                    agent.stop(check=False)
+                    raise
                 agent.stop()
                 teardowns.append(time.monotonic() - t)
     anchor_agent = _stats([b["driver_healthy"] for b in bare_agent])
@@ -184,24 +189,26 @@ QUIET_DEADLINE_S = 30  # then measure anyway, and say so
 
 def quiet_command(deadline_s: float, busy_max: float, stat: str = "/proc/stat") -> str:
     """Polls `stat` every 0.5 s until the CPUs were at most busy_max busy over the last
-    interval; prints "quiet <seconds waited>" or, at the deadline, "busy <last share>"."""
-    read = f"awk '/^cpu / {{print $2+$3+$4+$7+$8+$9, $5+$6}}' {stat}"
-    return (f"t0=$(date +%s%N); end=$(( $(date +%s) + {round(deadline_s)} )); "
-            f"read -r b0 i0 <<<\"$({read})\"; while :; do sleep 0.5; "
-            f"read -r b1 i1 <<<\"$({read})\"; "
-            "share=$(awk -v b=$((b1 - b0)) -v i=$((i1 - i0)) "
-            "'BEGIN { printf \"%.3f\", (b + i) ? b / (b + i) : 0 }'); "
-            f"if awk -v s=$share 'BEGIN {{ exit !(s <= {busy_max}) }}'; then "
-            "echo \"quiet $(( ($(date +%s%N) - t0) / 1000000 ))\"; break; fi; "
-            "[ \"$(date +%s)\" -ge \"$end\" ] && { echo \"busy $share\"; break; }; "
-            "b0=$b1 i0=$i1; done")
+    interval; prints "quiet <ms waited>" or, at the deadline, "busy <last share in %>". Bash
+    builtins only, and `read -t` on a pipe nobody writes instead of `sleep`: under TCG every
+    program started would itself be load."""
+    permille = round(busy_max * 1000)
+    return ("exec {w}<> <(:); now() { local t=${EPOCHREALTIME//[!0-9]/}; ms=$((t / 1000)); }; "
+            f"sample() {{ read -r _ u n s i io irq sirq st _ < {stat}; "
+            "busy=$((u + n + s + irq + sirq + st)); idle=$((i + io)); }; "
+            f"now; t0=$ms; end=$((t0 + {round(deadline_s * 1000)})); sample; b0=$busy i0=$idle; "
+            "while :; do read -rt 0.5 -u $w; sample; now; db=$((busy - b0)); di=$((idle - i0)); "
+            "share=$(( db + di ? 1000 * db / (db + di) : 0 )); "
+            f"if (( share <= {permille} )); then echo \"quiet $((ms - t0))\"; break; fi; "
+            "if (( ms >= end )); then echo \"busy $((share / 10))\"; break; fi; "
+            "b0=$busy i0=$idle; done")
 
 
 def _quiet(host: LabHost, out) -> float:
     said = host.run(quiet_command(QUIET_DEADLINE_S, QUIET_BUSY),
                     timeout=QUIET_DEADLINE_S + 30).stdout.split()
     if said[:1] == ["busy"]:
-        out(f"bench: the lab host stayed {float(said[1]):.0%} busy for {QUIET_DEADLINE_S}s; "
+        out(f"bench: the lab host stayed {said[1]} % busy for {QUIET_DEADLINE_S}s; "
             "measuring anyway")
         return float(QUIET_DEADLINE_S)
     return int(said[1]) / 1000
@@ -215,14 +222,16 @@ IDLE_WINDOW_S = 10
 def idle_cpu_command(unit: str, seconds: float, cgroup_root: str = "/sys/fs/cgroup") -> str:
     """Percent of one CPU that `unit`'s cgroup (cgroup v2) used over `seconds`."""
     stat = f"{cgroup_root}/system.slice/{unit}/cpu.stat"
-    read = f"awk '/^usage_usec/ {{print $2}}' {stat}"
-    return (f"a=$({read}); t=$(date +%s%N); sleep {seconds}; b=$({read}); e=$(date +%s%N); "
-            "awk -v a=$a -v b=$b -v t=$t -v e=$e 'BEGIN { printf \"%.1f\\n\", "
-            "100 * (b - a) * 1000 / (e - t) }'")
+    # A file without usage_usec (cgroup v1, another slice) fails here, not as a silent 0.0.
+    read = f"awk '/^usage_usec/ {{print $2; found = 1}} END {{exit !found}}' {stat}"
+    return (f"a=$({read}) && t=$(date +%s%N) && sleep {seconds} && b=$({read}) && "
+            "e=$(date +%s%N) && awk -v a=$a -v b=$b -v t=$t -v e=$e "
+            "'BEGIN { printf \"%.1f\\n\", 100 * (b - a) * 1000 / (e - t) }'")
 
 
 def _idle_cpu(host: LabHost, unit: str) -> float:
-    res = host.sudo(idle_cpu_command(unit, IDLE_WINDOW_S), timeout=IDLE_WINDOW_S + 30)
+    res = host.sudo(idle_cpu_command(unit, IDLE_WINDOW_S), check=False,
+                    timeout=IDLE_WINDOW_S + 30)
     try:
         return float(res.stdout)
     except ValueError:

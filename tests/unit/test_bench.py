@@ -68,4 +68,13 @@ def test_quiet_command_says_quiet_on_an_idle_host_and_busy_at_its_deadline(tmp_p
                               capture_output=True, text=True, check=True).stdout.split()
     finally:
         writer.kill()
-    assert busy[0] == "busy" and 0.4 <= float(busy[1]) <= 0.6, busy
+    assert busy[0] == "busy" and 40 <= int(busy[1]) <= 60, busy
+
+
+def test_idle_cpu_command_fails_without_a_usage_figure(tmp_path):
+    import subprocess
+
+    # No cgroup v2 file for the unit: an error, not a silent 0.0.
+    res = subprocess.run(["bash", "-c", bench.idle_cpu_command("gone.service", 0, str(tmp_path))],
+                         capture_output=True, text=True)
+    assert res.returncode != 0 and res.stdout == "", (res.returncode, res.stdout)

@@ -57,9 +57,12 @@ while [ "$(date +%s)" -lt "$deadline" ]; do
         mark driver_healthy
         if [ "$idle_s" != 0 ]; then
           stat=/sys/fs/cgroup/system.slice/$scope/cpu.stat
-          a=$(awk '/^usage_usec/ {print $2}' "$stat"); t=$(date +%s%N)
+          usage() { awk '/^usage_usec/ {print $2; found = 1} END {exit !found}' "$stat"; }
+          a=$(usage) || { echo "last no usage_usec in $stat (not cgroup v2?)"; exit 5; }
+          t=$(date +%s%N)
           sleep "$idle_s"  # the measurement's window, not a wait for a state
-          b=$(awk '/^usage_usec/ {print $2}' "$stat"); e=$(date +%s%N)
+          b=$(usage) || { echo "last no usage_usec in $stat"; exit 5; }
+          e=$(date +%s%N)
           awk -v a="$a" -v b="$b" -v t="$t" -v e="$e" \
             'BEGIN { printf "idle_cpu %.1f\n", 100 * (b - a) * 1000 / (e - t) }'
         fi
