@@ -139,11 +139,13 @@ class GuestGuard:
         return ""
 
     def _lease_again(self) -> None:
-        """The lease's holder died with the guest: take it again for the rest of the run."""
+        """The lease's holder died with the guest: take it again for the rest of the run,
+        shared with this run's other workers, so that it lasts until the last of them ends."""
         from lab.remote import lease
 
         self._leases.enter_context(lease.hold(self.host, "pytest (after the lab host restarted)",
-                                              self.lab_config.timeout("lease"), self.out))
+                                              self.lab_config.timeout("lease"), self.out,
+                                              shared=True))
 
     def close(self) -> None:
         self.closed = True

@@ -10,6 +10,9 @@ HOLDER_FILE, so a waiter can say whom it waits for, and gives up at a deadline.
 Runs started by the holder (xdist workers, nested test runs, `invoke test` -> pytest) inherit
 its token through LEASE_ENV and share the lease instead of waiting for it; a lease they take
 (another lab host of the run, or the same one after it restarted) carries the same token.
+After a restart the holder's lock died with the guest, and each worker of the run takes the lock
+again, shared (`flock -s`): the lease then lasts until the last of them ends, and another run's
+exclusive lock waits for all of them. The holder file goes only when nobody holds the lock.
 """
 
 from __future__ import annotations
@@ -44,10 +47,14 @@ def holder(host: LabHost) -> str:
 
 
 @contextmanager
-def hold(host: LabHost, what: str, timeout: float, out=print) -> Iterator[str]:
-    """Hold the lab host's lease for the block (or share the one our parent holds)."""
+def hold(host: LabHost, what: str, timeout: float, out=print, *,
+         shared: bool = False) -> Iterator[str]:
+    """Hold the lab host's lease for the block (or share the one our parent holds).
+
+    shared: take the lock as one of several holders of this run (its workers after the lab
+    host restarted), even when another of them holds it already."""
     inherited = os.environ.get(LEASE_ENV)
-    if inherited and f"token={inherited}" in holder(host):
+    if inherited and not shared and f"token={inherited}" in holder(host):
         yield inherited
         return
     # A run with several lab hosts leases each with one token, so that its workers, whichever
@@ -59,15 +66,18 @@ def hold(host: LabHost, what: str, timeout: float, out=print) -> Iterator[str]:
     # `cat` holds the lock until our side of the channel closes (we release, or we die).
     # One round trip: a free lock is taken at once (one flock); a held one first prints
     # WAITING and its holder, then flock waits.
-    inner = f'printf "%s\\n" "$1" > {HOLDER_FILE}; echo LEASED; cat >/dev/null; rm -f {HOLDER_FILE}'
-    take = f"{LOCK_FILE} sh -c {shlex.quote(inner)} lease {shlex.quote(who)}"
+    inner = f'printf "%s\\n" "$1" > {HOLDER_FILE}; echo LEASED; cat >/dev/null'
+    take = (f"{'-s ' if shared else ''}{LOCK_FILE} sh -c {shlex.quote(inner)} lease "
+            f"{shlex.quote(who)}")
     # flock failing for another reason (the lock file cannot be opened) says FAILED <rc>.
     script = (f"flock -n -E {BUSY_RC} {take}; rc=$?; "
               f"if [ $rc = {BUSY_RC} ]; then "
               f"echo \"WAITING $(cat {HOLDER_FILE} 2>/dev/null)\"; "
               f"flock -w {max(1, round(timeout))} -E {BUSY_RC} {take}; rc=$?; "
               f"[ $rc = {BUSY_RC} ] && {{ echo BUSY; cat {HOLDER_FILE} 2>/dev/null; exit 0; }}; "
-              f"fi; [ $rc = 0 ] || echo \"FAILED $rc\"")
+              f"fi; [ $rc = 0 ] || echo \"FAILED $rc\"; "
+              # Released: the record goes once nobody (no other shared holder) holds the lock.
+              f"flock -n {LOCK_FILE} rm -f {HOLDER_FILE} 2>/dev/null; true")
     # Its own SSH connection: a reconnect of the host's main one must not end the lease.
     # The main one opens meanwhile (each costs ~1.3 s under TCG: sshd's fork and re-exec,
     # key exchange, the first session).

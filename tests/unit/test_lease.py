@@ -156,3 +156,35 @@ def test_a_run_that_leases_another_host_or_the_same_one_again_takes_its_inherite
     with lease.hold(host, "invoke test", 5) as token:
         assert token == "abc123" and os.environ[lease.LEASE_ENV] == "abc123"
     assert "token=abc123 " in scripts[0]
+
+
+def test_after_a_restart_the_workers_shared_lease_lasts_until_the_last_of_them_ends(real_lock,
+                                                                                   tmp_path):
+    """Under -n every worker takes the lease again after the VM restarted: the first one to
+    end must not free the lab host while the others still run."""
+    host, record = real_lock, tmp_path / "lease-holder"
+    os.environ[lease.LEASE_ENV] = "run1token"  # both workers inherited the run's token
+    first = lease.hold(host, "worker gw0", 10, shared=True)
+    second = lease.hold(host, "worker gw1", 10, shared=True)
+    first.__enter__()
+    second.__enter__()  # at once: a shared lock of the same run does not wait
+    first.__exit__(None, None, None)
+    assert "token=run1token" in record.read_text(), "the record went with the first worker"
+    other_out, other_leased = [], threading.Event()
+
+    def another_run():
+        os.environ.pop(lease.LEASE_ENV, None)
+        with lease.hold(host, "another run", 10, out=other_out.append):
+            other_leased.set()
+    waiter = threading.Thread(target=another_run)
+    waiter.start()
+    for _ in range(200):  # until the other run says it waits
+        if other_out or other_leased.is_set():
+            break
+        time.sleep(0.05)
+    assert other_out and not other_leased.is_set(), \
+        "another run got the lease while a worker of this run still held it"
+    second.__exit__(None, None, None)
+    waiter.join(timeout=10)
+    assert other_leased.is_set(), "the lease stayed taken after the last worker ended"
+    assert not record.exists()
