@@ -1,4 +1,5 @@
-"""Child processes: pytest run so that Ctrl-C reaches it; long steps under one deadline.
+"""Child processes: pytest run so that Ctrl-C reaches it; long steps under one deadline, stopped
+with what they started.
 
 run_forwarding_interrupts: `subprocess.call` SIGKILLs its child when the parent gets
 KeyboardInterrupt, so pytest never runs its teardown. Here the parent keeps waiting instead:
@@ -60,9 +61,14 @@ def _same_foreground_group(pid: int) -> bool:
 
 
 def lines_until_deadline(proc: subprocess.Popen, deadline_s: float, what: str,
-                         hint: str = "") -> Iterator[str]:
+                         hint: str = "", grace_s: float = 10.0) -> Iterator[str]:
     """Yield `proc`'s output lines; kill it and raise LabTimeout (with its last line) when it
-    runs past `deadline_s`, even if it went silent (a hung vagrant or debootstrap)."""
+    runs past `deadline_s`, even if it went silent (a hung vagrant or debootstrap).
+
+    Started in its own process group (Popen's process_group=0), what it started dies with it:
+    a debootstrap under the build script. When we stop reading early (Ctrl-C, a signal to us
+    alone, an error of the reader), it is stopped too (stop_tree), not left running."""
+    own_group = _leads_own_group(proc)
     lines: queue.Queue[str | None] = queue.Queue()
 
     def read() -> None:
@@ -73,14 +79,51 @@ def lines_until_deadline(proc: subprocess.Popen, deadline_s: float, what: str,
     threading.Thread(target=read, daemon=True, name="lab-output-reader").start()
     end = time.monotonic() + deadline_s
     last = None
-    while True:
-        try:
-            line = lines.get(timeout=max(0.0, end - time.monotonic()))
-        except queue.Empty:
-            proc.kill()
-            proc.wait()
-            raise LabTimeout(what, deadline_s, last, hint) from None
-        if line is None:
-            return
-        last = line.rstrip() or last
-        yield line
+    try:
+        while True:
+            try:
+                line = lines.get(timeout=max(0.0, end - time.monotonic()))
+            except queue.Empty:
+                _signal_tree(proc, own_group, signal.SIGKILL)
+                proc.wait()
+                raise LabTimeout(what, deadline_s, last, hint) from None
+            if line is None:
+                return
+            last = line.rstrip() or last
+            yield line
+    except BaseException:  # KeyboardInterrupt, GeneratorExit (the reader gave up), errors
+        if proc.poll() is None or own_group:
+            stop_tree(proc, own_group, grace_s)
+        raise
+
+
+def stop_tree(proc: subprocess.Popen, own_group: bool, grace_s: float) -> None:
+    """Stop proc and what it started as a terminal's Ctrl-C would: SIGINT (to its process group
+    when it leads one; vagrant then cleans up, debootstrap stops) unless a terminal's Ctrl-C
+    reached it already; SIGKILL for whatever is left after grace_s (or a second Ctrl-C)."""
+    if proc.poll() is None and not _same_foreground_group(proc.pid):
+        _signal_tree(proc, own_group, signal.SIGINT)
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        _signal_tree(proc, own_group, signal.SIGKILL)
+        proc.wait()
+
+
+def _leads_own_group(proc: subprocess.Popen) -> bool:
+    try:  # a child that already exited is a zombie until we wait for it: still answers
+        return os.getpgid(proc.pid) == proc.pid != os.getpgrp()
+    except ProcessLookupError:
+        return False
+
+
+def _signal_tree(proc: subprocess.Popen, own_group: bool, signum: int) -> None:
+    try:
+        if own_group:
+            os.killpg(proc.pid, signum)  # the group outlives its leader while members live
+        else:
+            proc.send_signal(signum)
+    except (ProcessLookupError, PermissionError):  # all gone; or root's, under our sudo
+        pass

@@ -214,8 +214,9 @@ def _run_phase(phase: str, env: dict[str, str], log: Path, out: Out,
     with log.open("a") as logf:
         logf.write(f"\n==== {phase} ====\n")
         logf.flush()
+        # Its own process group: a timeout or an interrupt stops debootstrap with it.
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, bufsize=1)
+                                text=True, bufsize=1, process_group=0)
         assert proc.stdout is not None
         for line in lines_until_deadline(
                 proc, deadline, f"box build phase '{phase}'",

@@ -89,3 +89,55 @@ def test_a_silent_command_past_its_deadline_is_killed_and_named_with_its_last_li
     assert proc.returncode is not None, "the command must be killed, not left running"
     assert "waiting for debootstrap" in str(info.value)
     assert "last seen: started" in str(info.value) and "read the log" in str(info.value)
+
+
+def _gone(pid: int, within: float = 5.0) -> bool:
+    """pid has exited (gone, or a zombie that init has yet to reap)."""
+    end = time.monotonic() + within
+    while time.monotonic() < end:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+# The step's command and, under it, a program that it waits for (debootstrap under the box
+# build script): the program says its pid, then runs until stopped.
+TREE = ["sh", "-c", f"{sys.executable} -c 'import os, time; print(os.getpid(), flush=True); "
+                    "time.sleep(60)'; echo after"]
+
+
+def test_a_step_past_its_deadline_is_killed_with_what_it_started():
+    proc = subprocess.Popen(["sh", "-c", "sleep 60 & echo $!; wait"], stdout=subprocess.PIPE,
+                            text=True, process_group=0)
+    seen = []
+    with pytest.raises(LabTimeout):
+        for line in lines_until_deadline(proc, 1.0, "debootstrap"):
+            seen.append(line)
+    assert seen and _gone(int(seen[0])), "the step's own child outlived its timeout"
+
+
+def test_a_step_whose_reader_is_interrupted_is_stopped_with_what_it_started():
+    """A SIGINT to the run alone (not the terminal's whole group) must not leave a box build
+    running: the interrupted reader stops the step's process group."""
+    proc = subprocess.Popen(TREE, stdout=subprocess.PIPE, text=True, process_group=0)
+    with pytest.raises(KeyboardInterrupt):
+        for line in lines_until_deadline(proc, 30, "debootstrap"):
+            grandchild = int(line)
+            raise KeyboardInterrupt
+    assert _gone(grandchild), "the step's program outlived the interrupt"
+    assert proc.returncode is not None
+
+
+def test_a_step_that_ignores_the_interrupt_is_killed_after_its_grace():
+    proc = subprocess.Popen(["sh", "-c", "trap '' INT; echo started; sleep 60"],
+                            stdout=subprocess.PIPE, text=True, process_group=0)
+    began = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        for _line in lines_until_deadline(proc, 30, "vagrant up", grace_s=0.5):
+            raise KeyboardInterrupt
+    assert proc.returncode == -signal.SIGKILL and time.monotonic() - began < 10
