@@ -22,7 +22,9 @@ const (
 	// startTimeout bounds `crun run` reaching "running" (1.2 s measured in a
 	// TCG-emulated VM).
 	startTimeout = 2 * time.Minute
-	fifoTimeout  = 30 * time.Second
+	// startPoll is how often the start is checked: a stat of the started file.
+	startPoll   = 10 * time.Millisecond
+	fifoTimeout = 30 * time.Second
 )
 
 // unrecoverable marks invalid input: Nomad must not restart the task for it.
@@ -136,7 +138,7 @@ func (d *Driver) launch(cfg *drivers.TaskConfig, tc *TaskConfig, rt runtimeInfo)
 	state.ShimStartTicks, _ = shim.StartTicks(cmd.Process.Pid)
 	h := task.NewHandle(state, cfg, cli, cmd, d.logger)
 
-	pid, err := waitRunning(d.ctx, h, cli, id)
+	pid, err := waitRunning(d.ctx, h, state.BundleDir, id)
 	if err != nil {
 		_ = h.Kill(context.Background())
 		<-h.Done()
@@ -147,11 +149,13 @@ func (d *Driver) launch(cfg *drivers.TaskConfig, tc *TaskConfig, rt runtimeInfo)
 	return h, nil
 }
 
-// waitRunning polls crun until the container runs, or the shim reports that
-// it ended: a crun failure then becomes a recoverable "crun: ..." error.
-func waitRunning(ctx context.Context, h *task.Handle, cli *crun.CLI, id string) (int, error) {
+// waitRunning waits until the shim records that crun started the container
+// (its started file), or that it ended: a crun failure then becomes a
+// recoverable "crun: ..." error. A file, not `crun state`: a poll costs a
+// stat, not a process while the JVM starts.
+func waitRunning(ctx context.Context, h *task.Handle, bundle, id string) (int, error) {
 	deadline := time.Now().Add(startTimeout)
-	last := "no state yet"
+	last := "the shim has not recorded a start yet"
 	for {
 		select {
 		case <-h.Done():
@@ -163,13 +167,11 @@ func waitRunning(ctx context.Context, h *task.Handle, cli *crun.CLI, id string) 
 			return 0, nil // ran and exited already (a JVM crash too): WaitTask reports it
 		default:
 		}
-		st, err := cli.State(ctx, id)
+		started, err := shim.ReadStarted(bundle)
 		switch {
-		case err == nil && (st.Status == "running" || st.Status == "stopped"):
-			return st.Pid, nil
 		case err == nil:
-			last = "status " + st.Status
-		default:
+			return started.Pid, nil
+		case !errors.Is(err, os.ErrNotExist):
 			last = err.Error()
 		}
 		if time.Now().After(deadline) {
@@ -177,7 +179,7 @@ func waitRunning(ctx context.Context, h *task.Handle, cli *crun.CLI, id string) 
 		}
 		select {
 		case <-h.Done():
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(startPoll):
 		case <-ctx.Done():
 			return 0, errShuttingDown()
 		}

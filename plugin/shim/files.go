@@ -22,6 +22,7 @@ import (
 const (
 	ConfigFile  = "shim.json"       // written by the plugin before launch
 	ExitFile    = "exit.json"       // written by the shim when crun run returns
+	StartedFile = "started.json"    // written by the shim once crun started the container
 	CrunRunLog  = "crun-run.log"    // crun's JSON log for `crun run`
 	ShimLogFile = "shim.log"        // the shim's own diagnostics
 	PidFile     = "container.pid"   // crun --pid-file: the container init's host pid
@@ -42,6 +43,23 @@ type Config struct {
 	// CrunTimeout bounds the shim's own crun calls (run --detach, delete);
 	// 0 means crun.DefaultTimeout.
 	CrunTimeout time.Duration `json:"crun_timeout,omitempty"`
+}
+
+// Started records that `crun run --detach` started the container: the driver
+// waits for it rather than asking crun (each `crun state` is a process,
+// 0.2 s of CPU on an emulated lab host, while the JVM starts).
+type Started struct {
+	Pid int `json:"pid"` // the container init's host pid
+}
+
+// ReadStarted returns the started record, or an error wrapping
+// os.ErrNotExist while crun has not started the container (yet).
+func ReadStarted(bundle string) (*Started, error) {
+	var s Started
+	if err := readJSON(filepath.Join(bundle, StartedFile), &s); err != nil {
+		return nil, err
+	}
+	return &s, nil
 }
 
 // Exit is how the container ended.

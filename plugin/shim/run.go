@@ -131,6 +131,10 @@ func supervise(cfg *Config, bundle string, logf func(string, ...any)) *Exit {
 	if err != nil {
 		return &Exit{ExitCode: -1, Err: fmt.Sprintf("crun started container %s but its pid is unknown: %v", cfg.ContainerID, err)}
 	}
+	if err := writeJSON(filepath.Join(bundle, StartedFile), &Started{Pid: pid}); err != nil {
+		// The driver then times out waiting for the start and stops the container.
+		logf("record the start: %v", err)
+	}
 	ws, err := reap(pid)
 	if err != nil {
 		return &Exit{ExitCode: -1, Err: fmt.Sprintf("lost container %s (pid %d): %v; its exit code is unknown", cfg.ContainerID, pid, err)}

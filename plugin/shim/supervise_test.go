@@ -149,6 +149,17 @@ func superviseWith(t *testing.T, initScript, mode, linger string, sent []int, ti
 		log, _ := os.ReadFile(filepath.Join(bundle, ShimLogFile))
 		t.Fatalf("no exit record: %v (shim log: %s)", err, log)
 	}
+	// The driver's start wait reads the started record: it names the pid crun
+	// wrote once crun started the container, and exists only then.
+	started, serr := ReadStarted(bundle)
+	crunPid, _ := os.ReadFile(filepath.Join(bundle, PidFile))
+	if exit.CrunError == "" && exit.Err == "" {
+		if serr != nil || strconv.Itoa(started.Pid) != strings.TrimSpace(string(crunPid)) {
+			t.Errorf("started record %+v (%v), crun's pid file %q", started, serr, crunPid)
+		}
+	} else if serr == nil {
+		t.Errorf("a start recorded (%+v) although crun did not start the container", started)
+	}
 	stdout, _ := os.ReadFile(filepath.Join(dir, "stdout"))
 	calls, _ := os.ReadFile(filepath.Join(dir, "calls"))
 	return exit, string(stdout), string(calls)
