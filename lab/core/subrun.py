@@ -18,6 +18,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 from lab.core.errors import LabTimeout
 
@@ -50,10 +51,16 @@ def run_forwarding_interrupts(cmd: list[str], **popen_kwargs) -> int:
 def _same_foreground_group(pid: int) -> bool:
     """True when a terminal's Ctrl-C already reached the child (it is in our terminal's
     foreground process group, as a child of ours is unless started in a new session)."""
-    try:
-        tty_group = os.tcgetpgrp(0)
+    try:  # our controlling terminal, whatever our stdin is (`invoke lab.up </dev/null`)
+        fd = os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY)
     except OSError:
         return False  # no terminal: the interrupt was sent to us alone
+    try:
+        tty_group = os.tcgetpgrp(fd)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
     try:
         return os.getpgid(pid) == tty_group
     except ProcessLookupError:
@@ -62,12 +69,12 @@ def _same_foreground_group(pid: int) -> bool:
 
 def lines_until_deadline(proc: subprocess.Popen, deadline_s: float, what: str,
                          hint: str = "", grace_s: float = 10.0) -> Iterator[str]:
-    """Yield `proc`'s output lines; kill it and raise LabTimeout (with its last line) when it
+    """Yield `proc`'s output lines; stop it and raise LabTimeout (with its last line) when it
     runs past `deadline_s`, even if it went silent (a hung vagrant or debootstrap).
 
-    Started in its own process group (Popen's process_group=0), what it started dies with it:
-    a debootstrap under the build script. When we stop reading early (Ctrl-C, a signal to us
-    alone, an error of the reader), it is stopped too (stop_tree), not left running."""
+    Started in its own process group (Popen's process_group=0), what it started stops with it:
+    a debootstrap under the box build script. When we stop reading early (Ctrl-C, SIGTERM or
+    SIGHUP to us, an error of the reader), it is stopped too (stop_tree), not left running."""
     own_group = _leads_own_group(proc)
     lines: queue.Queue[str | None] = queue.Queue()
 
@@ -78,30 +85,34 @@ def lines_until_deadline(proc: subprocess.Popen, deadline_s: float, what: str,
 
     threading.Thread(target=read, daemon=True, name="lab-output-reader").start()
     end = time.monotonic() + deadline_s
-    last = None
-    try:
-        while True:
-            try:
-                line = lines.get(timeout=max(0.0, end - time.monotonic()))
-            except queue.Empty:
-                _signal_tree(proc, own_group, signal.SIGKILL)
-                proc.wait()
-                raise LabTimeout(what, deadline_s, last, hint) from None
-            if line is None:
-                return
-            last = line.rstrip() or last
-            yield line
-    except BaseException:  # KeyboardInterrupt, GeneratorExit (the reader gave up), errors
-        if proc.poll() is None or own_group:
-            stop_tree(proc, own_group, grace_s)
-        raise
+    last, timed_out = None, False
+    with _terminations_raise():
+        try:
+            while True:
+                try:
+                    line = lines.get(timeout=max(0.0, end - time.monotonic()))
+                except queue.Empty:
+                    timed_out = True  # hung: no grace beyond the deadline
+                    stop_tree(proc, own_group, grace_s=0, interrupt=False)
+                    break
+                if line is None:
+                    return
+                last = line.rstrip() or last
+                yield line
+        except BaseException:  # KeyboardInterrupt, SystemExit, GeneratorExit, errors
+            if proc.poll() is None or own_group:
+                stop_tree(proc, own_group, grace_s)
+            raise
+    if timed_out:
+        raise LabTimeout(what, deadline_s, last, hint)
 
 
-def stop_tree(proc: subprocess.Popen, own_group: bool, grace_s: float) -> None:
+def stop_tree(proc: subprocess.Popen, own_group: bool, grace_s: float,
+              interrupt: bool = True) -> None:
     """Stop proc and what it started as a terminal's Ctrl-C would: SIGINT (to its process group
     when it leads one; vagrant then cleans up, debootstrap stops) unless a terminal's Ctrl-C
     reached it already; SIGKILL for whatever is left after grace_s (or a second Ctrl-C)."""
-    if proc.poll() is None and not _same_foreground_group(proc.pid):
+    if interrupt and proc.poll() is None and not _same_foreground_group(proc.pid):
         _signal_tree(proc, own_group, signal.SIGINT)
     try:
         proc.wait(timeout=grace_s)
@@ -112,6 +123,26 @@ def stop_tree(proc: subprocess.Popen, own_group: bool, grace_s: float) -> None:
         proc.wait()
 
 
+@contextmanager
+def _terminations_raise() -> Iterator[None]:
+    """SIGTERM and SIGHUP (a CI job cancelled, an SSH session dropped) raise SystemExit while
+    a step runs, so that its clean-up runs: the step is in a process group of its own, which
+    a signal to ours no longer reaches."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # no signal handlers there
+        return
+
+    def terminate(signum, _frame) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = {sig: signal.signal(sig, terminate) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def _leads_own_group(proc: subprocess.Popen) -> bool:
     try:  # a child that already exited is a zombie until we wait for it: still answers
         return os.getpgid(proc.pid) == proc.pid != os.getpgrp()
@@ -120,10 +151,15 @@ def _leads_own_group(proc: subprocess.Popen) -> bool:
 
 
 def _signal_tree(proc: subprocess.Popen, own_group: bool, signum: int) -> None:
-    try:
-        if own_group:
-            os.killpg(proc.pid, signum)  # the group outlives its leader while members live
-        else:
+    if not own_group:
+        if proc.returncode is None:
             proc.send_signal(signum)
-    except (ProcessLookupError, PermissionError):  # all gone; or root's, under our sudo
-        pass
+        return
+    try:
+        os.killpg(proc.pid, signum)  # the group outlives its leader while members live
+    except ProcessLookupError:
+        pass  # all gone
+    except PermissionError:
+        # A step run as root under our `sudo -n` (the box build when we are not root).
+        subprocess.run(["sudo", "-n", "kill", f"-{signum}", "--", f"-{proc.pid}"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)

@@ -36,6 +36,7 @@ from lab.provision import hostsetup, kernels, labs
 from lab.remote.host import SSHSpec, free_local_port
 
 LIBVIRT_URI = hostsetup.LIBVIRT_URI
+VAGRANT_CLEANUP_S = 180  # an interrupted `vagrant up` destroying its half-made domain
 STORAGE_POOL = hostsetup.STORAGE_POOL
 # Only these survive into vagrant's environment, plus the LAB_* settings we set.
 PASSED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TERM", "VAGRANT_HOME",
@@ -258,7 +259,10 @@ class VagrantVM:
         for raw in lines_until_deadline(
                 proc, deadline, f"`vagrant {' '.join(args)}` for VM {self.name}",
                 hint="vagrant went silent or hung: `invoke lab.destroy` then `invoke lab.up`; "
-                     f"libvirt's log: /var/log/libvirt/qemu/{self.name}.log"):
+                     f"libvirt's log: /var/log/libvirt/qemu/{self.name}.log",
+                # Interrupted, vagrant rolls back a half-made VM: give it time (a second
+                # Ctrl-C still ends it at once) rather than leave libvirt half-done.
+                grace_s=VAGRANT_CLEANUP_S):
             line = ANSI.sub("", raw).rstrip()
             if not line:
                 continue

@@ -67,17 +67,25 @@ def hold(host: LabHost, what: str, timeout: float, out=print, *,
     # One round trip: a free lock is taken at once (one flock); a held one first prints
     # WAITING and its holder, then flock waits.
     inner = f'printf "%s\\n" "$1" > {HOLDER_FILE}; echo LEASED; cat >/dev/null'
+    ours, cleanup = "", ""
+    if shared:
+        # Busy for a shared lock means an exclusive one: if it is our own run's (it outlived
+        # what made us lease again), share it as the run's workers always do.
+        ours = (f'grep -q "^token={token} " {HOLDER_FILE} 2>/dev/null && '
+                "{ echo OURS; exit 0; }; ")
+        # Released: the record goes once no other worker holds the lock.
+        cleanup = f"; flock -n {LOCK_FILE} rm -f {HOLDER_FILE} 2>/dev/null; true"
+    else:
+        inner += f"; rm -f {HOLDER_FILE}"
     take = (f"{'-s ' if shared else ''}{LOCK_FILE} sh -c {shlex.quote(inner)} lease "
             f"{shlex.quote(who)}")
     # flock failing for another reason (the lock file cannot be opened) says FAILED <rc>.
     script = (f"flock -n -E {BUSY_RC} {take}; rc=$?; "
-              f"if [ $rc = {BUSY_RC} ]; then "
+              f"if [ $rc = {BUSY_RC} ]; then {ours}"
               f"echo \"WAITING $(cat {HOLDER_FILE} 2>/dev/null)\"; "
               f"flock -w {max(1, round(timeout))} -E {BUSY_RC} {take}; rc=$?; "
               f"[ $rc = {BUSY_RC} ] && {{ echo BUSY; cat {HOLDER_FILE} 2>/dev/null; exit 0; }}; "
-              f"fi; [ $rc = 0 ] || echo \"FAILED $rc\"; "
-              # Released: the record goes once nobody (no other shared holder) holds the lock.
-              f"flock -n {LOCK_FILE} rm -f {HOLDER_FILE} 2>/dev/null; true")
+              f"fi; [ $rc = 0 ] || echo \"FAILED $rc\"{cleanup}")
     # Its own SSH connection: a reconnect of the host's main one must not end the lease.
     # The main one opens meanwhile (each costs ~1.3 s under TCG: sshd's fork and re-exec,
     # key exchange, the first session).
@@ -91,7 +99,10 @@ def hold(host: LabHost, what: str, timeout: float, out=print, *,
     try:
         # Whole lines only: a holder's line (its command) may contain any word.
         answer = _read_until(channel, lambda t: _line(t, "LEASED") or _line(t, "WAITING ")
-                             or _line(t, "FAILED "), timeout + 30)
+                             or _line(t, "FAILED ") or _line(t, "OURS"), timeout + 30)
+        if _line(answer, "OURS"):
+            yield token  # our run's own lock holds the lab host: nothing of ours to release
+            return
         busy = _line(answer, "WAITING ").removeprefix("WAITING ").strip()
         if not _line(answer, "LEASED") and _line(answer, "WAITING "):
             out(f"lab: the lab host {host.spec.url} is leased by another run "

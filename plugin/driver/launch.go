@@ -19,8 +19,8 @@ import (
 )
 
 const (
-	// startTimeout bounds `crun run` reaching "running" (1.2 s measured in a
-	// TCG-emulated VM).
+	// startTimeout bounds the shim's `crun run --detach` starting the
+	// container (1.2 s measured in a TCG-emulated VM).
 	startTimeout = 2 * time.Minute
 	// startPoll is how often the start is checked: a stat of the started file.
 	startPoll   = 10 * time.Millisecond
@@ -33,8 +33,8 @@ func unrecoverable(err error) error { return structs.NewRecoverableError(err, fa
 // recoverable marks a transient failure: Nomad applies the restart policy.
 func recoverable(err error) error { return structs.NewRecoverableError(err, true) }
 
-// launch builds the bundle, starts the shim and waits until crun reports
-// the container running (or already exited).
+// launch builds the bundle, starts the shim and waits until the shim
+// records that crun started the container (or that it already exited).
 func (d *Driver) launch(cfg *drivers.TaskConfig, tc *TaskConfig, rt runtimeInfo) (*task.Handle, error) {
 	u, err := hostUser(d.taskUserName(cfg))
 	if err != nil {

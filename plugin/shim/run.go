@@ -132,7 +132,8 @@ func supervise(cfg *Config, bundle string, logf func(string, ...any)) *Exit {
 		return &Exit{ExitCode: -1, Err: fmt.Sprintf("crun started container %s but its pid is unknown: %v", cfg.ContainerID, err)}
 	}
 	if err := writeJSON(filepath.Join(bundle, StartedFile), &Started{Pid: pid}); err != nil {
-		// The driver then times out waiting for the start and stops the container.
+		// The driver then times out waiting for the start and stops the
+		// container: a bundle that cannot be written loses exit.json too.
 		logf("record the start: %v", err)
 	}
 	ws, err := reap(pid)

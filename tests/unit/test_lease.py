@@ -158,12 +158,12 @@ def test_a_run_that_leases_another_host_or_the_same_one_again_takes_its_inherite
     assert "token=abc123 " in scripts[0]
 
 
-def test_after_a_restart_the_workers_shared_lease_lasts_until_the_last_of_them_ends(real_lock,
-                                                                                   tmp_path):
+def test_after_a_restart_the_workers_shared_lease_lasts_until_the_last_of_them_ends(
+        real_lock, tmp_path, monkeypatch):
     """Under -n every worker takes the lease again after the VM restarted: the first one to
     end must not free the lab host while the others still run."""
     host, record = real_lock, tmp_path / "lease-holder"
-    os.environ[lease.LEASE_ENV] = "run1token"  # both workers inherited the run's token
+    monkeypatch.setenv(lease.LEASE_ENV, "run1token")  # both workers inherited the run's token
     first = lease.hold(host, "worker gw0", 10, shared=True)
     second = lease.hold(host, "worker gw1", 10, shared=True)
     first.__enter__()
@@ -188,3 +188,18 @@ def test_after_a_restart_the_workers_shared_lease_lasts_until_the_last_of_them_e
     waiter.join(timeout=10)
     assert other_leased.is_set(), "the lease stayed taken after the last worker ended"
     assert not record.exists()
+
+
+def test_a_shared_lease_again_shares_its_own_runs_exclusive_lock_instead_of_waiting_for_it(
+        real_lock, tmp_path, monkeypatch):
+    """A worker that leases again while the run's own lock still holds (the guest did not
+    really restart) must not wait for its own run until the lease timeout."""
+    host = real_lock
+    with lease.hold(host, "the run", 10):  # exclusive, as `invoke test` takes it
+        began = time.monotonic()
+        with lease.hold(host, "worker gw0 (after the lab host restarted)", 5, shared=True):
+            assert time.monotonic() - began < 3, "the worker waited for its own run's lock"
+            assert "command='the run'" in (tmp_path / "lease-holder").read_text()
+        assert "command='the run'" in (tmp_path / "lease-holder").read_text(), \
+            "the worker's release removed its run's record"
+    assert not (tmp_path / "lease-holder").exists()

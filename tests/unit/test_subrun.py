@@ -141,3 +141,23 @@ def test_a_step_that_ignores_the_interrupt_is_killed_after_its_grace():
         for _line in lines_until_deadline(proc, 30, "vagrant up", grace_s=0.5):
             raise KeyboardInterrupt
     assert proc.returncode == -signal.SIGKILL and time.monotonic() - began < 10
+
+
+STEP_RUNNER = textwrap.dedent("""
+    import subprocess, sys
+    from lab.core.subrun import lines_until_deadline
+    proc = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE, text=True, process_group=0)
+    for line in lines_until_deadline(proc, 60, "debootstrap"):
+        print(line, end="", flush=True)
+""")
+
+
+def test_a_sigterm_to_the_run_stops_its_step_with_what_it_started():
+    """A cancelled CI job or a dropped SSH session signals the run's process group, which the
+    step (in a group of its own) is not in: the run must stop the step itself."""
+    runner = subprocess.Popen([sys.executable, "-c", STEP_RUNNER, *TREE], stdout=subprocess.PIPE,
+                              text=True)
+    grandchild = int(runner.stdout.readline())
+    runner.send_signal(signal.SIGTERM)
+    assert runner.wait(timeout=20) == 128 + signal.SIGTERM
+    assert _gone(grandchild), "the step's program outlived the run's SIGTERM"

@@ -8,7 +8,7 @@ import "time"
 // plugin process needs to re-attach to a running container.
 type State struct {
 	ContainerID string
-	BundleDir   string // holds config.json, shim.json, exit.json and crun's logs
+	BundleDir   string // holds config.json, shim.json, started.json, exit.json and crun's logs
 	CrunPath    string
 	CrunRoot    string // crun --root
 	// CgroupDir is the host path of the task's cgroup; the container's own
