@@ -81,6 +81,23 @@ class CommandResult:
         return self.rc == 0
 
 
+# sshd's per-connection processes: `sshd` up to OpenSSH 9.7 (bullseye, bookworm),
+# `sshd-session` from 9.8 on (trixie), where `sshd` is the listener only.
+SSHD_NAMES = ("sshd", "sshd-session")
+
+
+def sshd_session_pids(walk: str) -> list[int]:
+    """From "pid name title" lines (a process and its ancestors), the sshd processes of the
+    connection: never the listener (title "... [listener] ..."), which serves every other
+    connection and which killing would not cut this one."""
+    pids = []
+    for line in walk.splitlines():
+        pid, name, title = (line.split(" ", 2) + ["", ""])[:3]
+        if name in SSHD_NAMES and "[listener]" not in title:
+            pids.append(int(pid))
+    return pids
+
+
 class LabHost:
     """Run commands, move files and open tunnels on the lab host."""
 
@@ -233,11 +250,15 @@ class LabHost:
     def session_pids(self) -> list[int]:
         """The lab host's sshd processes serving this connection (the per-connection [priv]
         process and the user's session process): what to kill to cut it from that side."""
+        # From our shell up to init, with bash builtins only (no `ps` per step): each
+        # process's pid, name and title.
         walk = ('pid=$$; while [ "$pid" -gt 1 ]; do '
-                'if [ "$(ps -o comm= -p "$pid")" = sshd ]; then echo "$pid"; fi; '
-                'pid=$(ps -o ppid= -p "$pid" | tr -d " "); done')
-        pids = [int(p) for p in self.run(walk).stdout.split()]
-        return pids[:-1] if len(pids) > 2 else pids  # the last one is sshd's listener
+                'read -r comm < "/proc/$pid/comm"; '
+                'IFS= read -r -d "" title < "/proc/$pid/cmdline"; '
+                'echo "$pid $comm $title"; '
+                'while read -r key value; do '
+                '[ "$key" = PPid: ] && { pid=$value; break; }; done < "/proc/$pid/status"; done')
+        return sshd_session_pids(self.run(walk).stdout)
 
     def sudo(self, cmd: str, **kwargs) -> CommandResult:
         return self.run(cmd, sudo=True, **kwargs)

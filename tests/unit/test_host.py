@@ -13,7 +13,14 @@ import paramiko
 import pytest
 
 from lab.core.errors import CommandFailed, LabError
-from lab.remote.host import CommandResult, ConnectionLost, LabHost, SSHSpec, free_local_port
+from lab.remote.host import (
+    CommandResult,
+    ConnectionLost,
+    LabHost,
+    SSHSpec,
+    free_local_port,
+    sshd_session_pids,
+)
 
 # -- SSHSpec ---------------------------------------------------------------------------------
 
@@ -373,3 +380,19 @@ def test_a_host_restarted_after_it_was_declared_lost_gets_its_remote_forwards_ba
         host.run("true")
         assert conn.opened == 1
         assert conn.transport.port_forwards == [("127.0.0.1", remote_port)]
+
+
+@pytest.mark.parametrize("walk, expected", [
+    # OpenSSH 10 (trixie): per-connection processes are sshd-session; sshd is the listener.
+    ("7225 bash bash\n7224 sshd-session sshd-session: lab@notty\n"
+     "7201 sshd-session sshd-session: lab [priv]\n"
+     "3944 sshd sshd: /usr/sbin/sshd -D [listener] 0 of 10-100 startups\n", [7224, 7201]),
+    # OpenSSH 9.2 (bookworm): all three are sshd.
+    ("912 bash bash\n911 sshd sshd: lab@notty\n900 sshd sshd: lab [priv]\n"
+     "480 sshd sshd: /usr/sbin/sshd -D [listener] 0 of 10-100 startups\n", [911, 900]),
+    # root's login has no privilege-separated child: one process, and still not the listener.
+    ("55 bash bash\n50 sshd sshd: root@notty\n"
+     "12 sshd sshd: /usr/sbin/sshd -D [listener] 0 of 10-100 startups\n", [50]),
+])
+def test_the_sessions_sshd_processes_are_found_and_never_the_listener(walk, expected):
+    assert sshd_session_pids(walk) == expected
