@@ -86,6 +86,16 @@ class CommandResult:
 SSHD_NAMES = ("sshd", "sshd-session")
 
 
+# From the shell up to init, with bash builtins only (no `ps` per step): each process's pid,
+# name and title. A process gone meanwhile ends the walk (its parent reads as 1).
+ANCESTRY_WALK = ('pid=$$; while [ "$pid" -gt 1 ]; do '
+                 'read -r comm < "/proc/$pid/comm"; '
+                 'IFS= read -r -d "" title < "/proc/$pid/cmdline"; '
+                 'echo "$pid $comm $title"; parent=1; '
+                 'while read -r key value; do [ "$key" = PPid: ] && { parent=$value; break; }; '
+                 'done < "/proc/$pid/status"; pid=$parent; done')
+
+
 def sshd_session_pids(walk: str) -> list[int]:
     """From "pid name title" lines (a process and its ancestors), the sshd processes of the
     connection: never the listener (title "... [listener] ..."), which serves every other
@@ -250,15 +260,7 @@ class LabHost:
     def session_pids(self) -> list[int]:
         """The lab host's sshd processes serving this connection (the per-connection [priv]
         process and the user's session process): what to kill to cut it from that side."""
-        # From our shell up to init, with bash builtins only (no `ps` per step): each
-        # process's pid, name and title.
-        walk = ('pid=$$; while [ "$pid" -gt 1 ]; do '
-                'read -r comm < "/proc/$pid/comm"; '
-                'IFS= read -r -d "" title < "/proc/$pid/cmdline"; '
-                'echo "$pid $comm $title"; '
-                'while read -r key value; do '
-                '[ "$key" = PPid: ] && { pid=$value; break; }; done < "/proc/$pid/status"; done')
-        return sshd_session_pids(self.run(walk).stdout)
+        return sshd_session_pids(self.run(ANCESTRY_WALK).stdout)
 
     def sudo(self, cmd: str, **kwargs) -> CommandResult:
         return self.run(cmd, sudo=True, **kwargs)

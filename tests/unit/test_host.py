@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
 import socket
+import subprocess
 import threading
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,6 +16,7 @@ import pytest
 
 from lab.core.errors import CommandFailed, LabError
 from lab.remote.host import (
+    ANCESTRY_WALK,
     CommandResult,
     ConnectionLost,
     LabHost,
@@ -396,3 +399,14 @@ def test_a_host_restarted_after_it_was_declared_lost_gets_its_remote_forwards_ba
 ])
 def test_the_sessions_sshd_processes_are_found_and_never_the_listener(walk, expected):
     assert sshd_session_pids(walk) == expected
+
+
+def test_the_ancestry_walk_run_by_bash_climbs_from_its_shell_through_us_to_init():
+    """The walk session_pids runs on the lab host, run here by real bash: it ends, and names
+    its own shell and this test's process (its parent) with their names."""
+    res = subprocess.run(["bash", "-c", ANCESTRY_WALK], capture_output=True, text=True,
+                         timeout=10)
+    lines = [line.split(" ", 2) for line in res.stdout.splitlines()]
+    assert lines[0][1] == "bash", res.stdout
+    assert any(pid == str(os.getpid()) and name.startswith("python")
+               for pid, name, *_ in lines), res.stdout
